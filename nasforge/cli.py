@@ -1,0 +1,226 @@
+"""The ``nasforge`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nasforge.errors import NasforgeError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Neural architecture search on PyTorch. Start with `nasforge search` (DARTS on digits, a few minutes on a CPU).",
+)
+console = Console(stderr=True)
+out = Console()
+
+SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
+                      help="Override any config field, e.g. --set strategy.epochs=10 --set train.channels=24 (repeatable).")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _progress(quiet: bool):
+    from nasforge.progress import RichProgress
+
+    return RichProgress(console=console, disable=quiet)
+
+
+def _summary(result: dict[str, Any], exp_dir: Path) -> None:
+    table = Table(title=f"nasforge result: {exp_dir}", show_header=False)
+    lat = result["latency"]
+    rows = [
+        ("dataset", result["dataset"]),
+        ("space / strategy", f"{result['space']} / {result['strategy']}"),
+        ("architecture", result["arch_summary"]),
+        ("test accuracy", f"{100 * result['test_acc']:.2f}%"),
+        ("params", f"{result['params']:,}"),
+        ("FLOPs (1 image)", f"{result['flops']:,}"),
+        (f"latency ({lat['device']}, batch {lat['batch_size']})", f"{lat['median_ms']:.3f} ms median"),
+        ("search", f"{result['search_epochs']} epochs, {result['search_seconds']:.1f} s"),
+        ("final training", f"{result['train_epochs']} epochs, {result['train_seconds']:.1f} s"),
+        ("files", "config.yaml store.sqlite arch.json model.pt result.json"),
+    ]
+    for k, v in rows:
+        table.add_row(k, str(v))
+    out.print(table)
+
+
+def _run(exp, cfg, quiet: bool) -> None:
+    from nasforge.pipeline import run_experiment
+
+    try:
+        with _progress(quiet) as progress:
+            result = run_experiment(exp, cfg, progress)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; continue with: nasforge resume {exp.path}")
+        raise typer.Exit(130)
+    finally:
+        exp.close()
+    _summary(result, exp.path)
+
+
+@app.command()
+def search(
+    space: Optional[str] = typer.Option(None, help="Search space (see `nasforge list`). [default: darts]"),
+    strategy: Optional[str] = typer.Option(None, help="Search strategy (see `nasforge list`). [default: darts]"),
+    data: Optional[str] = typer.Option(None, help="Dataset: digits (embedded), cifar10, synthetic. [default: digits]"),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Experiment directory. [default: runs/STRATEGY-SPACE-DATA-TIME]"),
+    config: Optional[Path] = typer.Option(None, help="YAML config file (sections seed, data, space, strategy, train, latency)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of every random choice. [default: 0]"),
+    epochs: Optional[int] = typer.Option(None, help="Search epochs (shortcut for --set strategy.epochs=N)."),
+    set_: Optional[list[str]] = SetOpt,
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing experiment directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every epoch."),
+) -> None:
+    """Search an architecture, train it, measure it and save everything in one directory."""
+    from nasforge.config import parse_override, read_yaml
+    from nasforge.experiment import Experiment
+    from nasforge.pipeline import config_dict, resolve_config
+
+    _setup_logging(verbose)
+    raw = read_yaml(config) if config else {}
+    overrides = []
+    for key, value in (("space.name", space), ("strategy.name", strategy), ("data.name", data),
+                       ("data.dir", str(data_dir) if data_dir else None), ("seed", seed), ("strategy.epochs", epochs)):
+        if value is not None:
+            overrides.append((key.split("."), value))
+    overrides += [parse_override(s) for s in set_ or []]
+    cfg = resolve_config(raw, overrides)
+    if out_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out_dir = Path("runs") / f"{cfg.strategy['name']}-{cfg.space['name']}-{cfg.data.name}-{stamp}"
+    exp = Experiment.create(out_dir, config_dict(cfg), force=force)
+    console.print(f"experiment: {exp.path}")
+    _run(exp, cfg, quiet)
+
+
+@app.command()
+def resume(
+    exp_dir: Path = typer.Argument(..., help="Experiment directory of an interrupted run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every epoch."),
+) -> None:
+    """Continue an interrupted run from its last checkpoint (finished phases are kept)."""
+    from nasforge.experiment import Experiment
+    from nasforge.pipeline import resolve_config
+
+    _setup_logging(verbose)
+    exp = Experiment.open(exp_dir)
+    cfg = resolve_config(exp.read_config())
+    _run(exp, cfg, quiet)
+
+
+@app.command()
+def train(
+    arch_json: Path = typer.Argument(..., help="arch.json of a search (or one you wrote)."),
+    data: str = typer.Option("digits", help="Dataset: digits, cifar10, synthetic."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory. [default: runs/train-DATA-TIME]"),
+    config: Optional[Path] = typer.Option(None, help="YAML config (its train and latency sections are used)."),
+    seed: int = typer.Option(0, help="Seed."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (shortcut for --set train.epochs=N)."),
+    set_: Optional[list[str]] = SetOpt,
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a found architecture from scratch and report test accuracy, params, FLOPs and latency."""
+    from nasforge.arch import Arch
+    from nasforge.config import parse_override, read_yaml
+    from nasforge.experiment import Experiment
+    from nasforge.pipeline import config_dict, resolve_config
+
+    arch = Arch.from_json(arch_json)
+    raw = read_yaml(config) if config else {}
+    overrides = [(["data", "name"], data), (["seed"], seed), (["space", "name"], arch.space)]
+    if data_dir:
+        overrides.append((["data", "dir"], str(data_dir)))
+    if epochs is not None:
+        overrides.append((["train", "epochs"], epochs))
+    overrides += [parse_override(s) for s in set_ or []]
+    cfg = resolve_config(raw, overrides)
+    out_dir = out_dir or Path("runs") / f"train-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exp = Experiment.create(out_dir, config_dict(cfg), force=force)
+    arch.save(exp.path / "arch.json")
+    console.print(f"experiment: {exp.path}")
+    _run(exp, cfg, quiet)
+
+
+@app.command()
+def export(
+    arch_or_run: Path = typer.Argument(..., help="An experiment directory (uses its model.pt) or a model.pt file."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript | json"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write. [default: next to the model]"),
+) -> None:
+    """Export a trained network (ONNX is checked against PyTorch with ONNX Runtime)."""
+    from nasforge.export import export_model
+    from nasforge.train import load_model
+
+    path = arch_or_run / "model.pt" if arch_or_run.is_dir() else arch_or_run
+    model, arch, input_shape = load_model(path)
+    target = out_dir or path.parent
+    if fmt == "json":
+        written = {"path": str(arch.save(Path(target) / "arch.export.json")), "format": "json"}
+    else:
+        written = export_model(model, input_shape, target, fmt)
+    diff = written.get("max_abs_diff")
+    out.print(f"wrote {written['path']}" + (f" (max |onnxruntime - pytorch| = {diff:.2e})" if diff is not None else ""))
+
+
+@app.command("list")
+def list_() -> None:
+    """List search spaces, strategies and datasets."""
+    from nasforge.data import dataset_names
+    from nasforge.spaces import get_space_class, space_names
+    from nasforge.strategies import get_strategy_class, strategy_names
+
+    table = Table(title="nasforge")
+    table.add_column("kind")
+    table.add_column("name")
+    table.add_column("what")
+    for name in space_names():
+        table.add_row("space", name, get_space_class(name).description)
+    for name in strategy_names():
+        table.add_row("strategy", name, get_strategy_class(name).description)
+    for name in dataset_names():
+        table.add_row("dataset", name, "")
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line and a non-zero exit."""
+    try:
+        app(standalone_mode=False)
+    except NasforgeError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Hardware cost: static counts (params, FLOPs, size) and measured latency."""
+
+from nasforge.hardware.cost import count_flops, count_macs, count_params, model_size_bytes
+from nasforge.hardware.latency import DEVICES, LatencyResult, describe_device, measure_latency
+
+__all__ = [
+    "count_params",
+    "count_flops",
+    "count_macs",
+    "model_size_bytes",
+    "LatencyResult",
+    "measure_latency",
+    "describe_device",
+    "DEVICES",
+]

@@ -1,0 +1,164 @@
+"""The main job: search, derive, train the found architecture, measure it, save it.
+
+``RunConfig`` is the whole configuration of a run (the content of ``config.yaml``);
+``run_experiment`` executes it in an experiment directory and is idempotent: each
+phase whose output already exists is skipped, and an interrupted phase continues from
+its last checkpoint, so ``nasforge resume DIR`` is just running it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nasforge.arch import Arch
+from nasforge.config import apply_override, load_section, option, to_dict
+from nasforge.data import Dataset, dataset_names, load_dataset
+from nasforge.errors import ConfigError
+from nasforge.experiment import Experiment
+from nasforge.hardware import count_flops, count_params, measure_latency
+from nasforge.profiles import fill_auto
+from nasforge.progress import Progress
+from nasforge.spaces import SearchSpace, make_space
+from nasforge.strategies import Strategy, make_strategy
+from nasforge.train import TrainConfig, build_options, save_model, train_arch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    name: str = option("digits", help="dataset: digits (embedded), cifar10 (--data-dir), synthetic")
+    dir: str | None = option(None, help="folder or file holding the dataset (cifar10)")
+    valid_fraction: float | None = option(None, lo=0.0, hi=0.9, help="share of the training set held out (auto)")
+
+
+@dataclass
+class LatencyConfig:
+    device: str = option("cpu", choices=("cpu", "cuda", "onnxruntime"), help="where the final model is timed")
+    batch_size: int = option(1, lo=1, hi=65536, help="batch size of the latency measurement")
+    warmup: int = option(10, lo=0, hi=100000, help="untimed warm-up runs")
+    repeats: int = option(50, lo=1, hi=100000, help="timed runs (median reported)")
+    threads: int | None = option(None, lo=1, hi=1024, help="CPU threads while timing (default: PyTorch's)")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; written to ``config.yaml`` fully resolved."""
+
+    seed: int = option(0, lo=0, hi=2**31 - 1, help="seed of every random choice")
+    data: DataConfig = field(default_factory=DataConfig)
+    space: dict[str, Any] = field(default_factory=lambda: {"name": "darts"})
+    strategy: dict[str, Any] = field(default_factory=lambda: {"name": "darts"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+
+
+SECTIONS = ("seed", "data", "space", "strategy", "train", "latency")
+
+
+def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list[str], Any]] = ()) -> RunConfig:
+    """Check a raw config (YAML mapping plus ``--set`` overrides) and fill its "auto" fields."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (raw or {}).items()}
+    for path, value in overrides:
+        apply_override(raw, path, value)
+    for key in raw:
+        if key not in SECTIONS:
+            raise ConfigError(f"unknown config section '{key}'; valid sections are {list(SECTIONS)}")
+    for key in ("data", "space", "strategy", "train", "latency"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise ConfigError(f"config section '{key}' must be a mapping, got {raw[key]!r}")
+    cfg = RunConfig(
+        seed=load_section(_Seed, {"seed": raw["seed"]} if "seed" in raw else {}, "config").seed,
+        data=load_section(DataConfig, raw.get("data"), "data"),
+        train=load_section(TrainConfig, raw.get("train"), "train"),
+        latency=load_section(LatencyConfig, raw.get("latency"), "latency"),
+    )
+    if cfg.data.name not in dataset_names():
+        raise ConfigError(f"unknown dataset '{cfg.data.name}'; choose one of {dataset_names()}")
+    space = dict(raw.get("space") or {})
+    space.setdefault("name", "darts")
+    strategy = dict(raw.get("strategy") or {})
+    strategy.setdefault("name", "darts")
+    # Instantiate once to check names, options and ranges; store the resolved options.
+    make_space(space["name"], **{k: v for k, v in space.items() if k != "name"})
+    strat = make_strategy(strategy["name"], {k: v for k, v in strategy.items() if k != "name"}, cfg.data.name)
+    cfg.space = space
+    cfg.strategy = {"name": strategy["name"], **to_dict(strat.config)}
+    fill_auto(cfg.train, cfg.data.name, "train")
+    return cfg
+
+
+@dataclass
+class _Seed:
+    seed: int = option(0, lo=0, hi=2**31 - 1)
+
+
+def config_dict(cfg: RunConfig) -> dict[str, Any]:
+    return to_dict(cfg)
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    return load_dataset(cfg.data.name, cfg.data.dir, seed=cfg.seed, valid_fraction=cfg.data.valid_fraction)
+
+
+def build_space(cfg: RunConfig) -> SearchSpace:
+    return make_space(cfg.space["name"], **{k: v for k, v in cfg.space.items() if k != "name"})
+
+
+def build_strategy(cfg: RunConfig) -> Strategy:
+    return make_strategy(cfg.strategy["name"], {k: v for k, v in cfg.strategy.items() if k != "name"}, cfg.data.name)
+
+
+def measure_model(model: Any, input_shape: tuple[int, ...], cfg: LatencyConfig) -> dict[str, Any]:
+    """Params, FLOPs (one image) and measured latency of a trained network."""
+    lat = measure_latency(model, input_shape, device=cfg.device, batch_size=cfg.batch_size,
+                          warmup=cfg.warmup, repeats=cfg.repeats, threads=cfg.threads)
+    return {"params": count_params(model), "flops": count_flops(model, input_shape), "latency": lat.to_dict()}
+
+
+def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Search -> arch.json -> train -> model.pt -> measure -> result.json (skipping finished phases)."""
+    progress = progress or Progress()
+    data = load_data(cfg)
+    space = build_space(cfg)
+    store = exp.store
+    store.set_meta("dataset", data.describe())
+
+    if (exp.path / "arch.json").exists():
+        arch = Arch.from_json(exp.path / "arch.json")
+    else:
+        strategy = build_strategy(cfg)
+        result = strategy.search(space, data, experiment=exp, progress=progress, seed=cfg.seed)
+        arch = result.arch
+        store.set_meta("search_info", result.info)
+        arch.save(exp.path / "arch.json")
+
+    final = exp.read_json("result.json")
+    if final is not None and (exp.path / "model.pt").exists():
+        return final
+
+    trained = train_arch(space, arch, data, cfg.train, experiment=exp, progress=progress, seed=cfg.seed)
+    save_model(trained.model, arch, data.input_shape, data.num_classes, build_options(cfg.train), exp.path / "model.pt")
+    measured = measure_model(trained.model, data.input_shape, cfg.latency)
+    search_epochs = store.epochs("search")
+    result = {
+        "dataset": data.describe(),
+        "space": space.name,
+        "strategy": cfg.strategy["name"],
+        "arch": arch.to_dict(),
+        "arch_summary": space.describe(arch),
+        "test_acc": trained.metrics["test_acc"],
+        "test_loss": trained.metrics["test_loss"],
+        **measured,
+        "search_epochs": len(search_epochs),
+        "search_seconds": sum(e["metrics"].get("seconds", 0.0) for e in search_epochs),
+        "train_epochs": trained.metrics["epochs"],
+        "train_seconds": sum(h.get("seconds", 0.0) for h in trained.metrics["history"]),
+        "search_info": store.get_meta("search_info", {}),
+        "finished": time.time(),
+    }
+    exp.write_json("result.json", result)
+    return result

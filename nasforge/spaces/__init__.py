@@ -1,0 +1,19 @@
+"""Search spaces. Importing this package registers the built-in spaces."""
+
+from nasforge.spaces.base import (
+    Choice,
+    InputChoice,
+    OpChoice,
+    SearchSpace,
+    ValueChoice,
+    get_space_class,
+    make_space,
+    register_space,
+    space_names,
+)
+from nasforge.spaces import darts  # noqa: F401  (registers the space)
+
+__all__ = [
+    "Choice", "InputChoice", "OpChoice", "SearchSpace", "ValueChoice",
+    "get_space_class", "make_space", "register_space", "space_names",
+]

@@ -1,0 +1,227 @@
+"""Search spaces, their choice declarations, and the space registry.
+
+A space declares its decision points as *choices* (``OpChoice``, ``InputChoice``,
+``ValueChoice``), each with a unique label. An ``Arch`` fixes every choice to a value.
+Sample-based strategies only need ``sample``/``mutate``/``validate`` (which work from the
+declarations alone); one-shot strategies ask the space for a ``supernet`` in which each
+choice is relaxed by the strategy's mixed op.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from torch import nn
+
+from nasforge.arch import Arch
+from nasforge.errors import ArchError, ConfigError
+
+
+@dataclass(frozen=True)
+class OpChoice:
+    """Pick one operation out of ``candidates`` (by name)."""
+
+    label: str
+    candidates: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.candidates)
+
+    def sample(self, rng: np.random.Generator) -> str:
+        return self.candidates[int(rng.integers(len(self.candidates)))]
+
+    def check(self, value: Any) -> str | None:
+        if value not in self.candidates:
+            return f"{value!r} is not one of {list(self.candidates)}"
+        return None
+
+    def mutate(self, value: Any, rng: np.random.Generator) -> Any:
+        others = [c for c in self.candidates if c != value]
+        return others[int(rng.integers(len(others)))] if others else value
+
+
+@dataclass(frozen=True)
+class ValueChoice:
+    """Pick one value (a width, a kernel size, a bit-width...) out of ``values``."""
+
+    label: str
+    values: tuple[Any, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.values)
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.values[int(rng.integers(len(self.values)))]
+
+    def check(self, value: Any) -> str | None:
+        if value not in self.values:
+            return f"{value!r} is not one of {list(self.values)}"
+        return None
+
+    def mutate(self, value: Any, rng: np.random.Generator) -> Any:
+        others = [v for v in self.values if v != value]
+        return others[int(rng.integers(len(others)))] if others else value
+
+
+@dataclass(frozen=True)
+class InputChoice:
+    """Pick ``k`` distinct inputs out of ``n_inputs`` (a sorted tuple of indices)."""
+
+    label: str
+    n_inputs: int
+    k: int = 1
+
+    @property
+    def size(self) -> int:
+        from math import comb
+
+        return comb(self.n_inputs, self.k)
+
+    def sample(self, rng: np.random.Generator) -> tuple[int, ...]:
+        return tuple(sorted(int(i) for i in rng.choice(self.n_inputs, size=self.k, replace=False)))
+
+    def check(self, value: Any) -> str | None:
+        if not isinstance(value, (list, tuple)) or len(value) != self.k:
+            return f"{value!r} must be a list of {self.k} input indices"
+        if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.n_inputs for i in value):
+            return f"{list(value)!r} has an index outside 0..{self.n_inputs - 1}"
+        if len(set(value)) != self.k or list(value) != sorted(value):
+            return f"{list(value)!r} must be {self.k} distinct indices in increasing order"
+        return None
+
+    def mutate(self, value: Any, rng: np.random.Generator) -> tuple[int, ...]:
+        unused = [i for i in range(self.n_inputs) if i not in value]
+        if not unused:
+            return tuple(value)
+        chosen = list(value)
+        chosen[int(rng.integers(len(chosen)))] = unused[int(rng.integers(len(unused)))]
+        return tuple(sorted(chosen))
+
+
+Choice = OpChoice | ValueChoice | InputChoice
+
+
+class SearchSpace:
+    """Base class of a search space: declares choices, samples, mutates, validates and builds.
+
+    Subclasses set ``name`` (and ``version``), take their size options as keyword arguments
+    of ``__init__`` and implement ``choices`` and ``build``; one-shot capable spaces also
+    implement ``supernet``.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    description: ClassVar[str] = ""
+
+    def choices(self) -> dict[str, Choice]:
+        """All decision points of the space, by label."""
+        raise NotImplementedError
+
+    @classmethod
+    def for_arch(cls, arch: Arch) -> "SearchSpace":
+        """A space instance whose choices fit ``arch`` (spaces with shape options infer them)."""
+        return cls()
+
+    @classmethod
+    def validate_arch(cls, arch: Arch) -> None:
+        """Check ``arch`` against this space class; raise ``ArchError`` naming the bad field."""
+        if arch.space != cls.name:
+            raise ArchError(f"architecture belongs to space '{arch.space}', not '{cls.name}'; "
+                            f"use an arch.json made for '{cls.name}' or pass --space {arch.space}")
+        cls.for_arch(arch).validate(arch)
+
+    # --- generic operations over the declarations ------------------------
+    def validate(self, arch: Arch) -> None:
+        """Raise ``ArchError`` naming the first choice that is missing, unknown or invalid."""
+        if arch.space != self.name:
+            raise ArchError(f"architecture belongs to space '{arch.space}', not '{self.name}'; "
+                            f"use an arch.json made for '{self.name}'")
+        if arch.version != self.version:
+            raise ArchError(f"architecture is for {self.name} version {arch.version}, this nasforge has "
+                            f"version {self.version}; search again with this version")
+        declared = self.choices()
+        given = arch.as_dict()
+        for label in given:
+            if label not in declared:
+                raise ArchError(f"choice '{label}' does not exist in space '{self.name}'; "
+                                f"remove it (valid labels look like '{next(iter(declared))}')")
+        for label, choice in declared.items():
+            if label not in given:
+                raise ArchError(f"choice '{label}' is missing from the architecture; add it")
+            problem = choice.check(arch[label])
+            if problem:
+                raise ArchError(f"choice '{label}': {problem}; fix that value")
+        self.check_consistency(arch)
+
+    def check_consistency(self, arch: Arch) -> None:
+        """Extra cross-choice rules of a space (none by default)."""
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """A uniformly random architecture (each choice sampled independently)."""
+        return Arch(self.name, {label: c.sample(rng) for label, c in self.choices().items()}, self.version)
+
+    def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
+        """Change exactly one choice to another valid value."""
+        mutable = [(label, c) for label, c in self.choices().items() if c.size > 1]
+        if not mutable:
+            return arch
+        label, choice = mutable[int(rng.integers(len(mutable)))]
+        return arch.with_choice(label, choice.mutate(arch[label], rng))
+
+    def size(self) -> int:
+        """Number of distinct architectures (product of the choice sizes)."""
+        total = 1
+        for c in self.choices().values():
+            total *= c.size
+        return total
+
+    def build(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int, **options: Any) -> nn.Module:
+        """A stand-alone network for ``arch``."""
+        raise NotImplementedError
+
+    def supernet(self, input_shape: tuple[int, int, int], num_classes: int, **options: Any) -> nn.Module:
+        """The one-shot network holding every choice (for gradient-based strategies)."""
+        raise NotImplementedError(f"space '{self.name}' has no supernet; use a sample-based strategy")
+
+    def describe(self, arch: Arch) -> str:
+        """A short human-readable description of an architecture."""
+        return str(arch)
+
+
+_SPACES: dict[str, type[SearchSpace]] = {}
+
+
+def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
+    """Class decorator: make a space available by its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a name")
+    _SPACES[cls.name] = cls
+    return cls
+
+
+def space_names() -> list[str]:
+    return sorted(_SPACES)
+
+
+def get_space_class(name: str) -> type[SearchSpace]:
+    """The registered space class called ``name`` (``ArchError`` listing the names otherwise)."""
+    try:
+        return _SPACES[name]
+    except KeyError:
+        raise ConfigError(f"unknown search space '{name}'; choose one of {space_names()}") from None
+
+
+def make_space(name: str, **options: Any) -> SearchSpace:
+    """Instantiate a space, checking option names and values."""
+    cls = get_space_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    for key in options:
+        if key not in params or key == "self":
+            valid = [p for p in params if p != "self"]
+            raise ConfigError(f"space '{name}' has no option '{key}'; valid options are {valid}")
+    return cls(**options)

@@ -1,0 +1,14 @@
+"""Search strategies. Importing this package registers the built-in strategies."""
+
+from nasforge.strategies.base import (
+    SearchResult,
+    Strategy,
+    get_strategy_class,
+    make_strategy,
+    register_strategy,
+    strategy_names,
+)
+from nasforge.strategies import darts  # noqa: F401  (registers the strategy)
+
+__all__ = ["SearchResult", "Strategy", "get_strategy_class", "make_strategy", "register_strategy",
+           "strategy_names"]

@@ -1,0 +1,72 @@
+"""Strategies and their registry.
+
+A strategy chooses architectures. One-shot strategies (``kind = "oneshot"``) train a
+supernet of the space and derive an ``Arch`` from its architecture parameters;
+sample-based ones (``kind = "sample"``) only see an evaluator callable. Each strategy has
+a typed ``Config`` dataclass, so the CLI and YAML configs can name and check its options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from nasforge.arch import Arch
+from nasforge.config import load_section
+from nasforge.errors import ConfigError
+from nasforge.profiles import fill_auto
+
+
+@dataclass
+class SearchResult:
+    """The outcome of a search: the architecture found, per-epoch/per-trial history, extra info."""
+
+    arch: Arch
+    history: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``callback(strategy, epoch, record)`` runs after each epoch is recorded and checkpointed.
+EpochCallback = Callable[[Any, int, dict[str, Any]], None]
+
+
+class Strategy:
+    """Base class; subclasses set ``name``, ``kind``, ``Config`` and implement ``search``."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    def search(self, space: Any, data: Any, **kwargs: Any) -> SearchResult:
+        raise NotImplementedError
+
+
+_STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make a strategy available by its ``name``."""
+    _STRATEGIES[cls.name] = cls
+    return cls
+
+
+def strategy_names() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def get_strategy_class(name: str) -> type[Strategy]:
+    try:
+        return _STRATEGIES[name]
+    except KeyError:
+        raise ConfigError(f"unknown strategy '{name}'; choose one of {strategy_names()}") from None
+
+
+def make_strategy(name: str, options: dict[str, Any] | None = None, dataset: str = "digits") -> Strategy:
+    """A strategy with checked options; "auto" (None) options take the dataset's profile."""
+    cls = get_strategy_class(name)
+    config = load_section(cls.Config, options or {}, "strategy")
+    return cls(fill_auto(config, dataset, "search"))

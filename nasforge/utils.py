@@ -1,0 +1,55 @@
+"""Small shared helpers: atomic file writes and seeding."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` so that a reader never sees a half-written file."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    return _atomic(path, write)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through a temporary file and ``os.replace``."""
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch global generators."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, salt: int = 0) -> int:
+    """A seed derived from the run seed and the epoch, so an epoch replays identically on resume."""
+    return (seed * 1_000_003 + epoch * 7919 + salt) % (2**63 - 1)
