@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nasforge.errors import NasforgeError
@@ -53,7 +54,7 @@ def _summary(result: dict[str, Any], exp_dir: Path) -> None:
         ("files", "config.yaml store.sqlite arch.json model.pt result.json"),
     ]
     for k, v in rows:
-        table.add_row(k, str(v))
+        table.add_row(k, escape(str(v)))
     out.print(table)
 
 
@@ -205,7 +206,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except NasforgeError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -1,0 +1,544 @@
+"""Seconds per search step and peak memory of one-shot supernet search steps.
+
+A *search step* is what a bi-level one-shot search does per iteration. For DARTS
+(``DartsStrategy._epoch``): one architecture step on a valid batch (first order: the
+gradient of the valid loss w.r.t. the alphas; second order: ``unrolled_arch_grads``;
+then Adam), followed by one weight step on a train batch (SGD, momentum 0.9, weight
+decay 3e-4, gradient-norm clip 5).
+
+Every (method, config) row runs in a fresh subprocess (this script re-invokes itself
+with ``--worker``), so that one row's allocations and allocator caches cannot leak into
+the next row's peak memory. Timing: median of ``--steps`` timed steps after
+``--warmup`` warm-up steps, on fixed random batches (the values do not matter for speed).
+
+Memory:
+  * CPU: peak RSS increase. The worker resets the kernel's RSS high-water mark
+    (``/proc/self/clear_refs`` = 5) right before the first (warm-up) step, reads the
+    current RSS as the baseline, and reads the high-water mark after the last timed step.
+    So "step peak" = max RSS during the warm-up + timed steps - RSS before them; it
+    includes state created by the first step (SGD momentum buffers, Adam state) and the
+    activations/gradients alive at once. Where the reset is not available, the
+    ``ru_maxrss`` high-water mark is used and the row is marked ``*`` (a lower bound
+    when the build itself peaked higher).
+  * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` before
+    the first step, minus ``memory_allocated`` at that point (tensor memory only, not
+    the caching allocator's reserve or the CUDA context).
+
+Adding a method: write a *step maker* ``maker(cfg: BenchConfig, device) -> (model,
+step_fn)`` that builds the supernet, optimizers and batches for ``cfg`` and returns the
+supernet module and a no-argument callable doing one full search step; register it in
+``STEP_MAKERS`` under the row name (e.g. "gdas"). DARTS subclasses (GDAS) can reuse
+``darts_family_maker``.
+
+Usage::
+
+    python benchmarks/supernet_step.py                      # both configs, both orders, CPU
+    python benchmarks/supernet_step.py --configs small --steps 50 --warmup 5
+    python benchmarks/supernet_step.py --device cuda --json out.json
+    python benchmarks/supernet_step.py --verify             # also check the step copy vs DartsStrategy._epoch
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nasforge.errors import TrainingError
+from nasforge.spaces.darts import DartsSpace, num_edges
+from nasforge.strategies.darts import DartsConfig, DartsStrategy, unrolled_arch_grads
+
+RESULT_TAG = "@@SUPERNET_STEP_RESULT@@"
+MiB = 2 ** 20
+
+
+# --------------------------------------------------------------------------- configurations
+@dataclass(frozen=True)
+class BenchConfig:
+    """One supernet / batch size to benchmark, with its default step counts."""
+
+    name: str
+    layers: int
+    channels: int
+    batch: int
+    input_shape: tuple[int, int, int]
+    num_classes: int = 10
+    nodes: int = 4
+    steps: int = 3
+    warmup: int = 1
+
+    def describe(self) -> str:
+        c, h, w = self.input_shape
+        return (f"{self.layers} cells, {self.channels} channels, {self.nodes} nodes, batch {self.batch}, "
+                f"input {c}x{h}x{w}, {self.num_classes} classes")
+
+
+CONFIGS: dict[str, BenchConfig] = {
+    # The DARTS paper's CIFAR-10 search supernet.
+    "paper": BenchConfig("paper", layers=8, channels=16, batch=64, input_shape=(3, 32, 32), steps=3, warmup=1),
+    # The supernet of the digits main job (profiles.PROFILES["digits"]["search"]).
+    "small": BenchConfig("small", layers=5, channels=8, batch=64, input_shape=(1, 8, 8), steps=20, warmup=3),
+}
+
+
+def random_batches(cfg: BenchConfig, device: torch.device) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """A fixed (train, valid) pair of random batches for ``cfg`` (same shapes as real data)."""
+    def one() -> tuple[Tensor, Tensor]:
+        x = torch.randn(cfg.batch, *cfg.input_shape, device=device)
+        y = torch.randint(0, cfg.num_classes, (cfg.batch,), device=device)
+        return x, y
+    return one(), one()
+
+
+# --------------------------------------------------------------------------- DARTS step
+def darts_search_step(strategy: DartsStrategy, model: nn.Module, params: list[nn.Parameter],
+                      w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
+                      train_batch: tuple[Tensor, Tensor], valid_batch: tuple[Tensor, Tensor],
+                      lr: float) -> dict[str, float]:
+    """One DARTS search step: the body of the step loop of ``DartsStrategy._epoch``.
+
+    ``_epoch`` keeps this body inline (it is not a callable method), so this is a line-by-line
+    copy that calls the library's public pieces: ``strategy.loss``, ``strategy.forward``
+    (hence ``strategy.edge_weights``: subclasses such as GDAS change the relaxation) and
+    ``unrolled_arch_grads``. ``--verify`` checks that it matches ``_epoch`` bit for bit.
+    """
+    cfg = strategy.config
+    # 1. architecture step on the architecture half
+    a_opt.zero_grad(set_to_none=True)
+    if cfg.order == 2:
+        momentum = [
+            w_opt.state[p]["momentum_buffer"] * cfg.w_momentum
+            if "momentum_buffer" in w_opt.state.get(p, {}) else None for p in params
+        ]
+        grads, arch_loss = unrolled_arch_grads(
+            lambda b: strategy.loss(model, b), params, strategy.alphas, train_batch, valid_batch,
+            lr, cfg.w_wd, momentum, cfg.unrolled_r)
+    else:
+        arch_loss_t = strategy.loss(model, valid_batch)
+        grads = torch.autograd.grad(arch_loss_t, strategy.alphas)
+        arch_loss = arch_loss_t.detach()
+    for a, g in zip(strategy.alphas, grads):
+        a.grad = g
+    a_opt.step()
+    # 2. weight step on the weight half
+    w_opt.zero_grad(set_to_none=True)
+    x, y = train_batch
+    logits = strategy.forward(model, x)
+    loss = F.cross_entropy(logits, y)
+    if not torch.isfinite(loss) or not torch.isfinite(arch_loss):
+        raise TrainingError("search loss became NaN/inf in the benchmark")
+    loss.backward()
+    if cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    w_opt.step()
+    # The library loop reads these per step (host syncs); keep them so the cost is the same.
+    return {"train_loss": loss.item(), "train_acc": (logits.argmax(1) == y).float().mean().item(),
+            "arch_loss": arch_loss.item()}
+
+
+def build_darts_search(strategy: DartsStrategy, cfg: BenchConfig, device: torch.device):
+    """Supernet, alphas and optimizers exactly as ``DartsStrategy.search`` sets them up."""
+    space = DartsSpace(nodes=cfg.nodes)
+    data_info = SimpleNamespace(input_shape=cfg.input_shape, num_classes=cfg.num_classes)
+    model = strategy.build_supernet(space, data_info).to(device)
+    edges, ops = num_edges(space.nodes), len(space.primitives)
+    strategy.alphas = [nn.Parameter(1e-3 * torch.randn(edges, ops, device=device)) for _ in range(2)]
+    c = strategy.config
+    w_opt = torch.optim.SGD(model.parameters(), lr=c.w_lr, momentum=c.w_momentum, weight_decay=c.w_wd)
+    a_opt = torch.optim.Adam(strategy.alphas, lr=c.a_lr, betas=(c.a_beta1, c.a_beta2), weight_decay=c.a_wd)
+    model.train()
+    return space, model, w_opt, a_opt
+
+
+def darts_family_maker(strategy_cls: type[DartsStrategy], order: int, **options: Any):
+    """A step maker for DARTS or a DARTS subclass that keeps its step loop (e.g. GDAS)."""
+    def make(cfg: BenchConfig, device: torch.device) -> tuple[nn.Module, Callable[[], Any]]:
+        config = strategy_cls.Config(epochs=1, batch_size=cfg.batch, layers=cfg.layers,
+                                     channels=cfg.channels, order=order, **options)
+        strategy = strategy_cls(config)
+        _, model, w_opt, a_opt = build_darts_search(strategy, cfg, device)
+        params = list(model.parameters())
+        train_batch, valid_batch = random_batches(cfg, device)
+        strategy.epoch_started(0)
+        lr = config.w_lr  # cosine_lr at epoch 0
+
+        def step() -> dict[str, float]:
+            return darts_search_step(strategy, model, params, w_opt, a_opt, train_batch, valid_batch, lr)
+        return model, step
+    return make
+
+
+#: Row name -> step maker. Other strategies (GDAS, ProxylessNAS) add their rows here.
+STEP_MAKERS: dict[str, Callable[[BenchConfig, torch.device], tuple[nn.Module, Callable[[], Any]]]] = {
+    "darts-1st": darts_family_maker(DartsStrategy, order=1),
+    "darts-2nd": darts_family_maker(DartsStrategy, order=2),
+}
+
+
+# --------------------------------------------------------------------------- memory probes (Linux)
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Reset the RSS high-water mark to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_mib() -> float:
+    kib = _status_kib("VmRSS")
+    return kib / 1024 if kib is not None else float("nan")
+
+
+def _hwm_mib() -> float:
+    kib = _status_kib("VmHWM")
+    if kib is None:  # ru_maxrss is in KiB on Linux
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024
+
+
+# --------------------------------------------------------------------------- worker
+def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Build one (method, config), run warm-up + timed steps, measure time and memory."""
+    method, cfg = spec["method"], BenchConfig(**{**spec["config"], "input_shape": tuple(spec["config"]["input_shape"])})
+    device = torch.device(spec["device"])
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    torch.manual_seed(spec["seed"])
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    model, step = STEP_MAKERS[method](cfg, device)
+    param_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / MiB
+    num_params = sum(p.numel() for p in model.parameters())
+    sync()
+
+    out: dict[str, Any] = {"method": method, "config": cfg.name, "params": num_params, "param_mib": param_mib,
+                           "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+                           "device": str(device), "steps": spec["steps"], "warmup": spec["warmup"]}
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device) / MiB
+        hwm_reset = True
+    else:
+        hwm_reset = _reset_hwm()
+        base = _rss_mib()
+        out["hwm_before_mib"] = _hwm_mib()
+
+    for _ in range(spec["warmup"]):
+        step()
+    sync()
+    if not cuda:
+        out["rss_after_warmup_mib"] = _rss_mib()
+        out["peak_warmup_mib"] = _hwm_mib()
+    times, cpu = [], []
+    for _ in range(spec["steps"]):
+        sync()
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(device) / MiB
+        out.update(base_mib=base, peak_abs_mib=peak, step_peak_mib=peak - base,
+                   reserved_peak_mib=torch.cuda.max_memory_reserved(device) / MiB, hwm_reset=True)
+    else:
+        peak = _hwm_mib()
+        out.update(base_mib=base, peak_abs_mib=peak, step_peak_mib=peak - base, rss_after_mib=_rss_mib(),
+                   hwm_reset=hwm_reset)
+    out.update(times_s=times, cpu_s=cpu, median_s=statistics.median(times), min_s=min(times), max_s=max(times),
+               cpu_per_wall=sum(cpu) / max(sum(times), 1e-12))
+    return out
+
+
+# --------------------------------------------------------------------------- verification
+def verify_against_library(orders=(1, 2), steps: int = 2, seed: int = 0) -> list[str]:
+    """Run ``steps`` steps of ``darts_search_step`` and of ``DartsStrategy._epoch`` (one step per
+    epoch) from identical states and batches; report whether weights, BN buffers, alphas and
+    optimizer states agree. Small supernet, CPU."""
+    from nasforge.data import iterate_batches
+    from nasforge.data.augment import Augment
+    from nasforge.progress import Task
+    from nasforge.utils import epoch_seed
+
+    cfg = BenchConfig("verify", layers=5, channels=4, batch=16, input_shape=(1, 8, 8))
+    x = torch.randn(2 * cfg.batch, *cfg.input_shape)
+    y = torch.randint(0, cfg.num_classes, (2 * cfg.batch,))
+    w_half, a_half = (x[:cfg.batch], y[:cfg.batch]), (x[cfg.batch:], y[cfg.batch:])
+    data = SimpleNamespace(augment=Augment(), x_valid=x[:1], y_valid=y[:1],
+                           input_shape=cfg.input_shape, num_classes=cfg.num_classes)
+    lines = []
+    for order in orders:
+        runs = []
+        for use_library in (True, False):
+            torch.manual_seed(seed)
+            strategy = DartsStrategy(DartsConfig(epochs=1, batch_size=cfg.batch, layers=cfg.layers,
+                                                 channels=cfg.channels, order=order))
+            space, model, w_opt, a_opt = build_darts_search(strategy, cfg, torch.device("cpu"))
+            params = list(model.parameters())
+            for _ in range(steps):
+                if use_library:
+                    strategy._epoch(model, space, data, 0, w_half, a_half, w_opt, a_opt, seed, Task())
+                else:  # the same batches _epoch draws at epoch 0
+                    g_w = torch.Generator().manual_seed(epoch_seed(seed, 0, 1))
+                    g_a = torch.Generator().manual_seed(epoch_seed(seed, 0, 2))
+                    tb = next(iter(iterate_batches(*w_half, cfg.batch, generator=g_w, augment=data.augment)))
+                    vb = next(iter(iterate_batches(*a_half, cfg.batch, generator=g_a, augment=data.augment)))
+                    model.train()
+                    darts_search_step(strategy, model, params, w_opt, a_opt, tb, vb, strategy.config.w_lr)
+            state = [t.detach().clone() for t in model.state_dict().values()]
+            state += [a.detach().clone() for a in strategy.alphas]
+            state += [w_opt.state[p]["momentum_buffer"].clone() for p in params if p in w_opt.state]
+            state += [v.clone() for s in a_opt.state.values() for v in s.values() if torch.is_tensor(v)]
+            runs.append(state)
+        lib, ours = runs
+        same = len(lib) == len(ours) and all(torch.equal(a, b) for a, b in zip(lib, ours))
+        diff = max(((a.float() - b.float()).abs().max().item() for a, b in zip(lib, ours)), default=0.0)
+        lines.append(f"order {order}: {'bitwise equal' if same else f'DIFFERENT (max abs diff {diff:.3g})'} "
+                     f"after {steps} steps ({len(lib)} tensors compared)")
+    return lines
+
+
+# --------------------------------------------------------------------------- driver
+def machine_info(device: str) -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "platform": platform.platform(), "torch_default_threads": torch.get_num_threads()}
+    try:
+        with open("/proc/meminfo") as fh:
+            info["mem_total_gib"] = round(int(fh.readline().split()[1]) / 2 ** 20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_row(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"method": spec["method"], "config": spec["config"]["name"], "error": f"timeout after {timeout}s"}
+    wall = time.perf_counter() - t0
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_TAG):
+            result = json.loads(line[len(RESULT_TAG):])
+            result.update(worker_wall_s=wall, loadavg_1m_before=load0, loadavg_1m_after=os.getloadavg()[0])
+            return result
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"method": spec["method"], "config": spec["config"]["name"],
+            "error": f"worker exit {proc.returncode}: " + " | ".join(tail)}
+
+
+def fmt_s(s: float) -> str:
+    return f"{s:.3f}" if s < 10 else f"{s:.1f}"
+
+
+COLUMNS = ["method", "config", "s/step (median)", "min-max s", "step peak (MiB)", "process peak (MiB)",
+           "params (MiB)", "threads", "cpu/wall", "timed (warm-up)"]
+
+
+def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["method"], r["config"], "error: " + r["error"]] + [""] * (len(COLUMNS) - 3))
+            continue
+        mark = "" if r.get("hwm_reset", True) else "*"
+        rows.append([r["method"], r["config"], fmt_s(r["median_s"]), f"{fmt_s(r['min_s'])}-{fmt_s(r['max_s'])}",
+                     f"{r['step_peak_mib']:.0f}{mark}", f"{r['peak_abs_mib']:.0f}", f"{r['param_mib']:.2f}",
+                     str(r["threads"]), f"{r['cpu_per_wall']:.2f}" if r["device"] == "cpu" else "-",
+                     f"{r['steps']} ({r['warmup']})"])
+    return rows
+
+
+def print_markdown(header: list[str], results: list[dict[str, Any]], notes: list[str]) -> None:
+    print("\n".join(header))
+    print()
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "|".join("---" if i < 2 else "--:" for i in range(len(COLUMNS))) + "|")
+    for row in table_rows(results):
+        print("| " + " | ".join(row) + " |")
+    print()
+    print("\n".join(notes))
+
+
+def print_rich(header: list[str], results: list[dict[str, Any]], notes: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for line in header:
+        console.print(line, markup=False, highlight=False)
+    table = Table(title="supernet search step")
+    for i, col in enumerate(COLUMNS):
+        table.add_column(col, justify="left" if i < 2 else "right")
+    for row in table_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    for line in notes:
+        console.print(line, markup=False, highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default="paper,small",
+                   help=f"comma-separated configs from {sorted(CONFIGS)} (default: paper,small)")
+    p.add_argument("--methods", default=",".join(STEP_MAKERS),
+                   help=f"comma-separated rows from {list(STEP_MAKERS)} (default: all)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default: per config; paper 3, small 20)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: per config; paper 1, small 3)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=None, help="seconds per row before giving up (default: none)")
+    p.add_argument("--format", choices=("markdown", "rich"), default="markdown", help="table style")
+    p.add_argument("--json", metavar="PATH", help="also write all results (per-step times included) as JSON")
+    p.add_argument("--verify", action="store_true",
+                   help="first check that the benchmark's step equals DartsStrategy._epoch (small, CPU)")
+    p.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        try:
+            result = run_worker(json.loads(args.worker))
+        except Exception as exc:  # report, the parent prints it as an error row
+            spec = json.loads(args.worker)
+            result = {"method": spec["method"], "config": spec["config"]["name"],
+                      "error": f"{type(exc).__name__}: {exc}"}
+        print(RESULT_TAG + json.dumps(result), flush=True)
+        return 0
+
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for name, known, what in ((configs, CONFIGS, "config"), (methods, STEP_MAKERS, "method")):
+        bad = [n for n in name if n not in known]
+        if bad:
+            p.error(f"unknown {what}(s) {bad}; choose from {list(known)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available to torch; use --device cpu")
+    for flag in ("steps", "threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            p.error(f"--{flag} must be >= 1")
+    if args.warmup is not None and args.warmup < 0:
+        p.error("--warmup must be >= 0")
+
+    started = _dt.datetime.now().astimezone()
+    t_start = time.perf_counter()
+    info = machine_info(args.device)
+    command = "python " + shlex.join(sys.argv)
+    threads = f"{args.threads} (--threads)" if args.threads else f"{info['torch_default_threads']} (torch default)"
+    header = [
+        "## Supernet search step: seconds per step and peak memory",
+        "",
+        f"- date: {started.isoformat(timespec='seconds')}",
+        f"- command: `{command}`",
+        f"- machine: {info['cpu']}, {info['usable_cpus']} usable / {info['logical_cpus']} logical CPUs, "
+        f"{info.get('mem_total_gib', '?')} GiB RAM; {info['platform']}"
+        + (f"; GPU: {info['gpu']}" if "gpu" in info else ""),
+        f"- python {info['python']}, torch {info['torch']}, device {args.device}, intra-op threads {threads}",
+        f"- 1-min load average at start: {os.getloadavg()[0]:.2f}",
+    ]
+    verify_lines = []
+    if args.verify:
+        verify_lines = verify_against_library()
+
+    results = []
+    for cname in configs:
+        cfg = CONFIGS[cname]
+        for method in methods:
+            spec = {"method": method, "config": asdict(cfg), "device": args.device, "threads": args.threads,
+                    "seed": args.seed, "steps": args.steps or cfg.steps,
+                    "warmup": cfg.warmup if args.warmup is None else args.warmup}
+            print(f"running {method} on {cname} ...", file=sys.stderr, flush=True)
+            results.append(run_row(spec, args.timeout))
+    total = time.perf_counter() - t_start
+    header.append(f"- 1-min load average at end: {os.getloadavg()[0]:.2f}; total wall time {total:.1f} s")
+
+    if args.device == "cuda":
+        peak_note = ("- **step peak** = `torch.cuda.max_memory_allocated` over the warm-up + timed steps minus "
+                     "`memory_allocated` before the first step (tensor memory; excludes allocator reserve and "
+                     "CUDA context); **process peak** = max_memory_allocated (params, optimizer state, batches "
+                     "included).")
+    else:
+        peak_note = ("- **step peak** = highest resident set size (RSS) during the warm-up + timed steps minus "
+                     "RSS just before the first step (high-water mark reset via /proc/self/clear_refs); it "
+                     "includes optimizer state the first step creates (SGD momentum = 1x params). **process "
+                     "peak** = that RSS high-water mark of the whole worker process (Python + torch runtime, "
+                     "model, batches).")
+    notes = [
+        "- one **search step** = architecture step (1st order: grad of valid loss w.r.t. alphas; 2nd order: "
+        "`unrolled_arch_grads`; Adam) + weight step (SGD momentum 0.9, wd 3e-4, grad clip 5); fixed random "
+        "batches; each row in a fresh subprocess.",
+        "- **s/step** = median of the timed steps (wall clock); **cpu/wall** = process CPU time / wall time "
+        "over the timed steps (about the thread count when the cores are not shared).",
+        peak_note,
+        "- **params** = supernet parameters (fp32), excluding the alphas.",
+    ]
+    if any(not r.get("hwm_reset", True) for r in results if "error" not in r):
+        notes.append("- `*`: the high-water mark could not be reset; the value uses ru_maxrss and is a lower bound.")
+    for cname in configs:
+        notes.append(f"- config `{cname}`: {CONFIGS[cname].describe()}")
+    if verify_lines:
+        notes.append("- step function vs `DartsStrategy._epoch` (--verify): " + "; ".join(verify_lines))
+
+    (print_rich if args.format == "rich" else print_markdown)(header, results, notes)
+
+    if args.json:
+        payload = {"date": started.isoformat(timespec="seconds"), "command": command, "argv": sys.argv,
+                   "machine": info, "device": args.device, "threads_flag": args.threads,
+                   "total_wall_s": total, "configs": {c: asdict(CONFIGS[c]) for c in configs},
+                   "verify": verify_lines, "results": results}
+        with open(args.json, "w") as fh:
+            json.dump(payload, fh, indent=2)
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
