@@ -356,6 +356,16 @@ def machine_info(device: str) -> dict[str, Any]:
     return info
 
 
+def cpu_pressure() -> str:
+    """Linux PSI "some" CPU pressure (share of time runnable tasks waited for a CPU), if available."""
+    try:
+        with open("/proc/pressure/cpu") as fh:
+            fields = dict(kv.split("=") for kv in fh.readline().split()[1:])
+        return f"{fields['avg10']}% (10 s), {fields['avg60']}% (60 s)"
+    except (OSError, ValueError, KeyError):
+        return "n/a"
+
+
 def run_row(spec: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     load0 = os.getloadavg()[0]
@@ -483,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{info.get('mem_total_gib', '?')} GiB RAM; {info['platform']}"
         + (f"; GPU: {info['gpu']}" if "gpu" in info else ""),
         f"- python {info['python']}, torch {info['torch']}, device {args.device}, intra-op threads {threads}",
-        f"- 1-min load average at start: {os.getloadavg()[0]:.2f}",
+        f"- at start: 1-min load average {os.getloadavg()[0]:.2f}, CPU pressure (PSI some) {cpu_pressure()}",
     ]
     verify_lines = []
     if args.verify:
@@ -499,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {method} on {cname} ...", file=sys.stderr, flush=True)
             results.append(run_row(spec, args.timeout))
     total = time.perf_counter() - t_start
-    header.append(f"- 1-min load average at end: {os.getloadavg()[0]:.2f}; total wall time {total:.1f} s")
+    header.append(f"- at end: 1-min load average {os.getloadavg()[0]:.2f}, CPU pressure (PSI some) "
+                  f"{cpu_pressure()}; total wall time {total:.1f} s")
 
     if args.device == "cuda":
         peak_note = ("- **step peak** = `torch.cuda.max_memory_allocated` over the warm-up + timed steps minus "

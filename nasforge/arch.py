@@ -112,8 +112,10 @@ class Arch:
             raise ArchError(f"architecture 'version' must be an integer, got {version!r}")
         arch = cls(data["space"], data["choices"], version)
         if validate:
-            from nasforge.spaces import get_space_class
+            from nasforge.spaces import space_names, get_space_class
 
+            if arch.space not in space_names():
+                raise ArchError(f"architecture names unknown space '{arch.space}'; use one of {space_names()}")
             get_space_class(arch.space).validate_arch(arch)
         return arch
 

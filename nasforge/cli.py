@@ -58,12 +58,12 @@ def _summary(result: dict[str, Any], exp_dir: Path) -> None:
     out.print(table)
 
 
-def _run(exp, cfg, quiet: bool) -> None:
+def _run(exp, cfg, quiet: bool, data=None) -> None:
     from nasforge.pipeline import run_experiment
 
     try:
         with _progress(quiet) as progress:
-            result = run_experiment(exp, cfg, progress)
+            result = run_experiment(exp, cfg, progress, data)
     except KeyboardInterrupt:
         console.print(f"interrupted; continue with: nasforge resume {exp.path}")
         raise typer.Exit(130)
@@ -90,7 +90,7 @@ def search(
     """Search an architecture, train it, measure it and save everything in one directory."""
     from nasforge.config import parse_override, read_yaml
     from nasforge.experiment import Experiment
-    from nasforge.pipeline import config_dict, resolve_config
+    from nasforge.pipeline import config_dict, load_data, resolve_config
 
     _setup_logging(verbose)
     raw = read_yaml(config) if config else {}
@@ -104,9 +104,10 @@ def search(
     if out_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = Path("runs") / f"{cfg.strategy['name']}-{cfg.space['name']}-{cfg.data.name}-{stamp}"
+    data = load_data(cfg)  # before creating the directory: a bad --data-dir leaves nothing behind
     exp = Experiment.create(out_dir, config_dict(cfg), force=force)
     console.print(f"experiment: {exp.path}")
-    _run(exp, cfg, quiet)
+    _run(exp, cfg, quiet, data)
 
 
 @app.command()
@@ -142,7 +143,7 @@ def train(
     from nasforge.arch import Arch
     from nasforge.config import parse_override, read_yaml
     from nasforge.experiment import Experiment
-    from nasforge.pipeline import config_dict, resolve_config
+    from nasforge.pipeline import config_dict, load_data, resolve_config
 
     arch = Arch.from_json(arch_json)
     raw = read_yaml(config) if config else {}
@@ -154,10 +155,11 @@ def train(
     overrides += [parse_override(s) for s in set_ or []]
     cfg = resolve_config(raw, overrides)
     out_dir = out_dir or Path("runs") / f"train-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dataset = load_data(cfg)
     exp = Experiment.create(out_dir, config_dict(cfg), force=force)
     arch.save(exp.path / "arch.json")
     console.print(f"experiment: {exp.path}")
-    _run(exp, cfg, quiet)
+    _run(exp, cfg, quiet, dataset)
 
 
 @app.command()
@@ -204,23 +206,10 @@ def list_() -> None:
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and a non-zero exit."""
     try:
-        app(standalone_mode=False)
+        app()
     except NasforgeError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
 
 
 if __name__ == "__main__":

@@ -103,6 +103,8 @@ def load_section(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
                 kwargs[name] = load_section(sub, value, f"{where}.{name}")
                 continue
             value = _coerce(value, sub, f"{where}.{name}")
+            if isinstance(value, float) and value != value:
+                raise ConfigError(f"{where}.{name} is NaN; give a number")
             meta = f.metadata
             if value is not None and meta:
                 lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")

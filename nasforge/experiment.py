@@ -107,6 +107,8 @@ class Experiment:
     def create(cls, path: str | os.PathLike, config: dict[str, Any], force: bool = False) -> "Experiment":
         """A new experiment directory holding ``config``."""
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ExperimentError(f"{path} is a file, not a directory; choose another --out")
         if path.exists() and any(path.iterdir()):
             if not force:
                 raise ExperimentError(f"experiment directory {path} already exists; pass --force to overwrite it, "
@@ -114,8 +116,6 @@ class Experiment:
             import shutil
 
             shutil.rmtree(path)
-        if path.exists() and not path.is_dir():
-            raise ExperimentError(f"{path} is a file, not a directory; choose another --out")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,12 @@ import torch
 from torch import nn
 
 from nasforge.errors import NasforgeError
+from nasforge.utils import atomic_write
 from nasforge.hardware.cost import eval_mode, example_input
 
 __all__ = ["to_torchscript", "to_onnx", "check_onnx", "export_model", "EXPORT_FORMATS", "ONNX_TOLERANCE"]
 
-EXPORT_FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt"}
+EXPORT_FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 ONNX_TOLERANCE = 1e-4
 _TRACE_BATCH = 2  # trace with batch > 1 so nothing specialises on a batch of one
 
@@ -50,22 +50,6 @@ def _quiet_deprecations() -> Iterator[None]:
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         yield
-
-
-def _atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a temp file next to ``path`` and move it into place atomically."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
 
 
 def _first_line(exc: BaseException) -> str:
@@ -104,7 +88,7 @@ def to_torchscript(model: nn.Module, input_shape: Sequence[int], path: str | os.
             with _quiet_deprecations():
                 torch.jit.save(traced, tmp)
 
-        return _atomic_write(path, write)
+        return atomic_write(path, write)
 
 
 def to_onnx(
@@ -146,7 +130,7 @@ def to_onnx(
                 f"exported ONNX model is invalid ({_first_line(exc)}); try another --opset or --format torchscript"
             ) from exc
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def check_onnx(

@@ -119,10 +119,11 @@ def measure_model(model: Any, input_shape: tuple[int, ...], cfg: LatencyConfig) 
     return {"params": count_params(model), "flops": count_flops(model, input_shape), "latency": lat.to_dict()}
 
 
-def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
+def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = None,
+                   data: Dataset | None = None) -> dict[str, Any]:
     """Search -> arch.json -> train -> model.pt -> measure -> result.json (skipping finished phases)."""
     progress = progress or Progress()
-    data = load_data(cfg)
+    data = data if data is not None else load_data(cfg)
     space = build_space(cfg)
     store = exp.store
     store.set_meta("dataset", data.describe())

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 
-def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -35,12 +36,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through a temporary file and ``os.replace``."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def seed_everything(seed: int) -> None:

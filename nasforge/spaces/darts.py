@@ -326,7 +326,7 @@ class DartsSpace(SearchSpace):
         nodes = 0
         for label, _ in arch.choices:
             parts = label.split(".")
-            if len(parts) == 3 and parts[1].isdigit():
+            if len(parts) == 3 and parts[1].isdigit() and parts[2] == "inputs":
                 nodes = max(nodes, int(parts[1]) + 1)
         if not 1 <= nodes <= 8:
             raise ArchError("architecture has no valid darts choices like 'normal.0.inputs'; "

@@ -1,0 +1,379 @@
+"""The ``nasforge`` command: help, list, one-line errors for bad input, and a tiny end-to-end run.
+
+Most commands run in-process through ``nasforge.cli.main()`` (which is where user errors are
+turned into ``error: ...`` lines and exit codes) with a patched ``sys.argv``; a few run the
+real entry point in a subprocess to check what a user sees, tracebacks included.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nasforge.cli import main
+from nasforge.spaces.darts import DartsSpace
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200", TERM="dumb")
+    env.pop("FORCE_COLOR", None)
+    return env
+
+
+def run_main(*args) -> int:
+    """Run ``nasforge ARGS`` in-process and return its exit code. Other exceptions propagate."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(sys, "argv", ["nasforge", *[str(a) for a in args]])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        mp.undo()
+    return code
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*args)`` -> (exit code, stdout, stderr) of an in-process ``nasforge`` call."""
+
+    def call(*args):
+        capsys.readouterr()
+        code = run_main(*args)
+        out, err = capsys.readouterr()
+        return code, ANSI.sub("", out), ANSI.sub("", err)
+
+    return call
+
+
+def run_sub(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nasforge.cli", *[str(a) for a in args]], capture_output=True,
+                          text=True, env=_env(), cwd=cwd, timeout=120)
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> str:
+    """Non-zero exit and stderr is exactly one line ``error: ...`` naming every needle."""
+    assert code != 0
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    line = lines[0]
+    assert line.startswith("error: "), line
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    return line
+
+
+SEARCH = ("search", "--data", "synthetic")
+
+
+# --------------------------------------------------------------------------- help and list
+def test_help_via_subprocess():
+    proc = run_sub("--help")
+    assert proc.returncode == 0, proc.stderr
+    for cmd in ("search", "resume", "train", "export", "list"):
+        assert cmd in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_search_help_mentions_the_options():
+    proc = run_sub("search", "--help")
+    assert proc.returncode == 0, proc.stderr
+    for opt in ("--space", "--strategy", "--data", "--data-dir", "--out", "--config", "--seed", "--epochs",
+                "--set", "--force", "--quiet"):
+        assert opt in proc.stdout, opt
+
+
+@pytest.mark.skipif(shutil.which("nasforge") is None, reason="nasforge script not on PATH")
+def test_console_script_help():
+    proc = subprocess.run(["nasforge", "--help"], capture_output=True, text=True, env=_env(), timeout=60)
+    assert proc.returncode == 0 and "search" in proc.stdout
+
+
+def test_help_in_process(cli):
+    code, out, _ = cli("train", "--help")
+    assert code == 0
+    assert "--set" in out and "ARCH_JSON" in out.upper()
+
+
+def test_list(cli):
+    code, out, err = cli("list")
+    assert code == 0, err
+    assert re.search(r"space\W+darts", out)
+    assert re.search(r"strategy\W+darts", out)
+    for name in ("digits", "cifar10", "synthetic"):
+        assert name in out
+
+
+# --------------------------------------------------------------------------- usage errors (click)
+def test_unknown_option_is_a_usage_error_not_a_traceback(tmp_path: Path):
+    proc = run_sub("search", "--no-such-option", cwd=tmp_path)
+    assert "Traceback" not in proc.stderr, proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2
+    assert "--no-such-option" in proc.stderr
+
+
+def test_no_arguments_shows_usage_not_a_traceback(tmp_path: Path):
+    proc = run_sub(cwd=tmp_path)
+    assert "Traceback" not in proc.stderr, proc.stderr.strip().splitlines()[-1]
+    assert "Usage" in proc.stdout + proc.stderr
+
+
+def test_missing_argument_is_a_usage_error(tmp_path: Path):
+    proc = run_sub("train", cwd=tmp_path)
+    assert "Traceback" not in proc.stderr, proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2
+    assert "ARCH_JSON" in proc.stderr.upper()
+
+
+# --------------------------------------------------------------------------- user errors
+def test_real_entry_point_prints_one_error_line(tmp_path: Path):
+    proc = run_sub(*SEARCH, "--strategy", "nope", "--out", tmp_path / "out", cwd=tmp_path)
+    assert_one_line_error(proc.returncode, ANSI.sub("", proc.stderr), "nope")
+    assert proc.returncode == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_strategy(cli, tmp_path: Path):
+    code, _, err = cli(*SEARCH, "--strategy", "nope", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "unknown strategy 'nope'", "darts")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_space(cli, tmp_path: Path):
+    code, _, err = cli(*SEARCH, "--space", "nope", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "nope", "darts")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_dataset(cli, tmp_path: Path):
+    code, _, err = cli("search", "--data", "imagenet", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "imagenet", "synthetic")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cifar10_with_a_missing_data_dir(cli, tmp_path: Path):
+    missing = tmp_path / "no_such_dir"
+    code, _, err = cli("search", "--data", "cifar10", "--data-dir", missing, "--out", tmp_path / "out", "-q")
+    assert_one_line_error(code, err, str(missing), "does not exist")
+
+
+def test_cifar10_without_data_dir(cli, tmp_path: Path):
+    code, _, err = cli("search", "--data", "cifar10", "--out", tmp_path / "out", "-q")
+    assert_one_line_error(code, err, "--data-dir")
+
+
+def test_malformed_yaml_config(cli, tmp_path: Path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  lr: [0.1\n  epochs: 2\n")
+    code, _, err = cli(*SEARCH, "--config", config, "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "bad.yaml", "YAML")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_config_file(cli, tmp_path: Path):
+    code, _, err = cli(*SEARCH, "--config", tmp_path / "nope.yaml", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "nope.yaml")
+
+
+def test_config_with_unknown_key(cli, tmp_path: Path):
+    config = tmp_path / "cfg.yaml"
+    config.write_text("train:\n  learning_rate: 0.1\n")
+    code, _, err = cli(*SEARCH, "--config", config, "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "train.learning_rate", "lr")
+    assert not (tmp_path / "out").exists()
+
+
+def test_negative_epochs(cli, tmp_path: Path):
+    code, _, err = cli(*SEARCH, "--set", "strategy.epochs=-3", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "strategy.epochs", "-3")
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_set(cli, tmp_path: Path):
+    code, _, err = cli(*SEARCH, "--set", "strategy.epochs", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "--set", "strategy.epochs")
+
+
+def test_existing_out_dir_without_force_is_untouched(cli, tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.json").write_text('{"test_acc": 0.99}')
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    code, _, err = cli(*SEARCH, "--out", out, "--set", "strategy.epochs=1")
+    assert_one_line_error(code, err, str(out), "--force")
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
+
+
+def test_out_is_an_existing_file(cli, tmp_path: Path):
+    target = tmp_path / "afile"
+    target.write_text("x")
+    code, _, err = cli(*SEARCH, "--out", target, "--set", "strategy.epochs=1")
+    assert_one_line_error(code, err, str(target))
+    assert target.read_text() == "x"
+
+
+def test_train_with_malformed_arch_json(cli, tmp_path: Path):
+    arch = tmp_path / "arch.json"
+    arch.write_text('{"space": "darts", "choices": {')
+    code, _, err = cli("train", arch, "--data", "synthetic", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "malformed")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_with_missing_arch_json(cli, tmp_path: Path):
+    code, _, err = cli("train", tmp_path / "nope.json", "--data", "synthetic", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "nope.json", "does not exist")
+
+
+def test_train_with_unknown_op(cli, tmp_path: Path):
+    import numpy as np
+
+    data = DartsSpace().sample(np.random.default_rng(0)).to_dict()
+    data["choices"]["reduce.1.op0"] = "conv_7x7"
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(data))
+    code, _, err = cli("train", arch, "--data", "synthetic", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "reduce.1.op0", "conv_7x7")
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_on_a_non_experiment_dir(cli, tmp_path: Path):
+    (tmp_path / "junk").mkdir()
+    code, _, err = cli("resume", tmp_path / "junk")
+    assert_one_line_error(code, err, "not an experiment directory")
+
+
+def test_export_of_a_missing_model(cli, tmp_path: Path):
+    code, _, err = cli("export", tmp_path / "model.pt", "--format", "torchscript")
+    assert_one_line_error(code, err, "model.pt")
+
+
+def test_interrupted_search_exits_130(cli, tmp_path: Path, monkeypatch):
+    import nasforge.pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nasforge.pipeline, "run_experiment", interrupted)
+    code, _, err = cli(*SEARCH, "--out", tmp_path / "out", "-q")
+    assert "nasforge resume" in err
+    assert code == 130
+
+
+# --------------------------------------------------------------------------- one tiny end-to-end run
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """``nasforge search --data synthetic --out RUN --set strategy.epochs=1 --set train.epochs=1 -q``."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 shared cores: oversubscribed threads make tiny convs very slow
+    try:
+        code = run_main(*SEARCH, "--out", out, "--set", "strategy.epochs=1", "--set", "train.epochs=1", "-q")
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_search_writes_every_file(run_dir: Path):
+    for name in ("config.yaml", "store.sqlite", "arch.json", "model.pt", "result.json"):
+        assert (run_dir / name).is_file(), name
+    result = json.loads((run_dir / "result.json").read_text())
+    assert 0.0 <= result["test_acc"] <= 1.0
+    assert isinstance(result["params"], int) and result["params"] > 0
+    assert result["flops"] > 0
+    assert result["latency"]["median_ms"] > 0
+    assert result["search_epochs"] == 1 and result["train_epochs"] == 1
+    assert result["space"] == "darts" and result["strategy"] == "darts"
+    from nasforge.arch import Arch
+
+    arch = Arch.from_json(run_dir / "arch.json")
+    assert result["arch"] == arch.to_dict()
+    assert not list(run_dir.glob(".*.tmp")) and not list((run_dir / "checkpoints").glob(".*.tmp"))
+
+
+def test_search_config_is_resolved(run_dir: Path):
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["data"]["name"] == "synthetic"
+    assert config["strategy"]["epochs"] == 1 and config["train"]["epochs"] == 1
+    assert config["train"]["layers"] is not None  # auto fields written resolved
+
+
+def test_resume_of_a_finished_run_keeps_the_result(cli, run_dir: Path, tmp_path: Path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = (copy / "result.json").read_text()
+    code, _, err = cli("resume", copy, "-q")
+    assert code == 0, err
+    assert (copy / "result.json").read_text() == before
+
+
+def test_export_onnx(cli, run_dir: Path, tmp_path: Path, one_thread):
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        pytest.skip("onnx / onnxruntime not installed")
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    code, out, err = cli("export", copy, "--format", "onnx")
+    assert code == 0, err
+    assert (copy / "model.onnx").is_file()
+    assert "max |onnxruntime - pytorch| =" in " ".join(out.split())  # rich wraps at 80 columns
+
+
+def test_export_torchscript(cli, run_dir: Path, tmp_path: Path, one_thread):
+    out_dir = tmp_path / "ts"
+    code, out, err = cli("export", run_dir, "--format", "torchscript", "--out", out_dir)
+    assert code == 0, err
+    written = [p for p in out_dir.iterdir() if p.is_file()]
+    assert len(written) == 1
+    module = torch.jit.load(str(written[0]))
+    shape = json.loads((run_dir / "result.json").read_text())["latency"]["input_shape"]
+    assert module(torch.zeros(2, *shape)).shape == (2, 10)
+
+
+def test_export_torchscript_next_to_the_model_keeps_the_trained_model(cli, run_dir: Path, tmp_path: Path,
+                                                                      one_thread):
+    """The default target is the run directory, which already holds the trained model.pt."""
+    from nasforge.train import load_model
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    code, _, err = cli("export", copy, "--format", "torchscript")
+    assert code == 0, err
+    model, arch, input_shape = load_model(copy / "model.pt")  # still the loadable training checkpoint
+    assert input_shape == (1, 8, 8)
+
+
+def test_train_the_found_arch(cli, run_dir: Path, tmp_path: Path, one_thread):
+    out = tmp_path / "trained"
+    code, _, err = cli("train", run_dir / "arch.json", "--data", "synthetic", "--set", "train.epochs=1",
+                       "--out", out, "-q")
+    assert code == 0, err
+    for name in ("config.yaml", "arch.json", "model.pt", "result.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "arch.json").read_text()) == json.loads((run_dir / "arch.json").read_text())
+    result = json.loads((out / "result.json").read_text())
+    assert 0.0 <= result["test_acc"] <= 1.0 and result["train_epochs"] == 1
