@@ -1,7 +1,7 @@
 """Seconds per search step and peak memory of one-shot supernet search steps.
 
 A *search step* is what a bi-level one-shot search does per iteration. For DARTS
-(``DartsStrategy._epoch``): one architecture step on a valid batch (first order: the
+(``DartsStrategy.search_step``): one architecture step on a valid batch (first order: the
 gradient of the valid loss w.r.t. the alphas; second order: ``unrolled_arch_grads``;
 then Adam), followed by one weight step on a train batch (SGD, momentum 0.9, weight
 decay 3e-4, gradient-norm clip 5).
@@ -35,7 +35,6 @@ Usage::
     python benchmarks/supernet_step.py                      # both configs, both orders, CPU
     python benchmarks/supernet_step.py --configs small --steps 50 --warmup 5
     python benchmarks/supernet_step.py --device cuda --json out.json
-    python benchmarks/supernet_step.py --verify             # also check the step copy vs DartsStrategy._epoch
 """
 
 from __future__ import annotations
@@ -59,9 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nasforge.errors import TrainingError
 from nasforge.spaces.darts import DartsSpace, num_edges
-from nasforge.strategies.darts import DartsConfig, DartsStrategy, unrolled_arch_grads
+from nasforge.strategies.darts import DartsStrategy
 
 RESULT_TAG = "@@SUPERNET_STEP_RESULT@@"
 MiB = 2 ** 20
@@ -106,51 +104,6 @@ def random_batches(cfg: BenchConfig, device: torch.device) -> tuple[tuple[Tensor
 
 
 # --------------------------------------------------------------------------- DARTS step
-def darts_search_step(strategy: DartsStrategy, model: nn.Module, params: list[nn.Parameter],
-                      w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
-                      train_batch: tuple[Tensor, Tensor], valid_batch: tuple[Tensor, Tensor],
-                      lr: float) -> dict[str, float]:
-    """One DARTS search step: the body of the step loop of ``DartsStrategy._epoch``.
-
-    ``_epoch`` keeps this body inline (it is not a callable method), so this is a line-by-line
-    copy that calls the library's public pieces: ``strategy.loss``, ``strategy.forward``
-    (hence ``strategy.edge_weights``: subclasses such as GDAS change the relaxation) and
-    ``unrolled_arch_grads``. ``--verify`` checks that it matches ``_epoch`` bit for bit.
-    """
-    cfg = strategy.config
-    # 1. architecture step on the architecture half
-    a_opt.zero_grad(set_to_none=True)
-    if cfg.order == 2:
-        momentum = [
-            w_opt.state[p]["momentum_buffer"] * cfg.w_momentum
-            if "momentum_buffer" in w_opt.state.get(p, {}) else None for p in params
-        ]
-        grads, arch_loss = unrolled_arch_grads(
-            lambda b: strategy.loss(model, b), params, strategy.alphas, train_batch, valid_batch,
-            lr, cfg.w_wd, momentum, cfg.unrolled_r)
-    else:
-        arch_loss_t = strategy.loss(model, valid_batch)
-        grads = torch.autograd.grad(arch_loss_t, strategy.alphas)
-        arch_loss = arch_loss_t.detach()
-    for a, g in zip(strategy.alphas, grads):
-        a.grad = g
-    a_opt.step()
-    # 2. weight step on the weight half
-    w_opt.zero_grad(set_to_none=True)
-    x, y = train_batch
-    logits = strategy.forward(model, x)
-    loss = F.cross_entropy(logits, y)
-    if not torch.isfinite(loss) or not torch.isfinite(arch_loss):
-        raise TrainingError("search loss became NaN/inf in the benchmark")
-    loss.backward()
-    if cfg.grad_clip > 0:
-        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-    w_opt.step()
-    # The library loop reads these per step (host syncs); keep them so the cost is the same.
-    return {"train_loss": loss.item(), "train_acc": (logits.argmax(1) == y).float().mean().item(),
-            "arch_loss": arch_loss.item()}
-
-
 def build_darts_search(strategy: DartsStrategy, cfg: BenchConfig, device: torch.device):
     """Supernet, alphas and optimizers exactly as ``DartsStrategy.search`` sets them up."""
     space = DartsSpace(nodes=cfg.nodes)
@@ -178,7 +131,8 @@ def darts_family_maker(strategy_cls: type[DartsStrategy], order: int, **options:
         lr = config.w_lr  # cosine_lr at epoch 0
 
         def step() -> dict[str, float]:
-            return darts_search_step(strategy, model, params, w_opt, a_opt, train_batch, valid_batch, lr)
+            loss, acc, arch_loss = strategy.search_step(model, params, w_opt, a_opt, train_batch, valid_batch, lr)
+            return {"train_loss": loss, "train_acc": acc, "arch_loss": arch_loss}
         return model, step
     return make
 
@@ -280,54 +234,6 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# --------------------------------------------------------------------------- verification
-def verify_against_library(orders=(1, 2), steps: int = 2, seed: int = 0) -> list[str]:
-    """Run ``steps`` steps of ``darts_search_step`` and of ``DartsStrategy._epoch`` (one step per
-    epoch) from identical states and batches; report whether weights, BN buffers, alphas and
-    optimizer states agree. Small supernet, CPU."""
-    from nasforge.data import iterate_batches
-    from nasforge.data.augment import Augment
-    from nasforge.progress import Task
-    from nasforge.utils import epoch_seed
-
-    cfg = BenchConfig("verify", layers=5, channels=4, batch=16, input_shape=(1, 8, 8))
-    x = torch.randn(2 * cfg.batch, *cfg.input_shape)
-    y = torch.randint(0, cfg.num_classes, (2 * cfg.batch,))
-    w_half, a_half = (x[:cfg.batch], y[:cfg.batch]), (x[cfg.batch:], y[cfg.batch:])
-    data = SimpleNamespace(augment=Augment(), x_valid=x[:1], y_valid=y[:1],
-                           input_shape=cfg.input_shape, num_classes=cfg.num_classes)
-    lines = []
-    for order in orders:
-        runs = []
-        for use_library in (True, False):
-            torch.manual_seed(seed)
-            strategy = DartsStrategy(DartsConfig(epochs=1, batch_size=cfg.batch, layers=cfg.layers,
-                                                 channels=cfg.channels, order=order))
-            space, model, w_opt, a_opt = build_darts_search(strategy, cfg, torch.device("cpu"))
-            params = list(model.parameters())
-            for _ in range(steps):
-                if use_library:
-                    strategy._epoch(model, space, data, 0, w_half, a_half, w_opt, a_opt, seed, Task())
-                else:  # the same batches _epoch draws at epoch 0
-                    g_w = torch.Generator().manual_seed(epoch_seed(seed, 0, 1))
-                    g_a = torch.Generator().manual_seed(epoch_seed(seed, 0, 2))
-                    tb = next(iter(iterate_batches(*w_half, cfg.batch, generator=g_w, augment=data.augment)))
-                    vb = next(iter(iterate_batches(*a_half, cfg.batch, generator=g_a, augment=data.augment)))
-                    model.train()
-                    darts_search_step(strategy, model, params, w_opt, a_opt, tb, vb, strategy.config.w_lr)
-            state = [t.detach().clone() for t in model.state_dict().values()]
-            state += [a.detach().clone() for a in strategy.alphas]
-            state += [w_opt.state[p]["momentum_buffer"].clone() for p in params if p in w_opt.state]
-            state += [v.clone() for s in a_opt.state.values() for v in s.values() if torch.is_tensor(v)]
-            runs.append(state)
-        lib, ours = runs
-        same = len(lib) == len(ours) and all(torch.equal(a, b) for a, b in zip(lib, ours))
-        diff = max(((a.float() - b.float()).abs().max().item() for a, b in zip(lib, ours)), default=0.0)
-        lines.append(f"order {order}: {'bitwise equal' if same else f'DIFFERENT (max abs diff {diff:.3g})'} "
-                     f"after {steps} steps ({len(lib)} tensors compared)")
-    return lines
-
-
 # --------------------------------------------------------------------------- driver
 def machine_info(device: str) -> dict[str, Any]:
     cpu = platform.processor() or "unknown"
@@ -393,6 +299,14 @@ COLUMNS = ["method", "config", "s/step (median)", "min-max s", "step peak (MiB)"
            "params (MiB)", "threads", "cpu/wall", "timed (warm-up)"]
 
 
+def contended(r: dict[str, Any]) -> bool:
+    """CPU rows whose threads got well under their CPUs' worth of time: other work shared the cores."""
+    return r.get("device") == "cpu" and r["cpu_per_wall"] < CONTENDED_RATIO * r["threads"]
+
+
+CONTENDED_RATIO = 0.75
+
+
 def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in results:
@@ -400,7 +314,8 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
             rows.append([r["method"], r["config"], "error: " + r["error"]] + [""] * (len(COLUMNS) - 3))
             continue
         mark = "" if r.get("hwm_reset", True) else "*"
-        rows.append([r["method"], r["config"], fmt_s(r["median_s"]), f"{fmt_s(r['min_s'])}-{fmt_s(r['max_s'])}",
+        flag = " !" if contended(r) else ""
+        rows.append([r["method"], r["config"], fmt_s(r["median_s"]) + flag, f"{fmt_s(r['min_s'])}-{fmt_s(r['max_s'])}",
                      f"{r['step_peak_mib']:.0f}{mark}", f"{r['peak_abs_mib']:.0f}", f"{r['param_mib']:.2f}",
                      str(r["threads"]), f"{r['cpu_per_wall']:.2f}" if r["device"] == "cpu" else "-",
                      f"{r['steps']} ({r['warmup']})"])
@@ -450,8 +365,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=None, help="seconds per row before giving up (default: none)")
     p.add_argument("--format", choices=("markdown", "rich"), default="markdown", help="table style")
     p.add_argument("--json", metavar="PATH", help="also write all results (per-step times included) as JSON")
-    p.add_argument("--verify", action="store_true",
-                   help="first check that the benchmark's step equals DartsStrategy._epoch (small, CPU)")
     p.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -495,9 +408,6 @@ def main(argv: list[str] | None = None) -> int:
         f"- python {info['python']}, torch {info['torch']}, device {args.device}, intra-op threads {threads}",
         f"- at start: 1-min load average {os.getloadavg()[0]:.2f}, CPU pressure (PSI some) {cpu_pressure()}",
     ]
-    verify_lines = []
-    if args.verify:
-        verify_lines = verify_against_library()
 
     results = []
     for cname in configs:
@@ -534,10 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if any(not r.get("hwm_reset", True) for r in results if "error" not in r):
         notes.append("- `*`: the high-water mark could not be reset; the value uses ru_maxrss and is a lower bound.")
+    if any(contended(r) for r in results if "error" not in r):
+        notes.append(f"- `!`: cpu/wall < {CONTENDED_RATIO} x threads: the cores were shared with other work "
+                     "during this row, so its times are inflated (compare the min); rerun on a quiet machine.")
     for cname in configs:
         notes.append(f"- config `{cname}`: {CONFIGS[cname].describe()}")
-    if verify_lines:
-        notes.append("- step function vs `DartsStrategy._epoch` (--verify): " + "; ".join(verify_lines))
 
     (print_rich if args.format == "rich" else print_markdown)(header, results, notes)
 
@@ -545,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"date": started.isoformat(timespec="seconds"), "command": command, "argv": sys.argv,
                    "machine": info, "device": args.device, "threads_flag": args.threads,
                    "total_wall_s": total, "configs": {c: asdict(CONFIGS[c]) for c in configs},
-                   "verify": verify_lines, "results": results}
+                   "results": results}
         with open(args.json, "w") as fh:
             json.dump(payload, fh, indent=2)
     return 1 if any("error" in r for r in results) else 0

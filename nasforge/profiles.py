@@ -12,8 +12,8 @@ from typing import Any
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "digits": {
-        "search": {"epochs": 15, "batch_size": 64, "layers": 5, "channels": 8},
-        "train": {"epochs": 30, "batch_size": 64, "layers": 6, "channels": 16, "cutout": 0,
+        "search": {"epochs": 10, "batch_size": 64, "layers": 5, "channels": 8},
+        "train": {"epochs": 20, "batch_size": 64, "layers": 6, "channels": 16, "cutout": 0,
                   "auxiliary": False, "drop_path": 0.0},
     },
     "cifar10": {

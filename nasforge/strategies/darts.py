@@ -213,41 +213,16 @@ class DartsStrategy(Strategy):
                       iterate_batches(*a_half, cfg.batch_size, generator=g_a, augment=data.augment))
         params = [p for p in model.parameters()]
         for step, (train_batch, valid_batch) in enumerate(batches):
-            # 1. architecture step on the architecture half
-            a_opt.zero_grad(set_to_none=True)
-            if cfg.order == 2:
-                momentum = [
-                    w_opt.state[p]["momentum_buffer"] * cfg.w_momentum
-                    if "momentum_buffer" in w_opt.state.get(p, {}) else None for p in params
-                ]
-                grads, arch_loss = unrolled_arch_grads(
-                    lambda b: self.loss(model, b), params, self.alphas, train_batch, valid_batch,
-                    lr, cfg.w_wd, momentum, cfg.unrolled_r)
-            else:
-                arch_loss_t = self.loss(model, valid_batch)
-                grads = torch.autograd.grad(arch_loss_t, self.alphas)
-                arch_loss = arch_loss_t.detach()
-            for a, g in zip(self.alphas, grads):
-                a.grad = g
-            a_opt.step()
-            # 2. weight step on the weight half
-            w_opt.zero_grad(set_to_none=True)
-            x, y = train_batch
-            logits = self.forward(model, x)
-            loss = F.cross_entropy(logits, y)
-            if not torch.isfinite(loss) or not torch.isfinite(arch_loss):
+            loss, train_acc, arch_loss = self.search_step(model, params, w_opt, a_opt, train_batch, valid_batch, lr)
+            if not math.isfinite(loss) or not math.isfinite(arch_loss):
                 raise TrainingError(f"search loss became NaN/inf at epoch {epoch} step {step}; lower the "
                                     f"learning rates (e.g. --set strategy.w_lr={cfg.w_lr / 4:g}); "
                                     "earlier epochs are checkpointed, resume after fixing the config")
-            loss.backward()
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            w_opt.step()
-            sums["train_loss"] += loss.item()
-            sums["train_acc"] += accuracy(logits, y)
-            sums["arch_loss"] += arch_loss.item()
+            sums["train_loss"] += loss
+            sums["train_acc"] += train_acc
+            sums["arch_loss"] += arch_loss
             n += 1
-            bar.advance(1, epoch=epoch, loss=loss.item())
+            bar.advance(1, epoch=epoch, loss=loss)
         metrics = {k: v / max(n, 1) for k, v in sums.items()}
         metrics["valid_acc"] = self.evaluate(model, data.x_valid, data.y_valid, cfg.batch_size)
         metrics["lr"] = lr
@@ -256,6 +231,42 @@ class DartsStrategy(Strategy):
         bar.update(epoch=epoch, valid_acc=metrics["valid_acc"])
         log.info("search epoch %d: %s", epoch, metrics)
         return {"epoch": epoch, "metrics": metrics, "arch_weights": self.arch_weights(), "arch": arch.to_dict()}
+
+    def search_step(self, model: nn.Module, params: Sequence[Tensor], w_opt: torch.optim.Optimizer,
+                    a_opt: torch.optim.Optimizer, train_batch: tuple[Tensor, Tensor],
+                    valid_batch: tuple[Tensor, Tensor], lr: float) -> tuple[float, float, float]:
+        """One DARTS iteration: an architecture step on ``valid_batch``, then a weight step on
+        ``train_batch``. Returns (train loss, train accuracy, architecture loss); the weight
+        step is skipped when a loss is not finite (the caller reports it)."""
+        cfg = self.config
+        a_opt.zero_grad(set_to_none=True)
+        if cfg.order == 2:
+            momentum = [
+                w_opt.state[p]["momentum_buffer"] * cfg.w_momentum
+                if "momentum_buffer" in w_opt.state.get(p, {}) else None for p in params
+            ]
+            grads, arch_loss = unrolled_arch_grads(
+                lambda b: self.loss(model, b), params, self.alphas, train_batch, valid_batch,
+                lr, cfg.w_wd, momentum, cfg.unrolled_r)
+        else:
+            loss_v = self.loss(model, valid_batch)
+            grads = torch.autograd.grad(loss_v, self.alphas)
+            arch_loss = loss_v.detach()
+            del loss_v  # free the graph now: parts not on the alphas' path keep activations alive
+        for a, g in zip(self.alphas, grads):
+            a.grad = g
+        a_opt.step()
+        w_opt.zero_grad(set_to_none=True)
+        x, y = train_batch
+        logits = self.forward(model, x)
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss) or not torch.isfinite(arch_loss):
+            return float("nan"), 0.0, float("nan")
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        w_opt.step()
+        return loss.item(), accuracy(logits, y), arch_loss.item()
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
