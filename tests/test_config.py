@@ -219,7 +219,7 @@ def test_auto_fields_follow_the_dataset_profile():
     assert digits.train.layers != cifar.train.layers
     assert cifar.train.channels == 36 and cifar.train.auxiliary is True and cifar.train.cutout == 16
     assert digits.train.auxiliary is False and digits.train.cutout == 0
-    assert digits.strategy["epochs"] == 15 and cifar.strategy["epochs"] == 50
+    assert digits.strategy["epochs"] == PROFILES["digits"]["search"]["epochs"] and cifar.strategy["epochs"] == 50
     assert cifar.strategy["layers"] == 8 and synthetic.strategy["channels"] == PROFILES["synthetic"]["search"]["channels"]
     for cfg in (digits, cifar, synthetic):  # nothing is left "auto"
         assert None not in (cfg.train.epochs, cfg.train.batch_size, cfg.train.layers, cfg.train.channels,

@@ -86,8 +86,8 @@ def test_export_model_formats(tmp_path) -> None:
     assert info["format"] == "onnx" and info["path"] == str(out / "net.onnx")
     assert (out / "net.onnx").is_file() and info["max_abs_diff"] < 1e-4
     info = export_model(model, SHAPE, out, "torchscript")
-    assert info == {"path": str(out / "model.pt"), "format": "torchscript", "max_abs_diff": None}
-    assert (out / "model.pt").is_file()
+    assert info == {"path": str(out / "model.torchscript.pt"), "format": "torchscript", "max_abs_diff": None}
+    assert (out / "model.torchscript.pt").is_file()
 
 
 def test_export_model_unknown_format(tmp_path) -> None:

@@ -29,6 +29,7 @@ from nasforge.oneshot.mixed import EdgeWeights
 from nasforge.progress import Progress
 from nasforge.spaces.darts import DartsSpace, num_edges
 from nasforge.strategies.base import EpochCallback, SearchResult, Strategy, register_strategy
+from nasforge.strategies.stopping import DartsPlusStopper
 from nasforge.utils import epoch_seed
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ class DartsConfig:
     a_beta1: float = option(0.5, lo=0.0, hi=1.0, help="architecture Adam beta1")
     a_beta2: float = option(0.999, lo=0.0, hi=1.0, help="architecture Adam beta2")
     unrolled_r: float = option(0.01, lo=1e-8, hi=1.0, help="finite-difference scale of the Hessian-vector product")
+    early_stop: str = option("none", choices=("none", "dartsplus"),
+                             help="stopping policy: none, or dartsplus (stop at 2 skip-connects or a stable ranking)")
+    early_stop_skips: int = option(2, lo=1, hi=64, help="DARTS+ criterion 1: skip-connects in the normal cell")
+    early_stop_patience: int = option(10, lo=1, hi=100000,
+                                      help="DARTS+ criterion 2: epochs the learnable ops' ranking must stay unchanged")
 
 
 def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float) -> float:
@@ -177,9 +183,12 @@ class DartsStrategy(Strategy):
 
         steps = min(num_batches(len(yw), cfg.batch_size), num_batches(len(ya), cfg.batch_size))
         history = experiment.store.epochs("search") if experiment is not None else []
+        stopper = (DartsPlusStopper(cfg.early_stop_skips, cfg.early_stop_patience)
+                   if cfg.early_stop == "dartsplus" else None)
+        stopped = stopper.check(history) if stopper and history else None  # a resumed run that had stopped
         started = time.time()
         with progress.task(f"search ({self.name})", total=cfg.epochs * steps, completed=start * steps) as bar:
-            for epoch in range(start, cfg.epochs):
+            for epoch in range(start if stopped is None else cfg.epochs, cfg.epochs):
                 record = self._epoch(model, space, data, epoch, (xw, yw), (xa, ya), w_opt, a_opt, seed, bar)
                 history.append(record)
                 if experiment is not None:
@@ -191,9 +200,16 @@ class DartsStrategy(Strategy):
                     })
                 for cb in callbacks:
                     cb(self, epoch, record)
+                stopped = stopper.check(history) if stopper else None
+                if stopped is not None:
+                    log.info("early stop (%s) at epoch %d: %s", stopped["criterion"], epoch, stopped["detail"])
+                    break
         arch = self.derive(space)
         self.supernet = model
-        return SearchResult(arch, history, {"epochs": cfg.epochs, "seconds": time.time() - started})
+        info = {"epochs": len(history), "seconds": time.time() - started, "early_stop": stopped}
+        if experiment is not None:
+            experiment.store.set_meta("early_stop", stopped)
+        return SearchResult(arch, history, info)
 
     def _epoch(self, model: nn.Module, space: DartsSpace, data: Dataset, epoch: int, w_half, a_half,
                w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer, seed: int, bar: Any) -> dict[str, Any]:
