@@ -4,7 +4,11 @@ A *search step* is what a bi-level one-shot search does per iteration. For DARTS
 (``DartsStrategy.search_step``): one architecture step on a valid batch (first order: the
 gradient of the valid loss w.r.t. the alphas; second order: ``unrolled_arch_grads``;
 then Adam), followed by one weight step on a train batch (SGD, momentum 0.9, weight
-decay 3e-4, gradient-norm clip 5).
+decay 3e-4, gradient-norm clip 5). For GDAS (``GdasStrategy.search_step``): the same two
+steps, weights first, each running only one Gumbel-sampled op per edge (weight decay 5e-4).
+
+Rows: ``darts-1st``, ``darts-2nd`` (DARTS, first / second order), ``gdas`` (GDAS, all
+cells searched), ``gdas-frc`` (GDAS with its hand-designed fixed reduction cell).
 
 Every (method, config) row runs in a fresh subprocess (this script re-invokes itself
 with ``--worker``), so that one row's allocations and allocator caches cannot leak into
@@ -32,7 +36,7 @@ supernet module and a no-argument callable doing one full search step; register 
 
 Usage::
 
-    python benchmarks/supernet_step.py                      # both configs, both orders, CPU
+    python benchmarks/supernet_step.py                      # both configs, every row, CPU
     python benchmarks/supernet_step.py --configs small --steps 50 --warmup 5
     python benchmarks/supernet_step.py --device cuda --json out.json
 """
@@ -60,6 +64,7 @@ from torch import Tensor, nn
 
 from nasforge.spaces.darts import DartsSpace, num_edges
 from nasforge.strategies.darts import DartsStrategy
+from nasforge.strategies.gdas import GdasStrategy
 
 RESULT_TAG = "@@SUPERNET_STEP_RESULT@@"
 MiB = 2 ** 20
@@ -141,6 +146,8 @@ def darts_family_maker(strategy_cls: type[DartsStrategy], order: int, **options:
 STEP_MAKERS: dict[str, Callable[[BenchConfig, torch.device], tuple[nn.Module, Callable[[], Any]]]] = {
     "darts-1st": darts_family_maker(DartsStrategy, order=1),
     "darts-2nd": darts_family_maker(DartsStrategy, order=2),
+    "gdas": darts_family_maker(GdasStrategy, order=1),
+    "gdas-frc": darts_family_maker(GdasStrategy, order=1, fixed_reduce=True),
 }
 
 

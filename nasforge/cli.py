@@ -53,6 +53,9 @@ def _summary(result: dict[str, Any], exp_dir: Path) -> None:
         ("final training", f"{result['train_epochs']} epochs, {result['train_seconds']:.1f} s"),
         ("files", "config.yaml store.sqlite arch.json model.pt result.json"),
     ]
+    stop = (result.get("search_info") or {}).get("early_stop")
+    if stop:
+        rows.insert(-2, ("early stop", f"{stop['criterion']} at epoch {stop['epoch']}: {stop['detail']}"))
     for k, v in rows:
         table.add_row(k, escape(str(v)))
     out.print(table)
@@ -82,6 +85,7 @@ def search(
     config: Optional[Path] = typer.Option(None, help="YAML config file (sections seed, data, space, strategy, train, latency)."),
     seed: Optional[int] = typer.Option(None, help="Seed of every random choice. [default: 0]"),
     epochs: Optional[int] = typer.Option(None, help="Search epochs (shortcut for --set strategy.epochs=N)."),
+    early_stop: Optional[str] = typer.Option(None, help="Stopping policy of cell searches: none | dartsplus."),
     set_: Optional[list[str]] = SetOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing experiment directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -96,7 +100,8 @@ def search(
     raw = read_yaml(config) if config else {}
     overrides = []
     for key, value in (("space.name", space), ("strategy.name", strategy), ("data.name", data),
-                       ("data.dir", str(data_dir) if data_dir else None), ("seed", seed), ("strategy.epochs", epochs)):
+                       ("data.dir", str(data_dir) if data_dir else None), ("seed", seed), ("strategy.epochs", epochs),
+                       ("strategy.early_stop", early_stop)):
         if value is not None:
             overrides.append((key.split("."), value))
     overrides += [parse_override(s) for s in set_ or []]
@@ -181,6 +186,17 @@ def export(
         written = export_model(model, input_shape, target, fmt)
     diff = written.get("max_abs_diff")
     out.print(f"wrote {written['path']}" + (f" (max |onnxruntime - pytorch| = {diff:.2e})" if diff is not None else ""))
+
+
+@app.command()
+def report(
+    exp_dir: Path = typer.Argument(..., help="Experiment directory (finished or not)."),
+) -> None:
+    """Write DIR/report.html with plots of the search (op weights, skip-connects, early stop) and the result."""
+    from nasforge.report import write_report
+
+    path = write_report(exp_dir)
+    out.print(str(path), highlight=False, soft_wrap=True)
 
 
 @app.command("list")

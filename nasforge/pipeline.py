@@ -148,7 +148,7 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
     result = {
         "dataset": data.describe(),
         "space": space.name,
-        "strategy": cfg.strategy["name"],
+        "strategy": cfg.strategy["name"] if search_epochs else "none (architecture given)",
         "arch": arch.to_dict(),
         "arch_summary": space.describe(arch),
         "test_acc": trained.metrics["test_acc"],

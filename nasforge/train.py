@@ -105,7 +105,7 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
             start = state["epoch"] + 1
-            experiment.store.truncate_epochs("train", state["epoch"])
+        experiment.store.truncate_epochs("train", start - 1)
         history = [r["metrics"] for r in experiment.store.epochs("train")]
     steps = num_batches(len(y), cfg.batch_size)
     tic = time.time()

@@ -21,30 +21,6 @@ from nasforge.errors import ArchError, ConfigError
 
 
 @dataclass(frozen=True)
-class OpChoice:
-    """Pick one operation out of ``candidates`` (by name)."""
-
-    label: str
-    candidates: tuple[str, ...]
-
-    @property
-    def size(self) -> int:
-        return len(self.candidates)
-
-    def sample(self, rng: np.random.Generator) -> str:
-        return self.candidates[int(rng.integers(len(self.candidates)))]
-
-    def check(self, value: Any) -> str | None:
-        if value not in self.candidates:
-            return f"{value!r} is not one of {list(self.candidates)}"
-        return None
-
-    def mutate(self, value: Any, rng: np.random.Generator) -> Any:
-        others = [c for c in self.candidates if c != value]
-        return others[int(rng.integers(len(others)))] if others else value
-
-
-@dataclass(frozen=True)
 class ValueChoice:
     """Pick one value (a width, a kernel size, a bit-width...) out of ``values``."""
 
@@ -66,6 +42,15 @@ class ValueChoice:
     def mutate(self, value: Any, rng: np.random.Generator) -> Any:
         others = [v for v in self.values if v != value]
         return others[int(rng.integers(len(others)))] if others else value
+
+
+@dataclass(frozen=True)
+class OpChoice(ValueChoice):
+    """Pick one operation out of ``candidates`` (op names)."""
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return self.values
 
 
 @dataclass(frozen=True)

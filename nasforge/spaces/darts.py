@@ -14,6 +14,7 @@ input), for ``cell`` in ``normal``/``reduce`` and ``node`` in ``0..nodes-1``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -250,17 +251,61 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
+class GdasReductionCell(nn.Module):
+    """GDAS's hand-designed fixed reduction cell ("FRC"; Dong & Yang, CVPR 2019).
+
+    Both inputs are preprocessed to ``c`` channels as in a DARTS cell; then each goes
+    through a conv branch (ReLU, 1x3 conv stride (1,2), 3x1 conv stride (2,1), both grouped
+    by 8, BN, ReLU, 1x1 conv, BN) and a 3x3 max-pool stride 2 + BN branch; the four
+    outputs are concatenated (``multiplier`` = 4, so ``4 * c`` channels). No architecture
+    weights: ``forward(s0, s1)``. Groups are ``gcd(c, 8)`` so any width works (8 whenever
+    ``c`` is a multiple of 8, as in the paper's networks).
+    """
+
+    multiplier = 4
+    reduction = True
+
+    def __init__(self, c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool = False):
+        super().__init__()
+        self.pre0 = FactorizedReduce(c_pp, c, affine=affine) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine)
+        self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine)
+        groups = math.gcd(c, 8)
+
+        def conv_branch() -> nn.Module:
+            return nn.Sequential(
+                nn.ReLU(inplace=False),
+                nn.Conv2d(c, c, (1, 3), stride=(1, 2), padding=(0, 1), groups=groups, bias=False),
+                nn.Conv2d(c, c, (3, 1), stride=(2, 1), padding=(1, 0), groups=groups, bias=False),
+                nn.BatchNorm2d(c, affine=affine),
+                nn.ReLU(inplace=False),
+                nn.Conv2d(c, c, 1, bias=False),
+                nn.BatchNorm2d(c, affine=affine),
+            )
+
+        def pool_branch() -> nn.Module:
+            return nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1), nn.BatchNorm2d(c, affine=affine))
+
+        self.conv0, self.conv1 = conv_branch(), conv_branch()
+        self.pool0, self.pool1 = pool_branch(), pool_branch()
+
+    def forward(self, s0: Tensor, s1: Tensor) -> Tensor:
+        s0, s1 = self.pre0(s0), self.pre1(s1)
+        return torch.cat([self.conv0(s0), self.conv1(s1), self.pool0(s0), self.pool1(s1)], dim=1)
+
+
 class DartsSupernet(nn.Module):
     """The one-shot network of the DARTS space.
 
     ``forward(x, normal, reduce)`` takes per-edge weights for the normal and the reduction
-    cells (``EdgeWeights``). With ``fixed_reduce`` the reduction cells are the given
-    genotype's (hand-designed, as GDAS offers) and ``reduce`` is ignored.
+    cells (``EdgeWeights``). With ``fixed_reduce`` the reduction cells are not searched and
+    ``reduce`` is ignored: either a genotype's reduce gene (``(op, input)`` pairs, built as
+    a ``FixedCell``) or a cell class called as ``cls(c_pp, c_p, c, reduction_prev)`` with
+    a ``multiplier`` attribute, e.g. ``GdasReductionCell`` (GDAS's hand-designed cell).
     """
 
     def __init__(self, in_channels: int, num_classes: int, layers: int = 5, channels: int = 8, nodes: int = 4,
                  stem_multiplier: int = 3, primitives: Sequence[str] = PRIMITIVES,
-                 fixed_reduce: Sequence[tuple[str, int]] | None = None):
+                 fixed_reduce: Sequence[tuple[str, int]] | type[nn.Module] | None = None):
         super().__init__()
         self.nodes = nodes
         self.primitives = tuple(primitives)
@@ -271,25 +316,30 @@ class DartsSupernet(nn.Module):
         self.cells = nn.ModuleList()
         reductions = _reduction_layers(layers)
         reduction_prev = False
-        self.fixed_reduce = tuple(fixed_reduce) if fixed_reduce else None
+        if isinstance(fixed_reduce, type):
+            self.fixed_reduce = fixed_reduce
+        else:
+            self.fixed_reduce = tuple(fixed_reduce) if fixed_reduce else None
         for i in range(layers):
             reduction = i in reductions
             if reduction:
                 c_curr *= 2
-            if reduction and self.fixed_reduce:
+            if reduction and isinstance(self.fixed_reduce, type):
+                cell = self.fixed_reduce(c_pp, c_p, c_curr, reduction_prev)
+            elif reduction and self.fixed_reduce:
                 cell = FixedCell(self.fixed_reduce, c_pp, c_p, c_curr, True, reduction_prev)
             else:
                 cell = SearchCell(nodes, c_pp, c_p, c_curr, reduction, reduction_prev, primitives)
             self.cells.append(cell)
             reduction_prev = reduction
-            c_pp, c_p = c_p, nodes * c_curr
+            c_pp, c_p = c_p, getattr(cell, "multiplier", nodes) * c_curr
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
     def forward(self, x: Tensor, normal: EdgeWeights, reduce: EdgeWeights | None = None) -> Tensor:
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            if isinstance(cell, FixedCell):
+            if not isinstance(cell, SearchCell):  # a fixed (not searched) cell
                 out = cell(s0, s1)
             else:
                 out = cell(s0, s1, reduce if cell.reduction else normal)
@@ -373,6 +423,8 @@ class DartsSpace(SearchSpace):
         return DartsNetwork(self.genotype(arch), input_shape[0], num_classes, layers, channels, auxiliary)
 
     def supernet(self, input_shape: tuple[int, int, int], num_classes: int, layers: int = 5, channels: int = 8,
-                 fixed_reduce: Genotype | None = None, **_: Any) -> DartsSupernet:
-        return DartsSupernet(input_shape[0], num_classes, layers, channels, self.nodes,
-                             fixed_reduce=fixed_reduce.reduce if fixed_reduce else None)
+                 fixed_reduce: Genotype | type[nn.Module] | None = None, **_: Any) -> DartsSupernet:
+        """The one-shot network; ``fixed_reduce``: a genotype (its reduce cell) or a fixed cell class."""
+        if isinstance(fixed_reduce, Genotype):
+            fixed_reduce = fixed_reduce.reduce
+        return DartsSupernet(input_shape[0], num_classes, layers, channels, self.nodes, fixed_reduce=fixed_reduce)

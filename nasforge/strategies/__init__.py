@@ -8,7 +8,7 @@ from nasforge.strategies.base import (
     register_strategy,
     strategy_names,
 )
-from nasforge.strategies import darts  # noqa: F401  (registers the strategy)
+from nasforge.strategies import darts, gdas  # noqa: F401  (registers the strategies)
 
 __all__ = ["SearchResult", "Strategy", "get_strategy_class", "make_strategy", "register_strategy",
            "strategy_names"]

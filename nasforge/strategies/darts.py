@@ -130,6 +130,10 @@ class DartsStrategy(Strategy):
     def epoch_started(self, epoch: int) -> None:
         """Hook for per-epoch schedules (e.g. a temperature)."""
 
+    def epoch_metrics(self) -> dict[str, Any]:
+        """Extra values a subclass records with each epoch (e.g. the temperature)."""
+        return {}
+
     # --- plumbing ---------------------------------------------------------
     def forward(self, model: nn.Module, x: Tensor) -> Tensor:
         return model(x, self.edge_weights(self.alphas[0]), self.edge_weights(self.alphas[1]))
@@ -178,8 +182,9 @@ class DartsStrategy(Strategy):
                 w_opt.load_state_dict(state["w_opt"])
                 a_opt.load_state_dict(state["a_opt"])
                 start = state["epoch"] + 1
-                experiment.store.truncate_epochs("search", state["epoch"])
                 log.info("resuming search at epoch %d", start)
+            # rows past the checkpoint (a crash between logging and checkpointing) are recomputed
+            experiment.store.truncate_epochs("search", start - 1)
 
         steps = min(num_batches(len(yw), cfg.batch_size), num_batches(len(ya), cfg.batch_size))
         history = experiment.store.epochs("search") if experiment is not None else []
@@ -242,6 +247,7 @@ class DartsStrategy(Strategy):
         metrics = {k: v / max(n, 1) for k, v in sums.items()}
         metrics["valid_acc"] = self.evaluate(model, data.x_valid, data.y_valid, cfg.batch_size)
         metrics["lr"] = lr
+        metrics.update(self.epoch_metrics())
         metrics["seconds"] = time.time() - tic
         arch = self.derive(space)
         bar.update(epoch=epoch, valid_acc=metrics["valid_acc"])

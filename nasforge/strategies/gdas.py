@@ -1,0 +1,229 @@
+"""GDAS: Gradient-based search using Differentiable Architecture Sampler
+(Dong & Yang, "Searching for A Robust Neural Architecture in Four GPU Hours", CVPR 2019).
+
+GDAS is DARTS with a different relaxation. Instead of running every candidate op of an
+edge and mixing them by softmax weights, each forward pass *samples* one op per edge
+with the Gumbel-max trick and runs only that op:
+
+    g ~ Gumbel(0, 1)  (g = -log(e), e ~ Exp(1)),   p = softmax((log_softmax(alpha) + g) / tau)
+    index = argmax p   (an exact sample of Categorical(softmax(alpha)))
+    h = one_hot(index) + (p - p.detach())
+
+``h`` is exactly the one-hot in the forward, while its gradient is that of the
+Gumbel-softmax ``p`` (straight-through), so every op's alpha of an edge gets a gradient
+although one op ran. A search step therefore costs about one sub-network instead of the
+whole supernet. A sample with inf/NaN noise or probabilities is drawn again (as the
+official code does); architecture parameters that are themselves NaN end the search
+with a ``TrainingError`` instead of looping forever.
+
+The temperature ``tau`` falls linearly from ``tau_max`` (first epoch) to ``tau_min``
+(last epoch): ``tau_e = tau_max - (tau_max - tau_min) * e / (epochs - 1)`` (``tau_max``
+for a one-epoch search); each epoch's metrics record it as ``tau``.
+
+The step follows the official code: first a weight step on a training batch, then an
+architecture step on a validation batch (first order only: the sampled network is not
+differentiable through an unrolled weight step, so ``order=2`` is rejected), each with
+its own Gumbel sample. The derivation is DARTS's (per node the two inputs whose
+strongest non-``none`` op weighs most, by softmax(alpha)).
+
+Defaults, checked against the official code (D-X-Y/AutoDL-Projects): architecture Adam
+lr 3e-4, betas (0.5, 0.999), weight decay 1e-3 (scripts-search ``--arch_learning_rate
+0.0003 --arch_weight_decay 0.001``, ``exps/.../GDAS.py``); tau 10 -> 0.1 (``--tau_max 10
+--tau_min 0.1``); weights SGD lr 0.025 cosine-annealed to 0.001, momentum 0.9, gradient
+clip 5, as in DARTS. The official search configs use weight decay 5e-4 with Nesterov
+momentum (``configs/search-opts/GDAS-NASNet-CIFAR.config``); here ``w_wd`` defaults to
+that 5e-4, and momentum is plain (the shared DARTS optimiser has no Nesterov option).
+
+Fixed reduction cell (``fixed_reduce=True``, the paper's "GDAS (FRC)"): the supernet's
+reduction cells are the hand-designed ``GdasReductionCell`` and only the normal cell is
+searched: the reduce alphas are neither sampled nor updated (they get no gradient, so
+Adam leaves them untouched, weight decay included), and the per-epoch ``arch_weights``
+record only the normal cell. The FRC is built from grouped 1x3/3x1 convolutions, which
+are not DARTS ops, so it cannot be written as a darts ``Arch``. The derived arch's
+reduce choices are therefore the constant ``FRC_STANDIN_REDUCE`` below -- never derived
+from the (untrained) reduce alphas -- the closest cell the DARTS ops can express: each
+FRC branch (conv(s0), conv(s1), max-pool(s0), max-pool(s1)) appears once, paired within
+a node with a parameter-free max-pool or identity so every node has two inputs. The
+final network trained from that arch uses this stand-in, not the FRC itself;
+``SearchResult.info["reduce_cell"]`` says so. ``fixed_reduce`` needs the 4-node space
+(the FRC has four outputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nasforge.config import option
+from nasforge.data import Dataset
+from nasforge.errors import ConfigError, TrainingError
+from nasforge.experiment import Experiment
+from nasforge.oneshot.mixed import EdgeWeights
+from nasforge.progress import Progress
+from nasforge.spaces.darts import DartsSpace, GdasReductionCell, Genotype, derive_cell
+from nasforge.strategies.base import EpochCallback, SearchResult, register_strategy
+from nasforge.strategies.darts import DartsConfig, DartsStrategy, accuracy
+
+#: The darts-Arch stand-in for GDAS's fixed reduction cell (4 nodes; ``(op, input)`` pairs).
+FRC_STANDIN_REDUCE: tuple[tuple[str, int], ...] = (
+    ("sep_conv_3x3", 0), ("max_pool_3x3", 1),   # conv(s0)
+    ("max_pool_3x3", 0), ("sep_conv_3x3", 1),   # conv(s1)
+    ("max_pool_3x3", 0), ("skip_connect", 2),   # max-pool(s0)
+    ("max_pool_3x3", 1), ("skip_connect", 3),   # max-pool(s1)
+)
+FRC_NODES = 4
+MAX_RESAMPLES = 100
+
+
+@dataclass
+class GdasConfig(DartsConfig):
+    order: int = option(1, help="GDAS is first order only (1); 2 is rejected")
+    w_wd: float = option(5e-4, lo=0.0, hi=1.0, help="weight decay of the weights (official GDAS config: 5e-4)")
+    tau_max: float = option(10.0, lo=1e-3, hi=1e4, help="Gumbel-softmax temperature of the first epoch")
+    tau_min: float = option(0.1, lo=1e-3, hi=1e4, help="temperature of the last epoch (linear in between)")
+    fixed_reduce: bool = option(False, help="use GDAS's hand-designed reduction cell and search only the normal cell")
+
+    def __post_init__(self) -> None:
+        if self.order != 1:
+            raise ConfigError(f"strategy.order={self.order!r}: GDAS is first order only (its sampled network is "
+                              "not differentiated through a weight step); use strategy.order=1, or "
+                              "--strategy darts for second order")
+        if self.tau_min > self.tau_max:
+            raise ConfigError(f"strategy.tau_min={self.tau_min:g} is above strategy.tau_max={self.tau_max:g}; "
+                              "the temperature anneals downwards, swap them")
+
+
+def temperature(epoch: int, epochs: int, tau_max: float, tau_min: float) -> float:
+    """Linear annealing: ``tau_max`` at epoch 0, ``tau_min`` at epoch ``epochs - 1``."""
+    if epochs <= 1:
+        return tau_max
+    frac = epoch / (epochs - 1)
+    return (1.0 - frac) * tau_max + frac * tau_min  # exact at both ends
+
+
+def sample_gumbel(like: Tensor) -> Tensor:
+    """Standard Gumbel noise shaped like ``like`` (``-log(e)``, ``e ~ Exp(1)``; global torch RNG)."""
+    return -torch.empty_like(like).exponential_().log()
+
+
+def gumbel_hard_sample(alpha: Tensor, tau: float) -> EdgeWeights:
+    """One op per row of ``alpha`` ``[edges, ops]`` by Gumbel-max; straight-through weights.
+
+    Returns ``EdgeWeights(h, index)``: ``h`` equals the one-hot of ``index`` exactly, and its
+    gradient w.r.t. ``alpha`` is that of ``softmax((log_softmax(alpha) + g) / tau)``.
+    """
+    log_p = F.log_softmax(alpha, dim=-1)
+    for _ in range(MAX_RESAMPLES):
+        gumbels = sample_gumbel(log_p)
+        probs = F.softmax((log_p + gumbels) / tau, dim=-1)
+        if torch.isfinite(gumbels).all() and torch.isfinite(probs).all():
+            break
+    else:
+        raise TrainingError(f"GDAS could not draw a finite sample in {MAX_RESAMPLES} tries: the architecture "
+                            "parameters are NaN/inf; lower strategy.a_lr and resume from the last checkpoint")
+    index = probs.detach().argmax(dim=-1)
+    one_hot = torch.zeros_like(probs).scatter_(-1, index.unsqueeze(-1), 1.0)
+    return EdgeWeights(one_hot + (probs - probs.detach()), index.tolist())
+
+
+@register_strategy
+class GdasStrategy(DartsStrategy):
+    """GDAS on a cell space: one Gumbel-sampled op per edge, straight-through gradients."""
+
+    name = "gdas"
+    kind = "oneshot"
+    description = "GDAS: Gumbel-max sampled sub-network per step (one op per edge), first order"
+    Config = GdasConfig
+
+    def __init__(self, config: GdasConfig | None = None):
+        super().__init__(config)
+        self.tau = self.config.tau_max
+
+    # --- the relaxation ------------------------------------------------------
+    def edge_weights(self, alpha: Tensor) -> EdgeWeights:
+        """A hard Gumbel sample per edge at the current temperature: only the chosen op runs."""
+        return gumbel_hard_sample(alpha, self.tau)
+
+    def epoch_started(self, epoch: int) -> None:
+        self.tau = temperature(epoch, self.config.epochs, self.config.tau_max, self.config.tau_min)
+
+    # --- fixed reduction cell --------------------------------------------------
+    def learned_alphas(self) -> list[nn.Parameter]:
+        """The architecture parameters the search updates (normal only with ``fixed_reduce``)."""
+        return self.alphas[:1] if self.config.fixed_reduce else list(self.alphas)
+
+    def forward(self, model: nn.Module, x: Tensor) -> Tensor:
+        normal = self.edge_weights(self.alphas[0])
+        reduce = None if self.config.fixed_reduce else self.edge_weights(self.alphas[1])
+        return model(x, normal, reduce)
+
+    def build_supernet(self, space: DartsSpace, data: Dataset) -> nn.Module:
+        return space.supernet(data.input_shape, data.num_classes, layers=self.config.layers,
+                              channels=self.config.channels,
+                              fixed_reduce=GdasReductionCell if self.config.fixed_reduce else None)
+
+    def arch_weights(self) -> dict[str, list[list[float]]]:
+        weights = super().arch_weights()
+        if self.config.fixed_reduce:
+            del weights["reduce"]  # not searched: its alphas mean nothing
+        return weights
+
+    def derive(self, space: DartsSpace):
+        if not self.config.fixed_reduce:
+            return super().derive(space)
+        normal = derive_cell(F.softmax(self.alphas[0].detach(), dim=-1).cpu().numpy(), space.nodes, space.primitives)
+        return space.arch_from_genotype(Genotype(normal, FRC_STANDIN_REDUCE))
+
+    # --- the loop ---------------------------------------------------------------
+    def search(self, space: DartsSpace, data: Dataset, *, experiment: Experiment | None = None,
+               progress: Progress | None = None, seed: int = 0,
+               callbacks: Sequence[EpochCallback] = ()) -> SearchResult:
+        """The DARTS loop with GDAS's relaxation, schedule and step."""
+        if self.config.fixed_reduce and isinstance(space, DartsSpace) and space.nodes != FRC_NODES:
+            raise ConfigError(f"strategy.fixed_reduce needs a {FRC_NODES}-node darts space (the hand-designed "
+                              f"reduction cell has {FRC_NODES} outputs), not nodes={space.nodes}; "
+                              f"set space.nodes={FRC_NODES} or strategy.fixed_reduce=false")
+        result = super().search(space, data, experiment=experiment, progress=progress, seed=seed,
+                                 callbacks=callbacks)
+        result.info["fixed_reduce"] = self.config.fixed_reduce
+        if self.config.fixed_reduce:
+            result.info["reduce_cell"] = ("not searched: GDAS hand-designed reduction cell in the supernet; the arch's "
+                                          "reduce choices are the fixed darts stand-in FRC_STANDIN_REDUCE")
+        return result
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        return {"tau": self.tau}  # set by epoch_started at the start of this epoch
+
+    def search_step(self, model: nn.Module, params: Sequence[Tensor], w_opt: torch.optim.Optimizer,
+                    a_opt: torch.optim.Optimizer, train_batch: tuple[Tensor, Tensor],
+                    valid_batch: tuple[Tensor, Tensor], lr: float) -> tuple[float, float, float]:
+        """One GDAS iteration: a weight step on ``train_batch``, then an architecture step on
+        ``valid_batch``, each on its own sampled sub-network. Returns (train loss, train
+        accuracy, architecture loss); a non-finite loss stops the step before any update
+        that would use it (the caller reports it)."""
+        cfg = self.config
+        w_opt.zero_grad(set_to_none=True)
+        x, y = train_batch
+        logits = self.forward(model, x)
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            return float("nan"), 0.0, float("nan")
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        w_opt.step()
+
+        a_opt.zero_grad(set_to_none=True)
+        learned = self.learned_alphas()
+        loss_v = self.loss(model, valid_batch)
+        if not torch.isfinite(loss_v):
+            return loss.item(), accuracy(logits, y), float("nan")
+        grads = torch.autograd.grad(loss_v, learned)
+        for a, g in zip(learned, grads):
+            a.grad = g
+        a_opt.step()  # alphas left with grad None (a fixed reduce cell's) are skipped, decay included
+        return loss.item(), accuracy(logits, y), loss_v.item()

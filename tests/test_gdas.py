@@ -1,0 +1,284 @@
+"""GDAS: hard Gumbel samples with straight-through gradients, one op per edge, the
+temperature schedule, the fixed reduction cell, config checks, determinism, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasforge.data import synthetic_dataset
+from nasforge.errors import ConfigError, TrainingError
+from nasforge.experiment import Experiment
+from nasforge.oneshot import MixedOp
+from nasforge.spaces import make_space
+from nasforge.spaces.darts import PRIMITIVES, GdasReductionCell, SearchCell, num_edges
+from nasforge.strategies import get_strategy_class, make_strategy
+from nasforge.strategies import gdas as gdas_module
+from nasforge.strategies.gdas import FRC_STANDIN_REDUCE, GdasConfig, GdasStrategy, gumbel_hard_sample, temperature
+
+OPS = len(PRIMITIVES)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 shared cores: oversubscribed threads make tiny convs very slow
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_dataset(num_samples=240, seed=0)
+
+
+def _strategy(**options) -> GdasStrategy:
+    return make_strategy("gdas", {"epochs": 2, **options}, "synthetic")
+
+
+# --------------------------------------------------------------------------- the sampler
+@pytest.mark.parametrize("tau", [10.0, 1.0, 0.1])
+def test_sample_is_exactly_one_hot_and_index_is_its_argmax(tau):
+    torch.manual_seed(0)
+    alpha = nn.Parameter(torch.randn(num_edges(4), OPS))
+    for _ in range(20):
+        w, index = gumbel_hard_sample(alpha, tau)
+        assert w.requires_grad
+        assert len(index) == num_edges(4) and all(isinstance(i, int) for i in index)
+        expected = F.one_hot(torch.tensor(index), OPS).to(w.dtype)
+        assert torch.equal(w.detach(), expected)  # exact values, not approximately
+        assert w.detach().argmax(-1).tolist() == index
+
+
+def test_samples_follow_softmax_of_alpha():
+    """Gumbel-max draws are exact samples of Categorical(softmax(alpha)), whatever the temperature."""
+    torch.manual_seed(1)
+    probs = torch.tensor([0.6, 0.25, 0.1, 0.05])
+    alpha = probs.log().repeat(500, 1)  # 500 edges at once
+    for tau in (10.0, 0.1):
+        counts = Counter()
+        for _ in range(8):
+            counts.update(gumbel_hard_sample(alpha, tau).index)
+        freq = torch.tensor([counts[k] for k in range(4)], dtype=torch.float) / 4000
+        assert torch.allclose(freq, probs, atol=0.03), freq
+
+
+def test_backward_reaches_every_op_of_the_edge():
+    """Straight-through: one op ran, yet every op's alpha of the edge gets a gradient."""
+    torch.manual_seed(0)
+    ops = {f"op{k}": nn.Linear(3, 3) for k in range(5)}
+    mixed = MixedOp(ops)
+    x = torch.randn(4, 3)
+    seen = set()
+    for _ in range(30):
+        alpha = nn.Parameter(0.5 * torch.randn(1, 5))
+        w, index = gumbel_hard_sample(alpha, tau=1.0)
+        out = mixed(x, w[0], index[0])
+        assert torch.equal(out, mixed.ops[index[0]](x))  # forward value is the sampled op's output
+        loss = (out - 1.0).pow(2).mean()
+        (grad,) = torch.autograd.grad(loss, alpha)
+        assert torch.isfinite(grad).all()
+        assert (grad.abs() > 0).all(), (index, grad)
+        seen.add(index[0])
+    assert len(seen) > 1  # several different ops were sampled and checked
+
+
+def test_infinite_noise_is_resampled(monkeypatch):
+    calls = []
+    real = gdas_module.sample_gumbel
+
+    def flaky(like):
+        calls.append(1)
+        g = real(like)
+        if len(calls) == 1:
+            g[0, 0] = float("inf")
+        return g
+
+    monkeypatch.setattr(gdas_module, "sample_gumbel", flaky)
+    w, index = gumbel_hard_sample(torch.zeros(3, OPS), 1.0)
+    assert len(calls) == 2
+    assert torch.isfinite(w).all() and torch.equal(w, F.one_hot(torch.tensor(index), OPS).float())
+
+
+def test_nan_alphas_raise_instead_of_looping_forever():
+    with pytest.raises(TrainingError, match="NaN"):
+        gumbel_hard_sample(torch.full((2, OPS), float("nan")), 1.0)
+
+
+def test_only_the_sampled_op_runs_in_the_supernet():
+    torch.manual_seed(0)
+    strategy = _strategy()
+    model = make_space("darts").supernet((1, 8, 8), 10, layers=3, channels=4)
+    calls = Counter()
+    for m in model.modules():
+        if isinstance(m, MixedOp):
+            for k, op in enumerate(m.ops):
+                op.register_forward_hook(lambda mod, inp, out, key=(id(m), k): calls.update([key]))
+    alphas = [torch.randn(num_edges(4), OPS, requires_grad=True) for _ in range(2)]
+    normal, reduce = strategy.edge_weights(alphas[0]), strategy.edge_weights(alphas[1])
+    model(torch.randn(2, 1, 8, 8), normal, reduce)
+    for cell in model.cells:
+        index = (reduce if cell.reduction else normal).index
+        for e, mixed in enumerate(cell.edges):
+            ran = {k: calls[(id(mixed), k)] for k in range(OPS) if calls[(id(mixed), k)]}
+            assert ran == {index[e]: 1}
+
+
+def test_strategy_forward_samples_afresh_each_call():
+    torch.manual_seed(0)
+    strategy = _strategy()
+    alpha = torch.zeros(num_edges(4), OPS)
+    draws = {tuple(strategy.edge_weights(alpha).index) for _ in range(5)}
+    assert len(draws) > 1
+
+
+# --------------------------------------------------------------------------- temperature
+def test_temperature_is_linear_from_tau_max_to_tau_min():
+    strategy = GdasStrategy(GdasConfig(epochs=5, tau_max=10.0, tau_min=0.1))
+    taus = []
+    for epoch in range(5):
+        strategy.epoch_started(epoch)
+        taus.append(strategy.tau)
+    assert taus[0] == 10.0 and taus[-1] == 0.1
+    assert taus == pytest.approx([10.0, 7.525, 5.05, 2.575, 0.1])
+    steps = [b - a for a, b in zip(taus, taus[1:])]
+    assert steps == pytest.approx([steps[0]] * 4)
+    assert temperature(0, 1, 10.0, 0.1) == 10.0  # a one-epoch search stays at tau_max
+
+
+def test_epoch_metrics_record_the_temperature(data):
+    strategy = make_strategy("gdas", {"epochs": 3, "tau_max": 4.0, "tau_min": 1.0}, "synthetic")
+    result = strategy.search(make_space("darts"), data, seed=0)
+    assert [h["metrics"]["tau"] for h in result.history] == [4.0, 2.5, 1.0]
+
+
+# --------------------------------------------------------------------------- config
+def test_order_2_is_rejected_with_a_clear_error():
+    with pytest.raises(ConfigError, match="first order"):
+        make_strategy("gdas", {"order": 2}, "synthetic")
+    with pytest.raises(ConfigError, match="first order"):
+        GdasConfig(order=2)
+
+
+def test_config_defaults_and_registration():
+    assert get_strategy_class("gdas") is GdasStrategy and GdasStrategy.description
+    cfg = make_strategy("gdas", {}, "cifar10").config
+    assert (cfg.tau_max, cfg.tau_min, cfg.fixed_reduce, cfg.order) == (10.0, 0.1, False, 1)
+    assert (cfg.a_lr, cfg.a_wd, cfg.a_beta1, cfg.a_beta2) == (3e-4, 1e-3, 0.5, 0.999)
+    assert (cfg.w_lr, cfg.w_lr_min, cfg.w_momentum) == (0.025, 0.001, 0.9)
+    with pytest.raises(ConfigError, match="tau_min"):
+        make_strategy("gdas", {"tau_max": 0.5, "tau_min": 1.0}, "synthetic")
+    with pytest.raises(ConfigError, match="tau_min"):
+        make_strategy("gdas", {"tau_min": 0.0}, "synthetic")
+
+
+# --------------------------------------------------------------------------- fixed reduction cell
+class _Spy(GdasStrategy):
+    """Keeps the architecture parameters as they were before the first step."""
+
+    def epoch_started(self, epoch):
+        if epoch == 0:
+            self.initial = [a.detach().clone() for a in self.alphas]
+        super().epoch_started(epoch)
+
+
+def test_fixed_reduce_supernet_has_no_mixed_ops_in_reduction_cells(data):
+    strategy = _strategy(fixed_reduce=True)
+    model = strategy.build_supernet(make_space("darts"), data)
+    reductions = [c for c in model.cells if c.reduction]
+    normals = [c for c in model.cells if not c.reduction]
+    assert reductions and normals
+    for cell in reductions:
+        assert isinstance(cell, GdasReductionCell)
+        assert not any(isinstance(m, MixedOp) for m in cell.modules())
+    for cell in normals:
+        assert isinstance(cell, SearchCell)
+    # it runs without reduce weights and keeps the shapes
+    normal = strategy.edge_weights(torch.zeros(num_edges(4), OPS))
+    assert model(data.x_train[:3], normal, None).shape == (3, data.num_classes)
+    # without the option, reduction cells are searched
+    plain = _strategy().build_supernet(make_space("darts"), data)
+    assert all(isinstance(c, SearchCell) for c in plain.cells)
+
+
+def test_fixed_reduce_search_learns_only_normal_alphas(data):
+    space = make_space("darts")
+    strategy = _Spy(make_strategy("gdas", {"epochs": 2, "fixed_reduce": True}, "synthetic").config)
+    result = strategy.search(space, data, seed=0)
+    assert not torch.equal(strategy.alphas[0].detach(), strategy.initial[0])  # normal cell searched
+    assert torch.equal(strategy.alphas[1].detach(), strategy.initial[1])      # reduce alphas untouched
+    # the arch is a valid darts arch whose reduce cell is the documented stand-in
+    space.validate(result.arch)
+    assert space.genotype(result.arch).reduce == FRC_STANDIN_REDUCE
+    assert result.info["fixed_reduce"] is True and "stand-in" in result.info["reduce_cell"]
+    assert all(set(h["arch_weights"]) == {"normal"} for h in result.history)
+    net = space.build(result.arch, data.input_shape, data.num_classes, layers=3, channels=4)
+    assert net(data.x_train[:2]).shape == (2, data.num_classes)
+
+
+def test_fixed_reduce_needs_four_nodes(data):
+    with pytest.raises(ConfigError, match="4-node"):
+        _strategy(fixed_reduce=True).search(make_space("darts", nodes=3), data, seed=0)
+
+
+# --------------------------------------------------------------------------- whole searches
+def test_seeded_search_is_deterministic(data):
+    runs = []
+    for _ in range(2):
+        strategy = _Spy(_strategy().config)
+        result = strategy.search(make_space("darts"), data, seed=5)
+        runs.append((strategy, result))
+    (s1, r1), (s2, r2) = runs
+    for a, b in zip(s1.alphas, s2.alphas):
+        assert torch.equal(a, b)
+    assert r1.arch == r2.arch
+    assert [h["metrics"]["train_loss"] for h in r1.history] == [h["metrics"]["train_loss"] for h in r2.history]
+    # and the search did move both cells' alphas
+    assert all(not torch.equal(a.detach(), i) for a, i in zip(s1.alphas, s1.initial))
+
+
+def test_resume_replays_exactly(tmp_path, data):
+    def run(name, callbacks=()):
+        path = tmp_path / name
+        exp = Experiment.open(path) if path.exists() else Experiment.create(path, {}, force=True)
+        strategy = _strategy(epochs=3)
+        return strategy, strategy.search(make_space("darts"), data, experiment=exp, seed=2, callbacks=callbacks)
+
+    full, full_result = run("full")
+
+    def stop(strategy, epoch, record):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run("cut", [stop])
+    resumed, resumed_result = run("cut")
+    assert resumed_result.arch == full_result.arch
+    for a, b in zip(full.alphas, resumed.alphas):
+        assert torch.equal(a, b)
+    assert [h["metrics"]["tau"] for h in resumed_result.history] == [10.0, 5.05, 0.1]
+
+
+def test_cli_search_with_gdas_end_to_end(tmp_path: Path):
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200", TERM="dumb")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nasforge.cli", "search", "--strategy", "gdas", "--data", "synthetic",
+         "--set", "strategy.epochs=1", "--set", "train.epochs=1", "--out", str(out), "-q"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["strategy"] == "gdas" and result["search_epochs"] == 1
+    import yaml
+
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["strategy"]["name"] == "gdas" and config["strategy"]["tau_max"] == 10.0
