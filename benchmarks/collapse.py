@@ -8,6 +8,7 @@ weights per epoch), so `nasforge report DIR` draws the per-edge weights and the
 skip-connect counts.
 
     python benchmarks/collapse.py                          # digits, 60 epochs
+    python benchmarks/collapse.py --batch-size 32 --a-lr 3e-3 --out runs/collapse-fast   # compressed in time
     python benchmarks/collapse.py --data cifar10 --epochs 30 --data-dir ../shared/data/cifar10_small.npz
 """
 
@@ -54,6 +55,8 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=60, help="epochs of the plain DARTS search")
     p.add_argument("--patience", type=int, default=10, help="DARTS+ criterion 2 patience")
     p.add_argument("--train-epochs", type=int, default=None, help="final training epochs (default: dataset profile)")
+    p.add_argument("--batch-size", type=int, default=None, help="search batch size (default: dataset profile)")
+    p.add_argument("--a-lr", type=float, default=None, help="architecture learning rate (default: the paper's 3e-4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/collapse")
     p.add_argument("--json", default=None)
@@ -62,6 +65,10 @@ def main() -> int:
     out = Path(args.out)
     base = {"seed": args.seed, "data": {"name": args.data, "dir": args.data_dir},
             "strategy": {"name": "darts", "epochs": args.epochs}}
+    if args.batch_size:
+        base["strategy"]["batch_size"] = args.batch_size
+    if args.a_lr:
+        base["strategy"]["a_lr"] = args.a_lr
     if args.train_epochs:
         base["train"] = {"epochs": args.train_epochs}
     plain_cfg = resolve_config(base)
@@ -100,6 +107,8 @@ def main() -> int:
     print()
     print("skip-connects in the derived normal cell, per epoch (plain DARTS):")
     print(" ".join(str(s) for s in rows["darts"]["skips_per_epoch"]))
+    print("skip-connects per epoch (DARTS+):")
+    print(" ".join(str(s) for s in rows["dartsplus"]["skips_per_epoch"]))
     for label, r in rows.items():
         print(f"- {label} genotype: {r['genotype']}")
     if args.json:

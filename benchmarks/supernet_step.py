@@ -441,9 +441,11 @@ def main(argv: list[str] | None = None) -> int:
                      "peak** = that RSS high-water mark of the whole worker process (Python + torch runtime, "
                      "model, batches).")
     notes = [
-        "- one **search step** = architecture step (1st order: grad of valid loss w.r.t. alphas; 2nd order: "
-        "`unrolled_arch_grads`; Adam) + weight step (SGD momentum 0.9, wd 3e-4, grad clip 5); fixed random "
-        "batches; each row in a fresh subprocess.",
+        "- one **search step** = the strategy's own `search_step`: one architecture step (Adam) and one weight "
+        "step (SGD momentum 0.9, grad clip 5). DARTS: architecture first (1st order: grad of the valid loss "
+        "w.r.t. alphas; 2nd order: `unrolled_arch_grads`), all 8 ops of every edge run. GDAS: weights first "
+        "(as its official code), one Gumbel-sampled op per edge runs (gdas-frc: reduction cells fixed). "
+        "Fixed random batches; each row in a fresh subprocess.",
         "- **s/step** = median of the timed steps (wall clock); **cpu/wall** = process CPU time / wall time "
         "over the timed steps (about the thread count when the cores are not shared).",
         peak_note,

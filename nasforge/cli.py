@@ -19,7 +19,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Neural architecture search on PyTorch. Start with `nasforge search` (DARTS on digits, a few minutes on a CPU).",
+    help="Neural architecture search on PyTorch. Start with `nasforge search` (GDAS on digits, about a minute on a CPU).",
 )
 console = Console(stderr=True)
 out = Console()
@@ -78,7 +78,7 @@ def _run(exp, cfg, quiet: bool, data=None) -> None:
 @app.command()
 def search(
     space: Optional[str] = typer.Option(None, help="Search space (see `nasforge list`). [default: darts]"),
-    strategy: Optional[str] = typer.Option(None, help="Search strategy (see `nasforge list`). [default: darts]"),
+    strategy: Optional[str] = typer.Option(None, help="Search strategy (see `nasforge list`). [default: gdas]"),
     data: Optional[str] = typer.Option(None, help="Dataset: digits (embedded), cifar10, synthetic. [default: digits]"),
     data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Experiment directory. [default: runs/STRATEGY-SPACE-DATA-TIME]"),

@@ -306,7 +306,7 @@ def test_search_writes_every_file(run_dir: Path):
     assert result["flops"] > 0
     assert result["latency"]["median_ms"] > 0
     assert result["search_epochs"] == 1 and result["train_epochs"] == 1
-    assert result["space"] == "darts" and result["strategy"] == "darts"
+    assert result["space"] == "darts" and result["strategy"] == "gdas"
     from nasforge.arch import Arch
 
     arch = Arch.from_json(run_dir / "arch.json")

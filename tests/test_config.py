@@ -35,7 +35,7 @@ def test_defaults_resolve():
     assert cfg.seed == 0
     assert cfg.data.name == "digits"
     assert cfg.space == {"name": "darts"}
-    assert cfg.strategy["name"] == "darts"
+    assert cfg.strategy["name"] == "gdas"
     assert cfg.strategy["order"] == 1
     assert cfg.latency.device == "cpu"
 
@@ -145,7 +145,7 @@ def test_out_of_range(override, needle):
 
 
 def test_order_lists_the_allowed_values():
-    bad(None, sets("strategy.order=3"), "[1, 2]")
+    bad(None, sets("strategy.name=darts", "strategy.order=3"), "[1, 2]")
 
 
 def test_range_message_gives_the_bounds():
@@ -159,7 +159,7 @@ def test_nan_is_out_of_range(override):
 
 
 def test_boundaries_are_inclusive():
-    cfg = resolve_config(None, sets("strategy.layers=3", "train.lr=0", "train.momentum=1", "strategy.order=2"))
+    cfg = resolve_config(None, sets("strategy.name=darts", "strategy.layers=3", "train.lr=0", "train.momentum=1", "strategy.order=2"))
     assert cfg.strategy["layers"] == 3 and cfg.strategy["order"] == 2
     assert cfg.train.lr == 0.0 and cfg.train.momentum == 1.0
 

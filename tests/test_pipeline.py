@@ -74,14 +74,14 @@ def test_finished_run_is_not_recomputed(tmp_path):
 
 @pytest.mark.slow
 def test_main_job_on_digits(tmp_path):
-    """`nasforge search` with no arguments: DARTS on digits, then final training: >= 95% test accuracy."""
+    """`nasforge search` with no arguments: GDAS on digits, then final training: >= 95% test accuracy."""
     out = tmp_path / "main"
     proc = subprocess.run([sys.executable, "-m", "nasforge.cli", "search", "--out", str(out), "-q"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((out / "result.json").read_text())
     assert result["test_acc"] >= 0.95, result["test_acc"]
-    assert result["strategy"] == "darts" and result["dataset"].startswith("digits")
+    assert result["strategy"] == "gdas" and result["dataset"].startswith("digits")
     assert result["params"] > 0 and result["flops"] > 0 and result["latency"]["median_ms"] > 0
     for name in ("config.yaml", "store.sqlite", "arch.json", "model.pt", "result.json"):
         assert (out / name).is_file()
