@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from nasforge.arch import Arch
 from nasforge.experiment import Experiment
 from nasforge.pipeline import config_dict, load_data, resolve_config
 from nasforge.spaces import make_space

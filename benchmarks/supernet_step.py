@@ -59,7 +59,6 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nasforge.spaces.darts import DartsSpace, num_edges

@@ -53,21 +53,9 @@ class Arch:
                 return value
         raise KeyError(label)
 
-    def get(self, label: str, default: Any = None) -> Any:
-        try:
-            return self[label]
-        except KeyError:
-            return default
-
     def as_dict(self) -> dict[str, Any]:
         """Choices as a plain dict (lists, not tuples)."""
         return {k: _thaw(v) for k, v in self.choices}
-
-    def replace(self, **changes: Any) -> "Arch":
-        """A copy with some choices changed (labels given as keyword arguments or via ``dict``)."""
-        merged = self.as_dict()
-        merged.update(changes)
-        return Arch(self.space, merged, self.version)
 
     def with_choice(self, label: str, value: Any) -> "Arch":
         """A copy with the choice ``label`` set to ``value``."""

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import types
 import typing
-from dataclasses import MISSING, dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -125,15 +125,6 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
-
-
-def describe_fields(cls: type) -> list[tuple[str, Any, str]]:
-    """(name, default, help) for each field: for ``nasforge list`` and docs."""
-    out = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else None)
-        out.append((f.name, default, f.metadata.get("help", "")))
-    return out
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import yaml
@@ -184,6 +184,3 @@ class Experiment:
             return json.loads(path.read_text())
         except json.JSONDecodeError:
             raise ExperimentError(f"{path} is corrupt; delete it and run 'nasforge resume {self.path}'") from None
-
-    def __iter__(self) -> Iterator[Path]:
-        return iter(sorted(self.path.iterdir()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nasforge.arch import Arch
@@ -61,7 +61,7 @@ class RunConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
 
 
-SECTIONS = ("seed", "data", "space", "strategy", "train", "latency")
+SECTIONS = tuple(f.name for f in fields(RunConfig))
 
 
 def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list[str], Any]] = ()) -> RunConfig:
@@ -76,7 +76,7 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
         if key in raw and not isinstance(raw[key], dict):
             raise ConfigError(f"config section '{key}' must be a mapping, got {raw[key]!r}")
     cfg = RunConfig(
-        seed=load_section(_Seed, {"seed": raw["seed"]} if "seed" in raw else {}, "config").seed,
+        seed=load_section(RunConfig, {"seed": raw["seed"]} if "seed" in raw else {}, "config").seed,
         data=load_section(DataConfig, raw.get("data"), "data"),
         train=load_section(TrainConfig, raw.get("train"), "train"),
         latency=load_section(LatencyConfig, raw.get("latency"), "latency"),
@@ -94,11 +94,6 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
     cfg.strategy = {"name": strategy["name"], **to_dict(strat.config)}
     fill_auto(cfg.train, cfg.data.name, "train")
     return cfg
-
-
-@dataclass
-class _Seed:
-    seed: int = option(0, lo=0, hi=2**31 - 1)
 
 
 def config_dict(cfg: RunConfig) -> dict[str, Any]:

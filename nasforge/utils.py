@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 
@@ -45,13 +43,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through a temporary file and ``os.replace``."""
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch global generators."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 def epoch_seed(seed: int, epoch: int, salt: int = 0) -> int:

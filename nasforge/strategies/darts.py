@@ -210,7 +210,6 @@ class DartsStrategy(Strategy):
                     log.info("early stop (%s) at epoch %d: %s", stopped["criterion"], epoch, stopped["detail"])
                     break
         arch = self.derive(space)
-        self.supernet = model
         info = {"epochs": len(history), "seconds": time.time() - started, "early_stop": stopped}
         if experiment is not None:
             experiment.store.set_meta("early_stop", stopped)
