@@ -188,6 +188,10 @@ def export(
     out.print(f"wrote {written['path']}" + (f" (max |onnxruntime - pytorch| = {diff:.2e})" if diff is not None else ""))
 
 
+# --- command: latency (lookup tables; hardware layer) ---
+
+# --- command: quantize (HAQ) ---
+
 @app.command()
 def report(
     exp_dir: Path = typer.Argument(..., help="Experiment directory (finished or not)."),

@@ -17,7 +17,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -32,8 +32,22 @@ __all__ = [
     "plot_op_mix",
     "plot_skip_counts",
     "plot_training",
+    "register_report_section",
     "write_report",
 ]
+
+#: Extra report sections contributed by strategies and spaces: ``fn(root, out_dir)`` draws
+#: its figures into ``out_dir`` and returns ``(title, html, [(file name, caption), ...])``,
+#: or None when the experiment holds nothing of its kind.
+ReportSection = Callable[[Path, Path], "tuple[str, str, list[tuple[str, str]]] | None"]
+_SECTIONS: list[ReportSection] = []
+
+
+def register_report_section(fn: ReportSection) -> ReportSection:
+    """Decorator: add a section (plots, tables) to every report where it applies."""
+    _SECTIONS.append(fn)
+    return fn
+
 
 REPORT_DIR = "report"
 REPORT_HTML = "report.html"
@@ -455,6 +469,17 @@ def write_report(exp_dir: str | os.PathLike) -> Path:
     if figures:
         parts.append("<h2>Plots</h2>")
         for name, caption in figures:
+            parts.append(f'<figure><img src="{_e(REPORT_DIR + "/" + name)}" alt="{_e(caption)}">'
+                         f"<figcaption>{_e(caption)}</figcaption></figure>")
+    import nasforge.strategies  # noqa: F401  (strategies register their report sections)
+
+    for section in _SECTIONS:
+        extra = section(root, out)
+        if extra is None:
+            continue
+        title, body, pictures = extra
+        parts += [f"<h2>{_e(title)}</h2>", body]
+        for name, caption in pictures:
             parts.append(f'<figure><img src="{_e(REPORT_DIR + "/" + name)}" alt="{_e(caption)}">'
                          f"<figcaption>{_e(caption)}</figcaption></figure>")
     parts += ["<h2>Configuration (config.yaml)</h2>", f"<pre>{_e(config_text)}</pre>", "</body></html>", ""]

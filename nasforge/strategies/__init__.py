@@ -1,6 +1,7 @@
 """Search strategies. Importing this package registers the built-in strategies."""
 
 from nasforge.strategies.base import (
+    SampleStrategy,
     SearchResult,
     Strategy,
     get_strategy_class,
@@ -10,5 +11,5 @@ from nasforge.strategies.base import (
 )
 from nasforge.strategies import darts, gdas  # noqa: F401  (registers the strategies)
 
-__all__ = ["SearchResult", "Strategy", "get_strategy_class", "make_strategy", "register_strategy",
+__all__ = ["SampleStrategy", "SearchResult", "Strategy", "get_strategy_class", "make_strategy", "register_strategy",
            "strategy_names"]

@@ -45,6 +45,37 @@ class Strategy:
         raise NotImplementedError
 
 
+class SampleStrategy(Strategy):
+    """Ask/tell base of sample-based strategies (random, evolution, REINFORCE, Q-learning).
+
+    The trial loop (``nasforge.trials``) drives it: ``setup`` once, then ``ask`` for an
+    architecture, evaluate it, ``tell`` its metrics (``None`` for a failed trial). The
+    objective is ``metrics["objective"]``, higher is better. ``batch`` asks may be
+    outstanding before their tells (a controller's batch of children; parallel runners).
+    ``state_dict``/``load_state_dict`` hold everything needed to continue after a kill,
+    RNG state included, so a resumed seeded search ends where an uninterrupted one ends.
+    """
+
+    kind: ClassVar[str] = "sample"
+    #: how many architectures may be asked before their results are told
+    batch: int = 1
+
+    def setup(self, space: Any, seed: int) -> None:
+        raise NotImplementedError
+
+    def ask(self) -> Arch:
+        raise NotImplementedError
+
+    def tell(self, arch: Arch, metrics: dict[str, Any] | None) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
 _STRATEGIES: dict[str, type[Strategy]] = {}
 
 
