@@ -169,26 +169,95 @@ def train(
 
 @app.command()
 def export(
-    arch_or_run: Path = typer.Argument(..., help="An experiment directory (uses its model.pt) or a model.pt file."),
+    source: Path = typer.Argument(..., help="An experiment directory, a model.pt, or an arch.json (any space)."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript | json"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write. [default: next to the model]"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write. [default: next to the source]"),
+    data: str = typer.Option("digits", help="For an arch.json without a trained model.pt beside it: the dataset "
+                                            "giving input shape and classes (the network is exported untrained)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
 ) -> None:
-    """Export a trained network (ONNX is checked against PyTorch with ONNX Runtime)."""
-    from nasforge.export import export_model
+    """Export a network (ONNX is checked against PyTorch with ONNX Runtime); its measured latency is
+    written beside it as NAME.latency.json."""
+    from nasforge.arch import Arch
+    from nasforge.export import export_model, write_latency
     from nasforge.train import load_model
 
-    path = arch_or_run / "model.pt" if arch_or_run.is_dir() else arch_or_run
-    model, arch, input_shape = load_model(path)
-    target = out_dir or path.parent
+    if source.suffix == ".json":
+        arch = Arch.from_json(source)
+        trained = source.parent / "model.pt"
+        model = None
+        if trained.is_file():
+            model, saved_arch, input_shape = load_model(trained)
+            if saved_arch != arch:
+                model = None
+        if model is None:
+            from nasforge.data import load_dataset
+            from nasforge.spaces import get_space_class
+
+            dataset = load_dataset(data, str(data_dir) if data_dir else None)
+            input_shape = tuple(dataset.input_shape)
+            model = get_space_class(arch.space).for_arch(arch).build(arch, input_shape, dataset.num_classes).eval()
+            console.print(f"note: no trained model.pt for this arch beside {source}; exporting an untrained "
+                          f"network for {data} input {list(input_shape)}")
+    else:
+        path = source / "model.pt" if source.is_dir() else source
+        model, arch, input_shape = load_model(path)
+        source = path
+    target = out_dir or source.parent
     if fmt == "json":
         written = {"path": str(arch.save(Path(target) / "arch.export.json")), "format": "json"}
     else:
         written = export_model(model, input_shape, target, fmt)
+        written["latency"] = str(write_latency(model, input_shape, written))
     diff = written.get("max_abs_diff")
-    out.print(f"wrote {written['path']}" + (f" (max |onnxruntime - pytorch| = {diff:.2e})" if diff is not None else ""))
+    out.print(f"wrote {written['path']}" + (f" (max |onnxruntime - pytorch| = {diff:.2e})" if diff is not None else "")
+              + (f"; latency in {written['latency']}" if "latency" in written else ""), highlight=False, soft_wrap=True)
 
 
 # --- command: latency (lookup tables; hardware layer) ---
+@app.command()
+def latency(
+    space: str = typer.Option("mbconv", help="Search space whose ops are measured (see `nasforge list`)."),
+    device: str = typer.Option("cpu", help="Target: cpu | cuda | onnxruntime."),
+    data: str = typer.Option("digits", help="Dataset giving the input shape and classes: digits, cifar10, synthetic."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Table file. [default: latency_tables/SPACE-DEVICE-CxHxW.json]"),
+    batch_size: int = typer.Option(1, help="Batch size of every measurement."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads while timing. [default: PyTorch's]"),
+    warmup: int = typer.Option(10, help="Untimed runs before each measurement."),
+    repeats: int = typer.Option(50, help="Timed runs per entry (median kept)."),
+    check: int = typer.Option(0, help="Also measure N sampled architectures end to end and report the predictor's error."),
+    seed: int = typer.Option(0, help="Seed of the architectures sampled by --check."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
+                                             help="Space option, e.g. --set preset=imagenet (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Build a latency lookup table: every candidate op of a space timed on the target device."""
+    from nasforge.config import parse_override
+    from nasforge.data import load_dataset
+    from nasforge.hardware.lut import build_table, check_table
+    from nasforge.spaces import make_space
+
+    options = {}
+    for item in set_ or []:
+        path, value = parse_override(item)
+        options[".".join(path)] = value
+    search_space = make_space(space, **options)
+    dataset = load_dataset(data, str(data_dir) if data_dir else None)
+    shape = tuple(dataset.input_shape)
+    target = out_file or Path("latency_tables") / f"{space}-{device}-{'x'.join(map(str, shape))}.json"
+    with _progress(quiet) as progress:
+        table = build_table(search_space, shape, dataset.num_classes, device=device, batch_size=batch_size,
+                            warmup=warmup, repeats=repeats, threads=threads, progress=progress)
+        table.save(target)
+        checked = check_table(search_space, table, n=check, seed=seed, warmup=warmup, repeats=repeats,
+                              progress=progress) if check else None
+    out.print(f"wrote {target}: {len(table.entries)} entries on {table.device_name} "
+              f"({table.threads} threads, batch {table.batch_size}, call overhead {table.overhead_ms:.3f} ms)",
+              highlight=False, soft_wrap=True)
+    if checked:
+        out.print(f"predictor vs measured on {checked['n']} sampled architectures: "
+                  f"MAPE {100 * checked['mape']:.1f}%, Spearman {checked['spearman']:.3f}", highlight=False)
 
 # --- command: quantize (HAQ) ---
 

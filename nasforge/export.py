@@ -17,7 +17,8 @@ from nasforge.errors import NasforgeError
 from nasforge.utils import atomic_write
 from nasforge.hardware.cost import eval_mode, example_input
 
-__all__ = ["to_torchscript", "to_onnx", "check_onnx", "export_model", "EXPORT_FORMATS", "ONNX_TOLERANCE"]
+__all__ = ["to_torchscript", "to_onnx", "check_onnx", "export_model", "write_latency", "EXPORT_FORMATS",
+           "ONNX_TOLERANCE"]
 
 EXPORT_FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 ONNX_TOLERANCE = 1e-4
@@ -193,3 +194,20 @@ def export_model(
             "try another opset or use --format torchscript"
         )
     return {"path": str(written), "format": fmt, "max_abs_diff": diff}
+
+
+def write_latency(model: nn.Module, input_shape: Sequence[int], exported: dict[str, Any],
+                  repeats: int = 50, threads: int | None = None) -> Path:
+    """Measure the exported model's latency where it will run (ONNX Runtime for .onnx, else
+    PyTorch CPU) and write it beside the export as ``NAME.latency.json``."""
+    import json
+
+    from nasforge.hardware.latency import measure_latency
+    from nasforge.utils import atomic_write_text
+
+    device = "onnxruntime" if exported["format"] == "onnx" else "cpu"
+    result = measure_latency(model, tuple(input_shape), device=device, repeats=repeats, threads=threads)
+    path = Path(exported["path"])
+    stem = path.name[: -len(EXPORT_FORMATS.get(exported["format"], path.suffix))] or path.stem
+    target = path.with_name(f"{stem}.latency.json")
+    return atomic_write_text(target, json.dumps({"file": path.name, **result.to_dict()}, indent=2) + "\n")

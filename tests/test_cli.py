@@ -347,11 +347,44 @@ def test_export_torchscript(cli, run_dir: Path, tmp_path: Path, one_thread):
     out_dir = tmp_path / "ts"
     code, out, err = cli("export", run_dir, "--format", "torchscript", "--out", out_dir)
     assert code == 0, err
-    written = [p for p in out_dir.iterdir() if p.is_file()]
-    assert len(written) == 1
-    module = torch.jit.load(str(written[0]))
+    written = sorted(p.name for p in out_dir.iterdir() if p.is_file())
+    assert written == ["model.latency.json", "model.torchscript.pt"]
+    latency = json.loads((out_dir / "model.latency.json").read_text())
+    assert latency["device"] == "cpu" and latency["median_ms"] > 0 and latency["file"] == "model.torchscript.pt"
+    module = torch.jit.load(str(out_dir / "model.torchscript.pt"))
     shape = json.loads((run_dir / "result.json").read_text())["latency"]["input_shape"]
     assert module(torch.zeros(2, *shape)).shape == (2, 10)
+
+
+def test_export_an_arch_json_uses_the_trained_model_beside_it(cli, run_dir: Path, tmp_path: Path, one_thread):
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime not installed")
+    from nasforge.train import load_model
+
+    out_dir = tmp_path / "onnx"
+    code, out, err = cli("export", run_dir / "arch.json", "--format", "onnx", "--out", out_dir)
+    assert code == 0, err
+    assert "untrained" not in err
+    latency = json.loads((out_dir / "model.latency.json").read_text())
+    assert latency["device"] == "onnxruntime" and latency["file"] == "model.onnx"
+    import onnxruntime as ort
+
+    model, _, shape = load_model(run_dir / "model.pt")
+    x = torch.randn(2, *shape)
+    session = ort.InferenceSession(str(out_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        assert abs(got - model(x).numpy()).max() < 1e-4  # the trained weights, not fresh ones
+
+
+def test_export_a_lone_arch_json_builds_it_for_the_dataset(cli, run_dir: Path, tmp_path: Path, one_thread):
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(run_dir / "arch.json", lone / "arch.json")
+    code, out, err = cli("export", lone / "arch.json", "--format", "torchscript", "--data", "synthetic")
+    assert code == 0, err
+    assert "untrained" in err
+    assert (lone / "model.torchscript.pt").is_file() and (lone / "model.latency.json").is_file()
 
 
 def test_export_torchscript_next_to_the_model_keeps_the_trained_model(cli, run_dir: Path, tmp_path: Path,
