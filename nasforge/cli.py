@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -49,7 +50,8 @@ def _summary(result: dict[str, Any], exp_dir: Path) -> None:
         ("params", f"{result['params']:,}"),
         ("FLOPs (1 image)", f"{result['flops']:,}"),
         (f"latency ({lat['device']}, batch {lat['batch_size']})", f"{lat['median_ms']:.3f} ms median"),
-        ("search", f"{result['search_epochs']} epochs, {result['search_seconds']:.1f} s"),
+        ("search", f"{result['search_trials']} trials, {result['search_seconds']:.1f} s" if result.get("search_trials")
+         else f"{result['search_epochs']} epochs, {result['search_seconds']:.1f} s"),
         ("final training", f"{result['train_epochs']} epochs, {result['train_seconds']:.1f} s"),
         ("files", "config.yaml store.sqlite arch.json model.pt result.json"),
     ]
@@ -86,6 +88,14 @@ def search(
     seed: Optional[int] = typer.Option(None, help="Seed of every random choice. [default: 0]"),
     epochs: Optional[int] = typer.Option(None, help="Search epochs (shortcut for --set strategy.epochs=N)."),
     early_stop: Optional[str] = typer.Option(None, help="Stopping policy of cell searches: none | dartsplus."),
+    trials: Optional[int] = typer.Option(None, help="Trials of a sample-based search (random, evolution; "
+                                         "shortcut for --set trials.max_trials=N). [default: 20 on digits]"),
+    evaluator: Optional[str] = typer.Option(None, help="How sample-based trials are scored: train | table | synthetic. "
+                                            "[default: train]"),
+    table: Optional[Path] = typer.Option(None, help="Benchmark table file for --evaluator table (e.g. NAS-Bench-201)."),
+    runner: Optional[str] = typer.Option(None, help="Where trials run: local | ray. [default: local]"),
+    address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (implies --runner ray)."),
+    workers: Optional[int] = typer.Option(None, help="Trials at the same time (ray: CPUs of a local Ray). [default: 1]"),
     set_: Optional[list[str]] = SetOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing experiment directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -101,33 +111,70 @@ def search(
     overrides = []
     for key, value in (("space.name", space), ("strategy.name", strategy), ("data.name", data),
                        ("data.dir", str(data_dir) if data_dir else None), ("seed", seed), ("strategy.epochs", epochs),
-                       ("strategy.early_stop", early_stop)):
+                       ("strategy.early_stop", early_stop), ("trials.max_trials", trials),
+                       ("evaluator.name", evaluator or ("table" if table else None)),
+                       ("evaluator.path", str(table) if table else None)):
         if value is not None:
             overrides.append((key.split("."), value))
+    overrides += _runner_overrides(runner, address, workers)
     overrides += [parse_override(s) for s in set_ or []]
     cfg = resolve_config(raw, overrides)
     if out_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = Path("runs") / f"{cfg.strategy['name']}-{cfg.space['name']}-{cfg.data.name}-{stamp}"
     data = load_data(cfg)  # before creating the directory: a bad --data-dir leaves nothing behind
+    _check_runner(cfg, data)
     exp = Experiment.create(out_dir, config_dict(cfg), force=force)
     console.print(f"experiment: {exp.path}")
     _run(exp, cfg, quiet, data)
 
 
+def _runner_overrides(runner: str | None, address: str | None, workers: int | None) -> list[tuple[list[str], Any]]:
+    """Config overrides of the --runner/--address/--workers options (an address implies ray)."""
+    out: list[tuple[list[str], Any]] = []
+    for key, value in (("name", runner or ("ray" if address else None)), ("address", address), ("workers", workers)):
+        if value is not None:
+            out.append((["runner", key], value))
+    return out
+
+
+def _check_runner(cfg: Any, data: Any = None) -> None:
+    """Fail early (before any file is written) on a Ray address that does not answer or a bad table file."""
+    if cfg.runner.name == "ray" and cfg.runner.address:
+        from nasforge.runners.ray import check_address
+
+        check_address(cfg.runner.address, cfg.runner.connect_timeout)
+    from nasforge.strategies import get_strategy_class
+
+    if data is not None and cfg.evaluator["name"] == "table" and get_strategy_class(cfg.strategy["name"]).kind == "sample":
+        from nasforge.evaluators import make_evaluator
+        from nasforge.pipeline import build_space
+
+        make_evaluator("table", {k: v for k, v in cfg.evaluator.items() if k != "name"}, build_space(cfg), data)
+
+
 @app.command()
 def resume(
     exp_dir: Path = typer.Argument(..., help="Experiment directory of an interrupted run."),
+    runner: Optional[str] = typer.Option(None, help="Where the remaining trials run: local | ray. [default: as before]"),
+    address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (implies --runner ray)."),
+    workers: Optional[int] = typer.Option(None, help="Trials at the same time. [default: as before]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every epoch."),
 ) -> None:
-    """Continue an interrupted run from its last checkpoint (finished phases are kept)."""
+    """Continue an interrupted run from its last checkpoint (finished phases and trials are kept)."""
     from nasforge.experiment import Experiment
     from nasforge.pipeline import resolve_config
 
     _setup_logging(verbose)
     exp = Experiment.open(exp_dir)
-    cfg = resolve_config(exp.read_config())
+    raw = exp.read_config()
+    if isinstance(raw.get("quantize"), dict):  # a `nasforge quantize` run: rerun it with its own settings
+        exp.close()
+        _resume_quantize(exp_dir, raw["quantize"], quiet, verbose)
+        return
+    cfg = resolve_config(raw, _runner_overrides(runner, address, workers))
+    _check_runner(cfg)
     _run(exp, cfg, quiet)
 
 
@@ -259,7 +306,116 @@ def latency(
         out.print(f"predictor vs measured on {checked['n']} sampled architectures: "
                   f"MAPE {100 * checked['mape']:.1f}%, Spearman {checked['spearman']:.3f}", highlight=False)
 
+def _resume_quantize(exp_dir: Path, q: dict[str, Any], quiet: bool, verbose: bool) -> None:
+    """Continue an interrupted quantize run: the same command with the settings in its config.yaml."""
+    model = Path(q.get("model", ""))
+    source = model.parent if (model.parent / "config.yaml").is_file() else model
+    data = q.get("data") or {}
+    sets = [f"haq.{k}={json.dumps(v)}" for k, v in (q.get("haq") or {}).items()]
+    quantize_cmd(model_or_run=source, budget=str(q.get("budget")), accelerator=q.get("accelerator", "bitserial"),
+                 episodes=None, data=data.get("name"), data_dir=Path(data["dir"]) if data.get("dir") else None,
+                 out_dir=exp_dir, finetune_epochs=None, seed=q.get("seed", 0), set_=sets, force=False,
+                 quiet=quiet, verbose=verbose)
+
+
 # --- command: quantize (HAQ) ---
+@app.command("quantize")
+def quantize_cmd(
+    model_or_run: Path = typer.Argument(..., help="A run directory (uses its model.pt) or a model.pt file."),
+    budget: str = typer.Option(..., "--budget", "-b", help="size=0.25 | latency=0.5 | energy=0.5 (fraction of the "
+                               "8-bit model) or absolute: size=12kB, latency=0.5ms, energy=2uJ."),
+    accelerator: str = typer.Option("bitserial", help="Hardware model of latency/energy: bitserial | bitfusion."),
+    episodes: Optional[int] = typer.Option(None, help="Search episodes (shortcut for --set haq.episodes=N). [default: 100]"),
+    data: Optional[str] = typer.Option(None, help="Dataset: digits, cifar10, synthetic. [default: the run's, else digits]"),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory; an interrupted one with the same "
+                                           "settings is resumed. [default: runs/haq-KIND-TIME]"),
+    finetune_epochs: Optional[int] = typer.Option(None, help="Epochs of the final fine-tune of the best policy. [default: 3]"),
+    seed: int = typer.Option(0, help="Seed."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
+                                             help="Override a HAQ option, e.g. --set haq.finetune_steps=20 (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every episode."),
+) -> None:
+    """Search a mixed-precision (per-layer weight/activation bits) policy with HAQ under a budget and fine-tune it."""
+    from nasforge.config import parse_override, read_yaml
+    from nasforge.data import load_dataset
+    from nasforge.errors import ConfigError, ExperimentError
+    from nasforge.experiment import Experiment
+    from nasforge.quant.budget import format_value, parse_budget
+    from nasforge.strategies.haq import HaqSearch, haq_config_dict, make_haq_config
+    from nasforge.train import load_model
+
+    _setup_logging(verbose)
+    path = model_or_run / "model.pt" if model_or_run.is_dir() else model_or_run
+    parsed_budget = parse_budget(budget)
+    options: dict[str, Any] = {}
+    if episodes is not None:
+        options["episodes"] = episodes
+    if finetune_epochs is not None:
+        options["finetune_epochs"] = finetune_epochs
+    for text in set_ or []:
+        keys, value = parse_override(text)
+        if keys[0] == "haq":
+            keys = keys[1:]
+        if len(keys) != 1:
+            raise ConfigError(f"--set {text!r} must look like haq.key=value, e.g. haq.finetune_steps=20")
+        options[keys[0]] = value
+    cfg = make_haq_config(options)
+    run_cfg = {}
+    if model_or_run.is_dir() and (model_or_run / "config.yaml").is_file():
+        run_cfg = read_yaml(model_or_run / "config.yaml")
+    run_data = run_cfg.get("data") if isinstance(run_cfg.get("data"), dict) else {}
+    data_name = data or run_data.get("name") or "digits"
+    data_path = data_dir or (run_data.get("dir") if not data else None)
+    data_seed = run_cfg.get("seed", seed) if isinstance(run_cfg.get("seed", seed), int) else seed
+    model, _, input_shape = load_model(path)
+    dataset = load_dataset(data_name, data_path, seed=data_seed)
+    config = {"quantize": {"model": str(path.resolve()), "budget": str(parsed_budget), "accelerator": accelerator,
+                           "seed": seed, "data": {"name": data_name, "dir": str(data_path) if data_path else None,
+                                                  "seed": data_seed},
+                           "haq": haq_config_dict(cfg)}}
+    search = HaqSearch(model, dataset, parsed_budget, accelerator=accelerator, config=cfg, seed=seed,
+                       input_shape=input_shape)  # checks the budget before anything is written
+    out_dir = out_dir or Path("runs") / f"haq-{parsed_budget.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exp = None
+    if (out_dir / "config.yaml").is_file() and not force:
+        previous = read_yaml(out_dir / "config.yaml")
+        if previous != config:
+            raise ExperimentError(f"{out_dir} holds another run; pass --force to overwrite it or --out to choose "
+                                  "another (the same command with the same settings resumes it)")
+        exp = Experiment.open(out_dir)
+        console.print(f"resuming: {exp.path}")
+    if exp is None:
+        exp = Experiment.create(out_dir, config, force=force)
+        console.print(f"experiment: {exp.path}")
+    try:
+        with _progress(quiet) as progress:
+            result = search.run(exp, progress).metrics
+    except KeyboardInterrupt:
+        console.print(f"interrupted; continue with the same command (--out {exp.path})")
+        raise typer.Exit(130)
+    finally:
+        exp.close()
+    table = Table(title=f"nasforge quantize: {exp.path}", show_header=False)
+    kind = result["budget_kind"]
+    rows = [
+        ("budget", f"{result['budget']} = {result['target_text']} ({result['accelerator']})"),
+        ("test accuracy", f"{100 * result['test_acc']:.2f}% (float {100 * result['float_test_acc']:.2f}%, "
+                          f"before fine-tune {100 * result['quant_test_acc_before_finetune']:.2f}%)"),
+        ("weight size", f"{format_value('size', result['size_bytes'])} (8-bit {format_value('size', result['size_8bit_bytes'])})"),
+        ("latency (model)", f"{format_value('latency', result['latency'])} (8-bit {format_value('latency', result['latency_8bit'])})"),
+        ("energy (model)", f"{format_value('energy', result['energy'])} (8-bit {format_value('energy', result['energy_8bit'])})"),
+        (f"within {kind} budget", "yes" if result["within_budget"] else "no"),
+        ("bits W/A per layer", " ".join(f"{w}/{a}{'dw' if layer['depthwise'] else ''}"
+                                        for (w, a), layer in zip(result["policy"], result["layers"]))),
+        ("files", "config.yaml store.sqlite result.json quantized.pt (nasforge report DIR for plots)"),
+    ]
+    for k, v in rows:
+        table.add_row(k, escape(str(v)))
+    out.print(table)
+
 
 @app.command()
 def report(
@@ -289,6 +445,10 @@ def list_() -> None:
         table.add_row("strategy", name, get_strategy_class(name).description)
     for name in dataset_names():
         table.add_row("dataset", name, "")
+    from nasforge.evaluators import evaluator_description, evaluator_names
+
+    for name in evaluator_names():
+        table.add_row("evaluator", name, evaluator_description(name))
     out.print(table)
 
 

@@ -51,6 +51,7 @@ class Store:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(SCHEMA)
+            self._migrate_trials()
         except sqlite3.DatabaseError as exc:
             raise ExperimentError(f"store {self.path} is not a usable SQLite database ({exc}); "
                                   "move it away and rerun the search") from None
@@ -91,6 +92,73 @@ class Store:
              "arch_weights": json.loads(w) if w else None, "arch": json.loads(a) if a else None}
             for e, t, m, w, a in rows
         ]
+
+
+    # --- trials (sample-based search) ---------------------------------------
+    _TRIAL_COLUMNS = ("id", "arch_hash", "arch", "status", "metrics", "error", "seed", "worker", "started",
+                      "finished", "duplicate_of")
+
+    def _migrate_trials(self) -> None:
+        """Add columns newer versions need to a ``trials`` table written by an older one."""
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(trials)")}
+        if "duplicate_of" not in have:
+            self.conn.execute("ALTER TABLE trials ADD COLUMN duplicate_of INTEGER")
+
+    def put_trial(self, index: int, arch: dict[str, Any], arch_hash: str, status: str = "pending",
+                  seed: int | None = None) -> None:
+        """Record trial ``index`` (replacing a row an interrupted run left at that index)."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO trials (id, arch_hash, arch, status, seed) VALUES (?, ?, ?, ?, ?)",
+            (index, arch_hash, json.dumps(arch, sort_keys=True), status, seed),
+        )
+
+    def update_trial(self, index: int, **fields: Any) -> None:
+        """Set columns of trial ``index`` (``metrics`` is JSON-encoded); unknown names raise ``KeyError``."""
+        if not fields:
+            return
+        for key in fields:
+            if key not in self._TRIAL_COLUMNS[3:]:
+                raise KeyError(key)
+        if "metrics" in fields and fields["metrics"] is not None:
+            fields["metrics"] = json.dumps(fields["metrics"])
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        self.conn.execute(f"UPDATE trials SET {assignments} WHERE id = ?", (*fields.values(), index))
+
+    @staticmethod
+    def _trial_row(row: tuple) -> dict[str, Any]:
+        out = dict(zip(("index",) + Store._TRIAL_COLUMNS[1:], row))
+        out["arch"] = json.loads(out["arch"])
+        out["metrics"] = json.loads(out["metrics"]) if out["metrics"] else None
+        return out
+
+    def trials(self, status: str | None = None) -> list[dict[str, Any]]:
+        """All trials in index order (only those with ``status`` when given), JSON fields decoded."""
+        cols = ", ".join(self._TRIAL_COLUMNS)
+        if status is None:
+            rows = self.conn.execute(f"SELECT {cols} FROM trials ORDER BY id").fetchall()
+        else:
+            rows = self.conn.execute(f"SELECT {cols} FROM trials WHERE status = ? ORDER BY id", (status,)).fetchall()
+        return [self._trial_row(r) for r in rows]
+
+    def trial(self, index: int) -> dict[str, Any] | None:
+        """Trial ``index`` or None."""
+        row = self.conn.execute(f"SELECT {', '.join(self._TRIAL_COLUMNS)} FROM trials WHERE id = ?",
+                                (index,)).fetchone()
+        return self._trial_row(row) if row else None
+
+    def find_trial(self, arch_hash: str, status: str = "done", before: int | None = None) -> dict[str, Any] | None:
+        """The earliest trial of an architecture with ``status`` (below index ``before`` when given)."""
+        query = f"SELECT {', '.join(self._TRIAL_COLUMNS)} FROM trials WHERE arch_hash = ? AND status = ?"
+        args: tuple = (arch_hash, status)
+        if before is not None:
+            query += " AND id < ?"
+            args += (before,)
+        row = self.conn.execute(query + " ORDER BY id LIMIT 1", args).fetchone()
+        return self._trial_row(row) if row else None
+
+    def delete_trials_from(self, index: int) -> None:
+        """Forget trials at ``index`` and above (asked by an interrupted run, not asked again)."""
+        self.conn.execute("DELETE FROM trials WHERE id >= ?", (index,))
 
 
 class Experiment:

@@ -24,6 +24,8 @@ from nasforge.progress import Progress
 from nasforge.spaces import SearchSpace, make_space
 from nasforge.strategies import Strategy, make_strategy
 from nasforge.train import TrainConfig, build_options, save_model, train_arch
+from nasforge.runners import RunnerConfig
+from nasforge.trials import TrialsConfig, search_options
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ class RunConfig:
     strategy: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_STRATEGY})
     train: TrainConfig = field(default_factory=TrainConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    # sample-based strategies (random, evolution...): how trials are scored, budgeted and run
+    evaluator: dict[str, Any] = field(default_factory=lambda: {"name": "train"})
+    trials: TrialsConfig = field(default_factory=TrialsConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
 
 
 SECTIONS = tuple(f.name for f in fields(RunConfig))
@@ -72,7 +78,7 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
     for key in raw:
         if key not in SECTIONS:
             raise ConfigError(f"unknown config section '{key}'; valid sections are {list(SECTIONS)}")
-    for key in ("data", "space", "strategy", "train", "latency"):
+    for key in ("data", "space", "strategy", "train", "latency", "evaluator", "trials", "runner"):
         if key in raw and not isinstance(raw[key], dict):
             raise ConfigError(f"config section '{key}' must be a mapping, got {raw[key]!r}")
     cfg = RunConfig(
@@ -80,6 +86,8 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
         data=load_section(DataConfig, raw.get("data"), "data"),
         train=load_section(TrainConfig, raw.get("train"), "train"),
         latency=load_section(LatencyConfig, raw.get("latency"), "latency"),
+        trials=load_section(TrialsConfig, raw.get("trials"), "trials"),
+        runner=load_section(RunnerConfig, raw.get("runner"), "runner"),
     )
     if cfg.data.name not in dataset_names():
         raise ConfigError(f"unknown dataset '{cfg.data.name}'; choose one of {dataset_names()}")
@@ -93,6 +101,15 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
     cfg.space = space
     cfg.strategy = {"name": strategy["name"], **to_dict(strat.config)}
     fill_auto(cfg.train, cfg.data.name, "train")
+    cfg.trials.fill_auto(cfg.data.name)
+    if "trials" in cfg.strategy and "trials" not in strategy and cfg.trials.max_trials:
+        cfg.strategy["trials"] = cfg.trials.max_trials  # schedules over the budget (MetaQNN's epsilon) span it
+    from nasforge.evaluators import resolve_evaluator_options
+
+    evaluator = dict(raw.get("evaluator") or {})
+    evaluator.setdefault("name", "train")
+    cfg.evaluator = {"name": evaluator["name"], **resolve_evaluator_options(
+        evaluator["name"], {k: v for k, v in evaluator.items() if k != "name"}, cfg.data.name)}
     return cfg
 
 
@@ -132,7 +149,8 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
         arch = Arch.from_json(exp.path / "arch.json")
     else:
         strategy = build_strategy(cfg)
-        result = strategy.search(space, data, experiment=exp, progress=progress, seed=cfg.seed)
+        extra = search_options(cfg, space, data) if strategy.kind == "sample" else {}
+        result = strategy.search(space, data, experiment=exp, progress=progress, seed=cfg.seed, **extra)
         arch = result.arch
         store.set_meta("search_info", result.info)
         arch.save(exp.path / "arch.json")
@@ -145,17 +163,20 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
     save_model(trained.model, arch, data.input_shape, data.num_classes, build_options(cfg.train), exp.path / "model.pt")
     measured = measure_model(trained.model, data.input_shape, cfg.latency)
     search_epochs = store.epochs("search")
+    search_trials = store.trials()
     result = {
         "dataset": data.describe(),
         "space": space.name,
-        "strategy": cfg.strategy["name"] if search_epochs else "none (architecture given)",
+        "strategy": cfg.strategy["name"] if search_epochs or search_trials else "none (architecture given)",
         "arch": arch.to_dict(),
         "arch_summary": space.describe(arch),
         "test_acc": trained.metrics["test_acc"],
         "test_loss": trained.metrics["test_loss"],
         **measured,
         "search_epochs": len(search_epochs),
-        "search_seconds": sum(e["metrics"].get("seconds", 0.0) for e in search_epochs),
+        "search_seconds": sum(e["metrics"].get("seconds", 0.0) for e in search_epochs)
+        or store.get_meta("search_info", {}).get("wall_seconds", 0.0),
+        "search_trials": len(search_trials),
         "train_epochs": trained.metrics["epochs"],
         "train_seconds": sum(h.get("seconds", 0.0) for h in trained.metrics["history"]),
         "search_info": store.get_meta("search_info", {}),

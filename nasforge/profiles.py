@@ -12,19 +12,28 @@ from typing import Any
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "digits": {
-        "search": {"epochs": 10, "batch_size": 64, "layers": 5, "channels": 8},
+        "search": {"epochs": 10, "batch_size": 64, "layers": 5, "channels": 8,
+                   "start_layers": 2, "layers_every": 10, "trials": 20},  # NAS-RL growth, MetaQNN schedule length
         "train": {"epochs": 20, "batch_size": 64, "layers": 6, "channels": 16, "cutout": 0,
                   "auxiliary": False, "drop_path": 0.0},
+        "evaluate": {"epochs": 2, "batch_size": 64, "layers": 3, "channels": 8},  # one trial of the train evaluator
+        "trials": {"max_trials": 20},  # sample-based search budget
     },
     "cifar10": {
-        "search": {"epochs": 50, "batch_size": 64, "layers": 8, "channels": 16},
+        "search": {"epochs": 50, "batch_size": 64, "layers": 8, "channels": 16,
+                   "start_layers": 6, "layers_every": 1600, "trials": 100},  # NAS-RL paper; MetaQNN: the trial budget
         "train": {"epochs": 600, "batch_size": 96, "layers": 20, "channels": 36, "cutout": 16,
                   "auxiliary": True, "drop_path": 0.2},
+        "evaluate": {"epochs": 10, "batch_size": 64, "layers": 8, "channels": 16},
+        "trials": {"max_trials": 100},
     },
     "synthetic": {
-        "search": {"epochs": 2, "batch_size": 32, "layers": 3, "channels": 4},
+        "search": {"epochs": 2, "batch_size": 32, "layers": 3, "channels": 4,
+                   "start_layers": 1, "layers_every": 2, "trials": 4},
         "train": {"epochs": 2, "batch_size": 32, "layers": 3, "channels": 4, "cutout": 0,
                   "auxiliary": False, "drop_path": 0.0},
+        "evaluate": {"epochs": 1, "batch_size": 32, "layers": 2, "channels": 4},
+        "trials": {"max_trials": 4},
     },
 }
 

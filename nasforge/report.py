@@ -22,19 +22,6 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from nasforge.errors import ArchError, ExperimentError
-from nasforge.spaces.darts import PRIMITIVES, Genotype
-from nasforge.utils import atomic_write, atomic_write_text
-
-__all__ = [
-    "REPORT_DIR",
-    "REPORT_HTML",
-    "plot_edge_weights",
-    "plot_op_mix",
-    "plot_skip_counts",
-    "plot_training",
-    "register_report_section",
-    "write_report",
-]
 
 #: Extra report sections contributed by strategies and spaces: ``fn(root, out_dir)`` draws
 #: its figures into ``out_dir`` and returns ``(title, html, [(file name, caption), ...])``,
@@ -48,6 +35,21 @@ def register_report_section(fn: ReportSection) -> ReportSection:
     _SECTIONS.append(fn)
     return fn
 
+
+# Imported after the registry: space modules register report sections at import.
+from nasforge.spaces.darts import PRIMITIVES, Genotype  # noqa: E402
+from nasforge.utils import atomic_write, atomic_write_text  # noqa: E402
+
+__all__ = [
+    "REPORT_DIR",
+    "REPORT_HTML",
+    "plot_edge_weights",
+    "plot_op_mix",
+    "plot_skip_counts",
+    "plot_training",
+    "register_report_section",
+    "write_report",
+]
 
 REPORT_DIR = "report"
 REPORT_HTML = "report.html"
@@ -387,7 +389,7 @@ def write_report(exp_dir: str | os.PathLike) -> Path:
     add("search_curves.png", "Supernet loss and accuracy during the search.",
         lambda p: plot_training(search, p, title="search (supernet)"))
     add("training.png", "Loss and accuracy of the final training.", lambda p: plot_training(train, p))
-    if search and not _weight_rows(search, "normal"):
+    if search and not any(e.get("arch_weights") for e in search):
         notes.append("no architecture weights were recorded (not a one-shot search): weight plots skipped")
 
     # --- summary ------------------------------------------------------------
@@ -398,6 +400,8 @@ def write_report(exp_dir: str | os.PathLike) -> Path:
     strategy = "none (architecture given)" if train_only else r.get("strategy") or strategy_cfg.get("name", "?")
     if train_only:
         search_row = "none (architecture given)"
+    elif r.get("search_trials"):
+        search_row = f"{r['search_trials']} trials, {_fmt_seconds(r.get('search_seconds'))}"
     elif "search_epochs" in r:
         search_row = f"{r['search_epochs']} epochs, {_fmt_seconds(r.get('search_seconds'))}"
     else:

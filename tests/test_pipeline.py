@@ -86,3 +86,12 @@ def test_main_job_on_digits(tmp_path):
     for name in ("config.yaml", "store.sqlite", "arch.json", "model.pt", "result.json"):
         assert (out / name).is_file()
     assert "test accuracy" in proc.stdout
+
+
+def test_metaqnn_schedule_follows_the_trial_budget_unless_set():
+    from nasforge.pipeline import resolve_config
+
+    base = {"space": {"name": "layers"}, "strategy": {"name": "metaqnn"}}
+    assert resolve_config({**base, "trials": {"max_trials": 37}}).strategy["trials"] == 37
+    pinned = {"space": {"name": "layers"}, "strategy": {"name": "metaqnn", "trials": 5}, "trials": {"max_trials": 37}}
+    assert resolve_config(pinned).strategy["trials"] == 5

@@ -5,11 +5,15 @@ parameters and turns them into per-edge weights with its relaxation:
 
 - DARTS passes softmax weights and no index: the output is the weighted sum of all ops.
 - GDAS passes a straight-through one-hot and the sampled index: only that op runs.
+
+A space that one-shot strategies can search follows ``OneShotSpace``: it names its groups
+of architecture weights and their ``[edges, ops]`` shapes, its supernet takes one
+``EdgeWeights`` per group, and it derives an ``Arch`` from per-group op weights.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -19,6 +23,22 @@ class EdgeWeights(NamedTuple):
 
     weights: Tensor
     index: Sequence[int] | None = None
+
+
+@runtime_checkable
+class OneShotSpace(Protocol):
+    """What DARTS and GDAS need of a space (the darts space is adapted by the strategies).
+
+    ``alpha_shapes()``: group name -> ``(edges, ops)``, in the order the supernet's
+    ``forward(x, *weights)`` takes one ``EdgeWeights`` per group and ``derive(*weights)``
+    takes one ``[edges, ops]`` weight matrix per group (softmax of the alphas).
+    """
+
+    def alpha_shapes(self) -> dict[str, tuple[int, int]]: ...
+
+    def supernet(self, input_shape: tuple[int, int, int], num_classes: int, **options: Any) -> nn.Module: ...
+
+    def derive(self, *weights: Any) -> Any: ...
 
 
 class MixedOp(nn.Module):

@@ -12,6 +12,10 @@ from nasforge.spaces.base import (
     space_names,
 )
 from nasforge.spaces import darts  # noqa: F401  (registers the space)
+from nasforge.spaces import dense  # noqa: F401  (registers the space)
+from nasforge.spaces import mbconv  # noqa: F401  (registers the space)
+from nasforge.spaces import layers  # noqa: F401  (registers the space)
+from nasforge.spaces import nb201  # noqa: F401  (registers the space)
 
 __all__ = [
     "Choice", "InputChoice", "OpChoice", "SearchSpace", "ValueChoice",

@@ -60,6 +60,12 @@ class SampleStrategy(Strategy):
     #: how many architectures may be asked before their results are told
     batch: int = 1
 
+    def search(self, space: Any, data: Any, **kwargs: Any) -> SearchResult:
+        """Run the trial loop (``nasforge.trials.sample_search``; ``evaluator``, ``budget``, ``runner`` in kwargs)."""
+        from nasforge.trials import sample_search
+
+        return sample_search(self, space, data, **kwargs)
+
     def setup(self, space: Any, seed: int) -> None:
         raise NotImplementedError
 

@@ -7,6 +7,11 @@ Algorithm (the paper's Algorithm 1), per step:
   2. update the weights w by descending L_train(w, alpha).
 The training set is split in half: one half for w, the other for alpha. After the
 search, each node keeps its two strongest non-zero incoming edges.
+
+Any space with a supernet can be searched (``OneShotSpace`` in ``nasforge/oneshot/mixed.py``):
+the strategy keeps one alpha matrix per group the space names (darts: ``normal`` and
+``reduce``; nb201: one ``normal`` matrix shared by all cells) and the space derives the
+architecture from their softmax.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from nasforge.config import option
 from nasforge.data import Dataset, iterate_batches, num_batches, split_half
 from nasforge.errors import ConfigError, TrainingError
 from nasforge.experiment import Experiment
-from nasforge.oneshot.mixed import EdgeWeights
+from nasforge.oneshot.mixed import EdgeWeights, OneShotSpace
 from nasforge.progress import Progress
 from nasforge.spaces.darts import DartsSpace, num_edges
 from nasforge.strategies.base import EpochCallback, SearchResult, Strategy, register_strategy
@@ -109,6 +114,17 @@ def unrolled_arch_grads(loss_fn: Callable[[tuple[Tensor, Tensor]], Tensor], weig
     return [da - eta * h for da, h in zip(d_alpha, hessian)], valid_loss.detach()
 
 
+def alpha_shapes(space: Any, strategy: str = "darts") -> dict[str, tuple[int, int]]:
+    """Groups of architecture weights of a one-shot space: name -> ``(edges, ops)``, supernet order."""
+    if isinstance(space, DartsSpace):
+        shape = (num_edges(space.nodes), len(space.primitives))
+        return {"normal": shape, "reduce": shape}
+    if not isinstance(space, OneShotSpace):
+        raise ConfigError(f"strategy '{strategy}' needs a space with a supernet (darts, nb201), "
+                          f"not '{getattr(space, 'name', space)}'; pass --space darts or --space nb201")
+    return dict(space.alpha_shapes())
+
+
 def accuracy(logits: Tensor, y: Tensor) -> float:
     return (logits.argmax(1) == y).float().mean().item()
 
@@ -121,6 +137,8 @@ class DartsStrategy(Strategy):
     kind = "oneshot"
     description = "DARTS: softmax relaxation, bi-level gradient search (first/second order)"
     Config = DartsConfig
+    #: names of the alpha groups (set per space by ``search``; ``arch_weights`` keys)
+    groups: tuple[str, ...] = ("normal", "reduce")
 
     # --- the relaxation: subclasses (GDAS) change these two ------------------
     def edge_weights(self, alpha: Tensor) -> EdgeWeights:
@@ -136,7 +154,7 @@ class DartsStrategy(Strategy):
 
     # --- plumbing ---------------------------------------------------------
     def forward(self, model: nn.Module, x: Tensor) -> Tensor:
-        return model(x, self.edge_weights(self.alphas[0]), self.edge_weights(self.alphas[1]))
+        return model(x, *(self.edge_weights(a) for a in self.alphas))
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = batch
@@ -144,29 +162,29 @@ class DartsStrategy(Strategy):
 
     def arch_weights(self) -> dict[str, list[list[float]]]:
         """Softmax of alpha per edge, for the record."""
-        return {c: F.softmax(a.detach(), dim=-1).tolist() for c, a in zip(("normal", "reduce"), self.alphas)}
+        return {c: F.softmax(a.detach(), dim=-1).tolist() for c, a in zip(self.groups, self.alphas)}
 
-    def derive(self, space: DartsSpace):
-        w = [F.softmax(a.detach(), dim=-1) for a in self.alphas]
-        return space.derive(w[0], w[1])
+    def derive(self, space: DartsSpace | OneShotSpace):
+        return space.derive(*(F.softmax(a.detach(), dim=-1) for a in self.alphas))
 
-    def build_supernet(self, space: DartsSpace, data: Dataset) -> nn.Module:
+    def build_supernet(self, space: DartsSpace | OneShotSpace, data: Dataset) -> nn.Module:
         return space.supernet(data.input_shape, data.num_classes, layers=self.config.layers,
                               channels=self.config.channels)
 
-    def search(self, space: DartsSpace, data: Dataset, *, experiment: Experiment | None = None,
+    def search(self, space: DartsSpace | OneShotSpace, data: Dataset, *, experiment: Experiment | None = None,
                progress: Progress | None = None, seed: int = 0,
                callbacks: Sequence[EpochCallback] = ()) -> SearchResult:
         """Run (or resume, when ``experiment`` holds a search checkpoint) the bi-level search."""
-        if not isinstance(space, DartsSpace):
-            raise ConfigError(f"strategy '{self.name}' needs a cell space with a supernet (darts), "
-                              f"not '{space.name}'; pass --space darts")
+        shapes = alpha_shapes(space, self.name)
         cfg = self.config
+        if cfg.early_stop == "dartsplus" and not isinstance(space, DartsSpace):
+            raise ConfigError(f"strategy.early_stop=dartsplus reads the darts normal cell, not a '{space.name}' "
+                              "architecture; use --space darts or strategy.early_stop=none")
         progress = progress or Progress()
         torch.manual_seed(seed)
         model = self.build_supernet(space, data)
-        edges, ops = num_edges(space.nodes), len(space.primitives)
-        self.alphas = [nn.Parameter(1e-3 * torch.randn(edges, ops)) for _ in range(2)]
+        self.groups = tuple(shapes)
+        self.alphas = [nn.Parameter(1e-3 * torch.randn(edges, ops)) for edges, ops in shapes.values()]
         w_opt = torch.optim.SGD(model.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_wd)
         a_opt = torch.optim.Adam(self.alphas, lr=cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2), weight_decay=cfg.a_wd)
         (xw, yw), (xa, ya) = split_half(data.x_train, data.y_train, seed)
@@ -215,7 +233,7 @@ class DartsStrategy(Strategy):
             experiment.store.set_meta("early_stop", stopped)
         return SearchResult(arch, history, info)
 
-    def _epoch(self, model: nn.Module, space: DartsSpace, data: Dataset, epoch: int, w_half, a_half,
+    def _epoch(self, model: nn.Module, space: DartsSpace | OneShotSpace, data: Dataset, epoch: int, w_half, a_half,
                w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer, seed: int, bar: Any) -> dict[str, Any]:
         cfg = self.config
         lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min)

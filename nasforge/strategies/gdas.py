@@ -24,7 +24,8 @@ The step follows the official code: first a weight step on a training batch, the
 architecture step on a validation batch (first order only: the sampled network is not
 differentiable through an unrolled weight step, so ``order=2`` is rejected), each with
 its own Gumbel sample. The derivation is DARTS's (per node the two inputs whose
-strongest non-``none`` op weighs most, by softmax(alpha)).
+strongest non-``none`` op weighs most, by softmax(alpha)); on other spaces it is the
+space's own (nb201: per edge the strongest op).
 
 Defaults, checked against the official code (D-X-Y/AutoDL-Projects): architecture Adam
 lr 3e-4, betas (0.5, 0.999), weight decay 1e-3 (scripts-search ``--arch_learning_rate
@@ -157,9 +158,9 @@ class GdasStrategy(DartsStrategy):
         return self.alphas[:1] if self.config.fixed_reduce else list(self.alphas)
 
     def forward(self, model: nn.Module, x: Tensor) -> Tensor:
-        normal = self.edge_weights(self.alphas[0])
-        reduce = None if self.config.fixed_reduce else self.edge_weights(self.alphas[1])
-        return model(x, normal, reduce)
+        if not self.config.fixed_reduce:
+            return super().forward(model, x)  # one sample per alpha group, in order
+        return model(x, self.edge_weights(self.alphas[0]), None)
 
     def build_supernet(self, space: DartsSpace, data: Dataset) -> nn.Module:
         return space.supernet(data.input_shape, data.num_classes, layers=self.config.layers,
@@ -183,6 +184,9 @@ class GdasStrategy(DartsStrategy):
                progress: Progress | None = None, seed: int = 0,
                callbacks: Sequence[EpochCallback] = ()) -> SearchResult:
         """The DARTS loop with GDAS's relaxation, schedule and step."""
+        if self.config.fixed_reduce and not isinstance(space, DartsSpace):
+            raise ConfigError(f"strategy.fixed_reduce replaces the searched reduction cell of the darts space; "
+                              f"space '{getattr(space, 'name', space)}' searches none, set strategy.fixed_reduce=false")
         if self.config.fixed_reduce and isinstance(space, DartsSpace) and space.nodes != FRC_NODES:
             raise ConfigError(f"strategy.fixed_reduce needs a {FRC_NODES}-node darts space (the hand-designed "
                               f"reduction cell has {FRC_NODES} outputs), not nodes={space.nodes}; "

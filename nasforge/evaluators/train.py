@@ -1,0 +1,115 @@
+"""The train evaluator: build an architecture, train it briefly, score it on the valid split.
+
+This is the classic (expensive) evaluation of sample-based NAS: every trial trains a
+fresh network from scratch for a small budget (``epochs``, or ``steps`` SGD steps) on
+the train split and reports its accuracy on the held-out valid split as the objective;
+the test split is never looked at. Parameters and FLOPs of the network come alongside,
+and its CPU latency when ``latency`` is on. A NaN/inf loss raises ``TrainingError``, so
+the trial loop records the trial as failed and the search goes on.
+
+Recipe (the DARTS evaluation recipe, shortened): SGD with momentum 0.9, weight decay
+3e-4, learning rate cosine-annealed over the budget, gradient clip 5, no augmentation
+beyond the dataset's own. Widths and depth (``layers``, ``channels``) default to the
+dataset profile's "evaluate" section (small on digits, so a trial takes about a second).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasforge.arch import Arch
+from nasforge.config import option
+from nasforge.data import Dataset, iterate_batches, num_batches
+from nasforge.errors import TrainingError
+from nasforge.hardware import count_flops, count_params, measure_latency
+from nasforge.train import evaluate
+from nasforge.utils import epoch_seed
+
+
+@dataclass
+class TrainEvalConfig:
+    """Options of the ``train`` evaluator (the ``evaluator`` config section)."""
+
+    epochs: int | None = option(None, lo=1, hi=100000, help="training epochs per trial (auto: dataset profile)")
+    steps: int | None = option(None, lo=1, hi=10**9, help="stop after this many SGD steps (default: all epochs)")
+    batch_size: int | None = option(None, lo=1, hi=65536, help="batch size (auto)")
+    layers: int | None = option(None, lo=1, hi=256, help="cells/depth of the trial network (auto)")
+    channels: int | None = option(None, lo=1, hi=4096, help="initial channels of the trial network (auto)")
+    lr: float = option(0.025, lo=0.0, hi=10.0, help="SGD learning rate (cosine-annealed over the budget)")
+    momentum: float = option(0.9, lo=0.0, hi=1.0, help="SGD momentum")
+    weight_decay: float = option(3e-4, lo=0.0, hi=1.0, help="weight decay")
+    grad_clip: float = option(5.0, lo=0.0, hi=1e6, help="gradient-norm clip (0: off)")
+    latency: bool = option(False, help="also time the trained network on the CPU (batch 1; adds latency_ms)")
+
+
+class TrainEvaluator:
+    """``arch -> metrics`` by short training; objective = valid accuracy (higher is better).
+
+    Picklable (the space, the dataset and the config), so parallel runners can ship it
+    to their workers once.
+    """
+
+    def __init__(self, space: Any, data: Dataset, config: TrainEvalConfig | None = None):
+        self.space = space
+        self.data = data
+        self.config = config or TrainEvalConfig()
+        for key in ("epochs", "batch_size", "layers", "channels"):
+            if getattr(self.config, key) is None:
+                from nasforge.profiles import fill_auto
+
+                fill_auto(self.config, data.name, "evaluate")
+                break
+
+    def __call__(self, arch: Arch, seed: int = 0) -> dict[str, Any]:
+        """Train ``arch`` from scratch (seeded) and score it on the valid split."""
+        cfg, data = self.config, self.data
+        self.space.validate(arch)
+        tic = time.time()
+        torch.manual_seed(seed)
+        model = self.space.build(arch, data.input_shape, data.num_classes, layers=cfg.layers,
+                                 channels=cfg.channels, auxiliary=False)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        per_epoch = num_batches(len(data.y_train), cfg.batch_size)
+        total = min(cfg.steps, cfg.epochs * per_epoch) if cfg.steps else cfg.epochs * per_epoch
+        step, loss_sum, seen = 0, 0.0, 0
+        model.train()
+        for epoch in range(cfg.epochs):
+            if step >= total:
+                break
+            gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 21))
+            for xb, yb in iterate_batches(data.x_train, data.y_train, cfg.batch_size, generator=gen,
+                                          augment=data.augment):
+                if step >= total:
+                    break
+                lr = cfg.lr * (1 + math.cos(math.pi * step / total)) / 2
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(model(xb), yb)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"training loss became NaN/inf at step {step}; lower evaluator.lr "
+                                        f"(e.g. --set evaluator.lr={cfg.lr / 4:g})")
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                loss_sum += loss.item() * len(yb)
+                seen += len(yb)
+                step += 1
+        train_seconds = time.time() - tic
+        valid_acc, valid_loss = evaluate(model, data.x_valid, data.y_valid)
+        metrics: dict[str, Any] = {
+            "objective": valid_acc, "valid_acc": valid_acc, "valid_loss": valid_loss,
+            "train_loss": loss_sum / max(seen, 1), "steps": step, "train_seconds": train_seconds,
+            "params": count_params(model), "flops": count_flops(model, data.input_shape),
+        }
+        if cfg.latency:
+            metrics["latency_ms"] = measure_latency(model, data.input_shape, warmup=3, repeats=20).median_ms
+        return metrics

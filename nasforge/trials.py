@@ -1,0 +1,498 @@
+"""The trial loop of sample-based search: ask -> record -> run -> record -> tell -> checkpoint.
+
+A sample-based strategy (``SampleStrategy``: random search, regularized evolution,
+REINFORCE, Q-learning...) proposes one architecture at a time and learns from its score.
+``run_trials`` drives it until a budget is spent:
+
+1. ``strategy.ask()`` an architecture (checked against the space) and record it in the
+   experiment's store as trial ``i`` (status ``pending``);
+2. answer it from the store if the same architecture was already evaluated (``dedupe``),
+   else hand it to a runner (``running``): in-process, or a Ray task on a worker;
+3. record the outcome (``done`` with its metrics, or ``failed`` with the error);
+4. ``strategy.tell(arch, metrics)`` (``None`` for a failed trial) and checkpoint the
+   strategy's state (RNG included) atomically with the index of the last told trial.
+
+Up to ``min(strategy.batch, runner.workers)`` trials are outstanding at once, and tells
+happen in ask order whatever order the workers finish in. The sequence of asks and tells
+is therefore a function of the seed alone, and resuming is exact: the checkpoint says
+which trials were told; trials asked after it are asked again (the restored RNG gives the
+same architectures), a trial the store already has as ``done`` or ``failed`` is taken
+from the store (never evaluated twice), and ``pending``/``running`` ones (cut short by a
+kill) are evaluated again. Every trial is one row of the store's ``trials`` table.
+
+Budgets (``Budget``): a number of trials, wall-clock seconds, and/or simulated seconds
+(the sum of the evaluated trials' ``train_seconds``, as NAS-Bench-201 counts search
+time); the first one spent stops the asking, and outstanding trials are finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from nasforge.arch import Arch
+from nasforge.config import option
+from nasforge.errors import ConfigError, ExperimentError, TrainingError
+from nasforge.experiment import Experiment
+from nasforge.progress import Progress
+from nasforge.runners import Runner, RunnerConfig, make_runner
+from nasforge.strategies.base import EpochCallback, SampleStrategy, SearchResult
+from nasforge.utils import epoch_seed
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "search"
+
+
+@dataclass
+class TrialsConfig:
+    """The ``trials`` config section: the budget of a sample-based search."""
+
+    max_trials: int | None = option(None, help="trials to run (auto: dataset profile, unless another budget is set)")
+    max_seconds: float | None = option(None, help="wall-clock budget of the search in seconds")
+    max_sim_seconds: float | None = option(None, help="simulated-time budget: sum of the trials' train_seconds")
+    dedupe: bool = option(True, help="answer an architecture evaluated before from the store, not again")
+
+    def __post_init__(self) -> None:
+        Budget(self.max_trials, self.max_seconds, self.max_sim_seconds, _allow_empty=True)
+
+    def fill_auto(self, dataset: str) -> "TrialsConfig":
+        """With no budget set, take the dataset profile's number of trials (in place)."""
+        if self.max_trials is None and self.max_seconds is None and self.max_sim_seconds is None:
+            from nasforge.profiles import profile
+
+            self.max_trials = int(profile(dataset, "trials")["max_trials"])
+        return self
+
+    def budget(self, dataset: str = "digits") -> "Budget":
+        """The budget; with none set, the dataset profile's number of trials."""
+        if self.max_trials is None and self.max_seconds is None and self.max_sim_seconds is None:
+            from nasforge.profiles import profile
+
+            return Budget(trials=int(profile(dataset, "trials")["max_trials"]))
+        return Budget(self.max_trials, self.max_seconds, self.max_sim_seconds)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When a search stops asking: after ``trials`` trials, ``seconds`` of wall time or
+    ``sim_seconds`` of simulated training time, whichever comes first."""
+
+    trials: int | None = None
+    seconds: float | None = None
+    sim_seconds: float | None = None
+    _allow_empty: bool = field(default=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, key, value in (("trials", "max_trials", self.trials), ("seconds", "max_seconds", self.seconds),
+                                 ("sim_seconds", "max_sim_seconds", self.sim_seconds)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"trials.{key}={value!r}: a search budget must be positive; "
+                                  f"give trials.{key} a value above 0 (e.g. --trials 20)")
+            if name == "trials" and int(value) != value:
+                raise ConfigError(f"trials.max_trials={value!r} must be a whole number of trials")
+        if not self._allow_empty and self.trials is None and self.seconds is None and self.sim_seconds is None:
+            raise ConfigError("a sample-based search needs a budget; set trials.max_trials (--trials N), "
+                              "trials.max_seconds or trials.max_sim_seconds")
+
+    def describe(self) -> str:
+        parts = []
+        if self.trials is not None:
+            parts.append(f"{self.trials} trials")
+        if self.seconds is not None:
+            parts.append(f"{self.seconds:g} s wall")
+        if self.sim_seconds is not None:
+            parts.append(f"{self.sim_seconds:g} s simulated")
+        return " or ".join(parts)
+
+
+def trial_seed(seed: int, index: int) -> int:
+    """The seed of trial ``index`` of a search seeded with ``seed``."""
+    return epoch_seed(seed, index, 31)
+
+
+@dataclass
+class _Slot:
+    """An asked trial that has not been told yet."""
+
+    index: int
+    arch: Arch
+    resolved: bool = False
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+    worker: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    duplicate_of: int | None = None
+    waits_for: int | None = None
+
+    def record(self, seed: int) -> dict[str, Any]:
+        return {"index": self.index, "arch": self.arch.to_dict(), "arch_hash": self.arch.hash,
+                "status": "done" if self.metrics is not None else "failed", "metrics": self.metrics,
+                "error": self.error, "seed": seed, "worker": self.worker, "started": self.started,
+                "finished": self.finished, "duplicate_of": self.duplicate_of}
+
+
+def _best(history: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The done trial with the highest objective (the earliest among equals)."""
+    best = None
+    for rec in history:
+        if rec["status"] == "done" and rec["metrics"] is not None:
+            if best is None or rec["metrics"]["objective"] > best["metrics"]["objective"]:
+                best = rec
+    return best
+
+
+def run_trials(strategy: SampleStrategy, space: Any, evaluator: Callable[..., dict[str, Any]], budget: Budget, *,
+               experiment: Experiment | None = None, runner: Runner | RunnerConfig | None = None,
+               progress: Progress | None = None, seed: int = 0, dedupe: bool = True,
+               callbacks: Sequence[EpochCallback] = ()) -> SearchResult:
+    """Search with ``strategy`` until ``budget`` is spent; the best trial's arch is the result.
+
+    ``runner``: a ``Runner`` (used, not closed), a ``RunnerConfig`` (made and closed here)
+    or None (in-process). With an ``experiment``, every trial is a row of its store and
+    the loop resumes from its checkpoint. ``callbacks`` run after each tell as
+    ``cb(strategy, trial_index, record)``.
+    """
+    if not isinstance(budget, Budget):
+        raise ConfigError(f"budget must be a Budget, got {budget!r}")
+    progress = progress or Progress()
+    own_runner = not isinstance(runner, Runner)
+    if runner is None:
+        runner = RunnerConfig()
+    if isinstance(runner, RunnerConfig):
+        runner = make_runner(runner, evaluator)
+    try:
+        return _Loop(strategy, space, budget, experiment, runner, seed, dedupe, callbacks).run(progress)
+    finally:
+        if own_runner:
+            runner.close()
+
+
+class _Loop:
+    """State of one run of the trial loop (see ``run_trials``)."""
+
+    def __init__(self, strategy: SampleStrategy, space: Any, budget: Budget, experiment: Experiment | None,
+                 runner: Runner, seed: int, dedupe: bool, callbacks: Sequence[EpochCallback]):
+        self.strategy, self.space, self.budget = strategy, space, budget
+        self.experiment, self.runner, self.seed, self.dedupe = experiment, runner, seed, dedupe
+        self.callbacks = callbacks
+        self.store = experiment.store if experiment is not None else None
+        self.window = max(1, min(int(getattr(strategy, "batch", 1)), runner.workers))
+        self.slots: OrderedDict[int, _Slot] = OrderedDict()
+        self.history: list[dict[str, Any]] = []
+        self.told_done: dict[str, int] = {}  # arch hash -> first told done trial
+        self.told = self.asked = 0
+        self.sim = self.wall0 = 0.0
+        self.t0 = time.time()
+        self.stored: dict[int, dict[str, Any]] = {}
+
+    # --- bookkeeping -------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.wall0 + time.time() - self.t0
+
+    def can_ask(self) -> bool:
+        b = self.budget
+        if self.asked == 0:
+            return True  # a search always evaluates at least one trial
+        if b.trials is not None and self.asked >= b.trials:
+            return False
+        if b.sim_seconds is not None and self.sim >= b.sim_seconds:
+            return False
+        if b.seconds is not None and self.elapsed() >= b.seconds:
+            return False
+        return True
+
+    def _restore(self) -> None:
+        """Load the checkpoint and the store's trials (resume)."""
+        self.strategy.setup(self.space, self.seed)
+        if self.experiment is None:
+            return
+        self.stored = {r["index"]: r for r in self.store.trials()}
+        state = self.experiment.load_checkpoint(CHECKPOINT)
+        if state is None:
+            return
+        if not isinstance(state, dict) or state.get("kind") != "trials":
+            raise ExperimentError(f"checkpoint {self.experiment.checkpoint_path(CHECKPOINT)} is not from a "
+                                  "sample-based search; resume it with the strategy that wrote it")
+        self.strategy.load_state_dict(state["strategy"])
+        self.told, self.asked = int(state["told"]), int(state["asked"])
+        self.sim, self.wall0 = float(state["sim_seconds"]), float(state["wall_seconds"])
+        for i in range(self.told):
+            row = self.stored.get(i)
+            if row is None or row["status"] not in ("done", "failed"):
+                raise ExperimentError(f"the store lacks finished trial {i} that the checkpoint counts; the "
+                                      "experiment is damaged: delete checkpoints/search.pt to search again")
+            self.history.append(row)
+            if row["status"] == "done":
+                self.told_done.setdefault(row["arch_hash"], i)
+        log.info("resuming the search after trial %d (%d asked)", self.told - 1, self.asked)
+
+    def _arch_of(self, row: dict[str, Any]) -> Arch:
+        arch = Arch.from_dict(row["arch"], validate=False)
+        self.space.validate(arch)
+        return arch
+
+    # --- one trial ---------------------------------------------------------------
+    def _resolve(self, slot: _Slot, metrics: dict[str, Any] | None, error: str | None, worker: str | None,
+                 started: float | None, finished: float | None, duplicate_of: int | None = None) -> None:
+        slot.resolved, slot.metrics, slot.error = True, metrics, error
+        slot.worker, slot.started, slot.finished, slot.duplicate_of = worker, started, finished, duplicate_of
+        if self.store is not None:
+            self.store.update_trial(slot.index, status="done" if metrics is not None else "failed",
+                                    metrics=metrics, error=error, worker=worker, started=started,
+                                    finished=finished, duplicate_of=duplicate_of)
+        for other in self.slots.values():  # duplicates waiting on this trial
+            if other.waits_for == slot.index and not other.resolved:
+                now = time.time()
+                self._resolve(other, metrics, None if metrics is not None else
+                              f"duplicate of failed trial {slot.index}", "store", now, now, slot.index)
+
+    def _dispatch(self, index: int, arch: Arch) -> None:
+        """Answer trial ``index`` from the store, or hand it to the runner."""
+        slot = self.slots[index] = _Slot(index, arch)
+        row = self.stored.get(index)
+        if row is not None and row["arch_hash"] == arch.hash and row["status"] in ("done", "failed"):
+            slot.resolved, slot.metrics, slot.error = True, row["metrics"], row["error"]
+            slot.worker, slot.started, slot.finished = row["worker"], row["started"], row["finished"]
+            slot.duplicate_of = row["duplicate_of"]
+            return  # finished before the interruption: never evaluated again
+        if self.store is not None:
+            self.store.put_trial(index, arch.to_dict(), arch.hash, "pending", trial_seed(self.seed, index))
+        if self.dedupe:
+            first = self.told_done.get(arch.hash)
+            if first is not None:
+                now = time.time()
+                done = next(r for r in self.history if r["index"] == first)
+                self._resolve(slot, dict(done["metrics"]), None, "store", now, now, first)
+                return
+            for other in self.slots.values():
+                if other.index < index and other.arch.hash == arch.hash:
+                    if other.resolved:
+                        now = time.time()
+                        error = None if other.metrics is not None else f"duplicate of failed trial {other.index}"
+                        self._resolve(slot, other.metrics, error, "store", now, now, other.index)
+                    else:
+                        slot.waits_for = other.index
+                    return
+        if self.store is not None:
+            self.store.update_trial(index, status="running", started=time.time())
+        self.runner.submit(index, arch, trial_seed(self.seed, index))
+
+    def _collect(self) -> None:
+        """Wait for the runner until the oldest outstanding trial is resolved."""
+        oldest = next(iter(self.slots.values()))
+        while not oldest.resolved:
+            for out in self.runner.wait():
+                if out.fatal is not None:
+                    raise out.fatal
+                slot = self.slots.get(out.index)
+                if slot is None or slot.resolved:
+                    continue
+                if out.error:
+                    log.warning("trial %d failed: %s", out.index, out.error)
+                self._resolve(slot, out.metrics, out.error, out.worker, out.started, out.finished)
+
+    def _tell_oldest(self, bar: Any) -> None:
+        """Tell the strategy the oldest trial (resolved). One tell per refill of the window, so the
+        asks and tells interleave the same way whichever trials a runner happens to finish first."""
+        if self.slots and next(iter(self.slots.values())).resolved:
+            _, slot = self.slots.popitem(last=False)
+            self.strategy.tell(slot.arch, slot.metrics)
+            record = slot.record(trial_seed(self.seed, slot.index))
+            self.history.append(record)
+            self.told = slot.index + 1
+            advance = 1.0
+            if slot.metrics is not None:
+                self.told_done.setdefault(slot.arch.hash, slot.index)
+                if slot.duplicate_of is None:
+                    seconds = float(slot.metrics.get("train_seconds", 0.0) or 0.0)
+                    self.sim += seconds
+                    if self.budget.trials is None and self.budget.sim_seconds is not None:
+                        advance = seconds
+            if self.experiment is not None:
+                self.experiment.save_checkpoint(CHECKPOINT, {
+                    "kind": "trials", "strategy": self.strategy.state_dict(), "told": self.told,
+                    "asked": self.asked, "sim_seconds": self.sim, "wall_seconds": self.elapsed()})
+            best = _best(self.history)
+            fields = {"trial": slot.index}
+            if best is not None:
+                fields["best"] = best["metrics"]["objective"]
+            if self.budget.trials is None and self.budget.sim_seconds is None:
+                advance = 0.0
+                bar.update(**fields)
+            else:
+                bar.advance(advance, **fields)
+            log.info("trial %d: %s", slot.index, f"objective {slot.metrics['objective']:.4g}"
+                     if slot.metrics is not None else f"failed ({slot.error})")
+            for cb in self.callbacks:
+                cb(self.strategy, slot.index, record)
+
+    # --- the loop -----------------------------------------------------------------
+    def run(self, progress: Progress) -> SearchResult:
+        self._restore()
+        for i in range(self.told, self.asked):  # asked before the checkpoint, not told yet
+            row = self.stored.get(i)
+            if row is None:
+                raise ExperimentError(f"the store lacks trial {i} that the checkpoint counts as asked; delete "
+                                      "checkpoints/search.pt to search again")
+            self._dispatch(i, self._arch_of(row))
+        b = self.budget
+        if b.trials is not None:
+            total, done = float(b.trials), float(self.told)
+        elif b.sim_seconds is not None:
+            total, done = float(b.sim_seconds), min(self.sim, float(b.sim_seconds))
+        else:
+            total, done = None, 0.0
+        with progress.task("search", total=total, completed=done) as bar:
+            while True:
+                while len(self.slots) < self.window and self.can_ask():
+                    arch = self.strategy.ask()
+                    self.space.validate(arch)
+                    index = self.asked
+                    self.asked += 1
+                    self._dispatch(index, arch)
+                if not self.slots:
+                    break
+                self._collect()
+                self._tell_oldest(bar)
+        if self.store is not None:
+            self.store.delete_trials_from(self.asked)
+        best = _best(self.history)
+        failed = sum(1 for r in self.history if r["status"] == "failed")
+        if best is None:
+            first = next((r["error"] for r in self.history if r["error"]), "no trial ran")
+            raise TrainingError(f"all {len(self.history)} trials failed (first error: {first}); fix the evaluator "
+                                "settings and search again")
+        info = {
+            "kind": "trials", "trials": len(self.history), "failed": failed,
+            "duplicates": sum(1 for r in self.history if r["duplicate_of"] is not None),
+            "best_trial": best["index"], "best_objective": best["metrics"]["objective"],
+            "best_metrics": best["metrics"], "sim_seconds": self.sim, "wall_seconds": self.elapsed(),
+            "budget": self.budget.describe(), "runner": self.runner.name, "workers": self.runner.workers,
+        }
+        return SearchResult(Arch.from_dict(best["arch"], validate=False), self.history, info)
+
+
+def sample_search(strategy: SampleStrategy, space: Any, data: Any = None, *, experiment: Experiment | None = None,
+                  progress: Progress | None = None, seed: int = 0, callbacks: Sequence[EpochCallback] = (),
+                  evaluator: Callable[..., dict[str, Any]] | None = None, budget: Budget | int | None = None,
+                  runner: Runner | RunnerConfig | None = None, dedupe: bool = True) -> SearchResult:
+    """``SampleStrategy.search``: the trial loop with defaults (train evaluator, profile's trial budget)."""
+    dataset = getattr(data, "name", "digits")
+    if evaluator is None:
+        from nasforge.evaluators import make_evaluator
+
+        evaluator = make_evaluator("train", {}, space, data)
+    if budget is None:
+        budget = TrialsConfig().budget(dataset)
+    elif isinstance(budget, int) and not isinstance(budget, bool):
+        budget = Budget(trials=budget)
+    return run_trials(strategy, space, evaluator, budget, experiment=experiment, runner=runner, progress=progress,
+                      seed=seed, dedupe=dedupe, callbacks=callbacks)
+
+
+def search_options(config: Any, space: Any, data: Any) -> dict[str, Any]:
+    """Keyword arguments of ``SampleStrategy.search`` from a ``RunConfig`` (evaluator, budget, runner)."""
+    from nasforge.evaluators import make_evaluator
+
+    options = {k: v for k, v in config.evaluator.items() if k != "name"}
+    return {"evaluator": make_evaluator(config.evaluator["name"], options, space, data),
+            "budget": config.trials.budget(data.name), "runner": config.runner, "dedupe": config.trials.dedupe}
+
+
+# ---------------------------------------------------------------------------
+# Report section: best objective so far, every trial's objective
+# ---------------------------------------------------------------------------
+def _trials_report(root: Path, out_dir: Path) -> tuple[str, str, list[tuple[str, str]]] | None:
+    """Plots and a table of a sample-based search's trials (None when the run has none)."""
+    import html
+
+    if not (root / "store.sqlite").is_file():
+        return None
+    exp = Experiment(root)
+    try:
+        trials = exp.store.trials()
+    finally:
+        exp.close()
+    if not trials:
+        return None
+    from nasforge.report import _figure, _save, describe_arch
+
+    finished = [t for t in trials if t["status"] in ("done", "failed")]
+    done = [t for t in finished if t["status"] == "done"]
+    pictures: list[tuple[str, str]] = []
+    if done:
+        fig, (ax,) = _figure(8.0, 4.0)
+        xs = [t["index"] for t in done]
+        ys = [t["metrics"]["objective"] for t in done]
+        fresh = [(x, y) for t, x, y in zip(done, xs, ys) if t["duplicate_of"] is None]
+        dups = [(x, y) for t, x, y in zip(done, xs, ys) if t["duplicate_of"] is not None]
+        ax.scatter([x for x, _ in fresh], [y for _, y in fresh], s=12, alpha=0.6, label="trial objective")
+        if dups:
+            ax.scatter([x for x, _ in dups], [y for _, y in dups], s=18, facecolors="none", edgecolors="grey",
+                       label="duplicate (from the store)")
+        failed = [t["index"] for t in finished if t["status"] == "failed"]
+        if failed:
+            ax.scatter(failed, [min(ys)] * len(failed), marker="x", color="red", label="failed")
+        best, best_xs, best_ys = float("-inf"), [], []
+        for t in finished:
+            if t["status"] == "done":
+                best = max(best, t["metrics"]["objective"])
+            if best > float("-inf"):
+                best_xs.append(t["index"])
+                best_ys.append(best)
+        ax.step(best_xs, best_ys, where="post", color="black", label="best so far")
+        ax.set_xlabel("trial")
+        ax.set_ylabel("objective")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small", loc="lower right")
+        ax.set_title("sample-based search: objective per trial")
+        _save(fig, out_dir / "trials.png")
+        pictures.append(("trials.png", "Objective of every trial (dots), best so far (line); hollow: duplicates "
+                                       "answered from the store; red x: failed trials."))
+        timed = [t for t in done if t["duplicate_of"] is None and "train_seconds" in t["metrics"]]
+        if timed:
+            fig, (ax,) = _figure(8.0, 3.5)
+            total, best, xs2, ys2 = 0.0, float("-inf"), [], []
+            for t in timed:
+                total += float(t["metrics"]["train_seconds"])
+                best = max(best, t["metrics"]["objective"])
+                xs2.append(total)
+                ys2.append(best)
+            ax.step(xs2, ys2, where="post", color="black")
+            ax.set_xlabel("simulated / training time (s, sum of train_seconds)")
+            ax.set_ylabel("best objective so far")
+            ax.grid(True, alpha=0.3)
+            _save(fig, out_dir / "trials_time.png")
+            pictures.append(("trials_time.png", "Best objective against the training time spent on evaluated "
+                                                "trials (NAS-Bench-201's simulated search time)."))
+    top = sorted(done, key=lambda t: (-t["metrics"]["objective"], t["index"]))[:10]
+    rows = "\n".join(
+        f"<tr><td>{t['index']}</td><td>{t['metrics']['objective']:.4f}</td>"
+        f"<td>{html.escape(str(t['metrics'].get('train_seconds', '')))}</td>"
+        f"<td><code>{html.escape(describe_arch(t['arch']))}</code></td></tr>" for t in top)
+    counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("done", "failed", "pending", "running")}
+    dup_count = sum(1 for t in trials if t["duplicate_of"] is not None)
+    body = (f"<p>{len(trials)} trials: {counts['done']} done ({dup_count} answered from the store as duplicates), "
+            f"{counts['failed']} failed, {counts['pending'] + counts['running']} unfinished.</p>"
+            "<table><tr><th>trial</th><th>objective</th><th>train_seconds</th><th>architecture</th></tr>"
+            f"{rows}</table>")
+    return "Trials (sample-based search)", body, pictures
+
+
+def _register_report_section() -> None:
+    from nasforge.report import register_report_section
+
+    register_report_section(_trials_report)
+
+
+_register_report_section()
+
+__all__ = ["Budget", "CHECKPOINT", "TrialsConfig", "run_trials", "sample_search", "search_options", "trial_seed"]
