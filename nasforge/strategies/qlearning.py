@@ -1,0 +1,351 @@
+"""MetaQNN: Q-learning over layer sequences (Baker, Gupta, Naik & Raskar, "Designing Neural
+Network Architectures using Reinforcement Learning", ICLR 2017), on the layer space.
+
+The agent walks a state space from a start state to a termination: a state is the
+layer just added (type and parameters), its depth, the bin of its representation size
+(MetaQNN's bins: above 7, 4 to 7, at most 3 pixels -> 8, 4, 1; ``size_bins``) and the
+number of fc layers so far. An action is the next layer, or the end (the softmax
+classifier); which actions are allowed is the space's transition rules at the actual
+(unbinned) size: no pooling first or after pooling, fc only on a small representation,
+at most ``max_fc`` fc layers with non-increasing widths, ``gap`` followed only by the
+end, at most ``max_depth`` layers. Each walk is epsilon-greedy on Q (ties broken at
+random); Q starts at 0.5 for every pair.
+
+Learning is the paper's: after each model's result, the model joins the replay memory
+and ``replay`` models (paper 100; with replacement, uniformly over distinct
+architectures) are drawn from it; each drawn sequence is updated backwards,
+``Q(s_T, end) += lr * (R - Q(s_T, end))`` and
+``Q(s_i, a_i) += lr * (discount * max_a Q(s_{i+1}, a) - Q(s_i, a_i))``, lr 0.01, discount 1,
+R the objective (validation accuracy). A failed model is not replayed.
+
+Conv actions are square (kernel and stride equal in height and width) as in the paper,
+whose conv layers have one receptive-field size; ``square=false`` lets the agent pick
+every height x width the space allows (a 4x larger action set with the default sizes).
+
+Epsilon schedule: the paper's table (1.0 for 1,500 models, then 0.9, 0.8, 0.7 for 100 each
+and 0.6 ... 0.1 for 150 each; 2,700 in all) scaled to ``trials`` models with the same
+proportions (largest remainders), epsilon 0.1 after that.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nasforge.arch import Arch
+from nasforge.config import option
+from nasforge.errors import ConfigError
+from nasforge.spaces.layers import NONE, Layer, LayerSpace, conv_out, pool_out
+from nasforge.strategies.base import SampleStrategy, register_strategy
+from nasforge.strategies.reinforce import strategy_config, trial_objectives
+
+log = logging.getLogger(__name__)
+
+#: MetaQNN's epsilon schedule: (epsilon, models), Table 2 of the paper / its code
+PAPER_SCHEDULE: tuple[tuple[float, int], ...] = (
+    (1.0, 1500), (0.9, 100), (0.8, 100), (0.7, 100), (0.6, 150),
+    (0.5, 150), (0.4, 150), (0.3, 150), (0.2, 150), (0.1, 150),
+)
+END = ("end",)
+#: walk state: (depth, layer key, size bin, fc layers so far); the start is depth 0
+State = tuple
+Action = tuple
+
+
+@dataclass
+class MetaQNNConfig:
+    trials: int | None = option(None, lo=1, hi=10**7, help="models the epsilon schedule is scaled to (auto; paper 2700)")
+    lr: float = option(0.01, lo=0.0, hi=1.0, help="Q-learning rate (paper 0.01)")
+    discount: float = option(1.0, lo=0.0, hi=1.0, help="discount factor (paper 1)")
+    q_init: float = option(0.5, lo=-1e6, hi=1e6, help="initial Q value (paper 0.5)")
+    replay: int = option(100, lo=0, hi=100000, help="replayed models per result (paper 100)")
+    size_bins: list = option([8, 4, 1], help="representation-size bins, lower bounds, descending (paper 8,4,1)")
+    schedule: list = option([list(p) for p in PAPER_SCHEDULE],
+                            help="epsilon schedule [[epsilon, models], ...] scaled to `trials` (paper's table)")
+    square: bool = option(True, help="conv kernels and strides square, as in the paper (false: every h x w)")
+    batch: int = option(1, lo=1, hi=10000, help="models that may be asked before their results are told")
+
+    def __post_init__(self) -> None:
+        bins = self.size_bins
+        if not bins or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in bins) \
+                or list(bins) != sorted(set(bins), reverse=True) or bins[-1] != 1:
+            raise ConfigError(f"strategy.size_bins={bins!r} must be distinct integers in descending order ending "
+                              "with 1, e.g. [8, 4, 1]")
+        try:
+            pairs = [(float(e), int(n)) for e, n in self.schedule]
+        except (TypeError, ValueError):
+            raise ConfigError(f"strategy.schedule={self.schedule!r} must be a list of [epsilon, models] pairs, "
+                              "e.g. [[1.0, 1500], [0.1, 150]]") from None
+        if not pairs or any(not 0.0 <= e <= 1.0 or n < 0 for e, n in pairs) or sum(n for _, n in pairs) == 0:
+            raise ConfigError("strategy.schedule needs epsilons in [0, 1] and non-negative model counts "
+                              "(not all zero)")
+
+
+def scaled_schedule(schedule: list, trials: int) -> list[tuple[float, int]]:
+    """The schedule's model counts scaled to ``trials`` in the same proportions (largest remainders)."""
+    pairs = [(float(e), int(n)) for e, n in schedule]
+    total = sum(n for _, n in pairs)
+    counts = [n * trials // total for _, n in pairs]  # integer arithmetic: ties are exact
+    order = sorted(range(len(pairs)), key=lambda i: (-(pairs[i][1] * trials % total), i))
+    for i in order[:trials - sum(counts)]:
+        counts[i] += 1
+    return [(e, c) for (e, _), c in zip(pairs, counts)]
+
+
+def epsilon_at(schedule: list[tuple[float, int]], model: int) -> float:
+    """Epsilon for the ``model``-th model (0-based); the last epsilon once the schedule is used up."""
+    seen = 0
+    for eps, count in schedule:
+        seen += count
+        if model < seen:
+            return eps
+    return schedule[-1][0]
+
+
+@register_strategy
+class MetaQNNStrategy(SampleStrategy):
+    """MetaQNN: epsilon-greedy Q-learning over layer sequences with experience replay."""
+
+    name = "metaqnn"
+    description = "MetaQNN: Q-learning with epsilon-greedy walks and replay on the layer space (Baker et al. 2017)"
+    Config = MetaQNNConfig
+
+    def __init__(self, config: MetaQNNConfig | None = None):
+        super().__init__(config)
+        self.batch = self.config.batch
+        self.space: LayerSpace | None = None
+
+    def setup(self, space: Any, seed: int) -> None:
+        """Empty Q-table and replay memory for ``space`` (a layer space), seeded."""
+        if not isinstance(space, LayerSpace):
+            raise ConfigError(f"strategy 'metaqnn' needs the layer space, not '{getattr(space, 'name', space)}'; "
+                              "pass --space layers")
+        self.space = space
+        self._actions: dict[tuple, list[Action]] = {}
+        self.rng = np.random.default_rng(seed)
+        self.q: dict[State, dict[Action, float]] = {}
+        self.memory: dict[Arch, float] = {}
+        self.asked = 0
+        self.history: list[dict[str, Any]] = []
+        self.schedule = scaled_schedule(self.config.schedule, self.config.trials or DEFAULT_TRIALS)
+
+    @property
+    def epsilon(self) -> float:
+        """Epsilon of the next walk."""
+        return epsilon_at(self.schedule, self.asked)
+
+    # --- the state space -------------------------------------------------------
+    def size_bin(self, size: int) -> int:
+        return next(b for b in self.config.size_bins if size >= b)
+
+    def start(self) -> tuple[State, dict[str, Any]]:
+        """The start state and its actual (unbinned) context."""
+        n = self.space.image_size
+        ctx = {"prev": "start", "size": (n, n), "depth": 0, "fc": 0, "units": max(self.space.fc_units)}
+        return (0, ("start",), self.size_bin(n), 0), ctx
+
+    def actions(self, ctx: dict[str, Any]) -> list[Action]:
+        """Every action the transition rules allow in an actual state (layer keys or the end)."""
+        key = (ctx["prev"], ctx["size"], ctx["depth"], ctx["fc"], ctx["units"])
+        cached = self._actions.get(key)
+        if cached is None:
+            cached = self._actions[key] = self._enumerate(ctx)
+        return cached
+
+    def _enumerate(self, ctx: dict[str, Any]) -> list[Action]:
+        sp = self.space
+        out: list[Action] = []
+        for kind in sp.allowed_types(ctx["prev"], ctx["size"], ctx["depth"], ctx["fc"], ctx["units"]):
+            if kind == NONE:
+                out.append(END)
+            elif kind == "conv":
+                out += [("conv", kh, kw, sh, sw, f) for kh in sp.kernel_sizes for kw in sp.kernel_sizes
+                        for sh in sp.strides for sw in sp.strides for f in sp.filters
+                        if not self.config.square or (kh == kw and sh == sw)]
+            elif kind == "pool":
+                out += [("pool", k, s) for k in sp.pool_kernels for s in sp.pool_strides
+                        if k <= min(ctx["size"]) and s <= k]
+            elif kind == "fc":
+                out += [("fc", u) for u in sp.fc_units if ctx["prev"] != "fc" or u <= ctx["units"]]
+            else:
+                out.append(("gap",))
+        return out
+
+    def transition(self, ctx: dict[str, Any], action: Action) -> tuple[State, dict[str, Any]]:
+        """The state reached from the actual state ``ctx`` by adding layer ``action``."""
+        kind = action[0]
+        h, w = ctx["size"]
+        fc, units = ctx["fc"], ctx["units"]
+        if kind == "conv":
+            _, kh, kw, sh, sw, _ = action
+            size = (conv_out(h, kh, sh), conv_out(w, kw, sw))
+        elif kind == "pool":
+            size = (pool_out(h, action[1], action[2]), pool_out(w, action[1], action[2]))
+        else:
+            size = (1, 1)
+            if kind == "fc":
+                fc, units = fc + 1, action[1]
+        new = {"prev": kind, "size": size, "depth": ctx["depth"] + 1, "fc": fc, "units": units}
+        return (new["depth"], action, self.size_bin(max(size)), fc), new
+
+    def q_value(self, state: State, action: Action) -> float:
+        return self.q.get(state, {}).get(action, self.config.q_init)
+
+    @staticmethod
+    def layer_of(action: Action, index: int) -> Layer:
+        kind = action[0]
+        inputs = (index - 1,) if index else ()
+        if kind == "conv":
+            return Layer("conv", *action[1:], inputs=inputs)
+        if kind == "pool":
+            return Layer("pool", pool_kernel=action[1], pool_stride=action[2], inputs=inputs)
+        if kind == "fc":
+            return Layer("fc", units=action[1], inputs=inputs)
+        return Layer(kind, inputs=inputs)
+
+    def path(self, arch: Arch) -> list[tuple[State, Action, dict[str, Any]]]:
+        """The walk of ``arch``: ``(state, action, actual context)`` per step, the end included."""
+        state, ctx = self.start()
+        steps = []
+        for layer in self.space.layers_of(arch):
+            action = layer.key()
+            steps.append((state, action, ctx))
+            state, ctx = self.transition(ctx, action)
+        steps.append((state, END, ctx))
+        return steps
+
+    # --- ask / tell ----------------------------------------------------------------
+    def walk(self, epsilon: float) -> Arch:
+        """One epsilon-greedy walk from the start to the end: a valid architecture."""
+        state, ctx = self.start()
+        layers: list[Layer] = []
+        while True:
+            actions = self.actions(ctx)
+            if self.rng.random() < epsilon:
+                action = actions[int(self.rng.integers(len(actions)))]
+            else:
+                values = np.array([self.q_value(state, a) for a in actions])
+                best = np.flatnonzero(values == values.max())
+                action = actions[int(best[int(self.rng.integers(len(best)))])]
+            if action == END:
+                return self.space.arch_of(layers)
+            layers.append(self.layer_of(action, len(layers)))
+            state, ctx = self.transition(ctx, action)
+
+    def ask(self) -> Arch:
+        arch = self.walk(self.epsilon)
+        self.history.append({"epsilon": self.epsilon})
+        self.asked += 1
+        return arch
+
+    def tell(self, arch: Arch, metrics: dict[str, Any] | None) -> None:
+        value = None if metrics is None else metrics.get("objective")
+        if value is None or not np.isfinite(value):
+            return
+        self.memory.setdefault(arch, float(value))
+        archs = list(self.memory)
+        picks = self.rng.integers(len(archs), size=self.config.replay)
+        self.replay_update([(archs[int(i)], self.memory[archs[int(i)]]) for i in picks])
+
+    def replay_update(self, replayed: list[tuple[Arch, float]]) -> None:
+        """Q-update each ``(arch, reward)`` sequence, in the given order."""
+        for arch, reward in replayed:
+            self.update_sequence(arch, reward)
+
+    def update_sequence(self, arch: Arch, reward: float) -> None:
+        """The paper's backward Q-update along one architecture's walk (reward at the end)."""
+        cfg = self.config
+        steps = self.path(arch)
+        for i in reversed(range(len(steps))):
+            state, action, ctx = steps[i]
+            if action == END:
+                target = reward
+            else:
+                nstate, nctx = self.transition(ctx, action)
+                target = cfg.discount * max(self.q_value(nstate, a) for a in self.actions(nctx))
+            old = self.q_value(state, action)
+            self.q.setdefault(state, {})[action] = old + cfg.lr * (target - old)
+
+    # --- checkpoints ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "q": [(s, a, v) for s, row in self.q.items() for a, v in row.items()],
+            "memory": [(a.to_dict(), r) for a, r in self.memory.items()],
+            "rng": copy.deepcopy(self.rng.bit_generator.state),
+            "asked": self.asked,
+            "history": copy.deepcopy(self.history),
+            "schedule": list(self.schedule),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.q = {}
+        for s, a, v in state["q"]:
+            self.q.setdefault(_freeze(s), {})[_freeze(a)] = float(v)
+        self.memory = {Arch.from_dict(a, validate=False): float(r) for a, r in state["memory"]}
+        self.rng.bit_generator.state = copy.deepcopy(state["rng"])
+        self.asked = int(state["asked"])
+        self.history = copy.deepcopy(state["history"])
+        self.schedule = [(float(e), int(n)) for e, n in state["schedule"]]
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+#: the schedule's length when the config is built without a dataset profile (digits' value)
+DEFAULT_TRIALS = 100
+
+
+# ---------------------------------------------------------------------------
+# Report section: accuracy per model with the epsilon schedule
+# ---------------------------------------------------------------------------
+def _report_section(root: Path, out_dir: Path):
+    cfg = strategy_config(root)
+    if cfg.get("name") != "metaqnn":
+        return None
+    trials = trial_objectives(root)
+    if not trials:
+        return None
+    from nasforge.report import _e, _figure, _save
+
+    schedule = scaled_schedule(cfg.get("schedule") or [list(p) for p in PAPER_SCHEDULE],
+                               int(cfg.get("trials") or DEFAULT_TRIALS))
+    fig, (ax,) = _figure(7.0, 4.0)
+    xs = [i for i, (_, v, _) in enumerate(trials) if v is not None]
+    ys = [trials[i][1] for i in xs]
+    ax.scatter(xs, ys, s=10, alpha=0.6, label="objective")
+    if ys:
+        window = max(1, len(ys) // 10)
+        smooth = np.convolve(ys, np.ones(window) / window, mode="valid")
+        ax.plot(xs[window - 1:], smooth, color="C2", label=f"mean of last {window}")
+    ax.set_xlabel("model (trial order)")
+    ax.set_ylabel("objective")
+    ax.grid(True, alpha=0.3)
+    twin = ax.twinx()
+    twin.step(range(len(trials)), [epsilon_at(schedule, i) for i in range(len(trials))], where="post",
+              color="C3", label="epsilon")
+    twin.set_ylabel("epsilon")
+    twin.set_ylim(0, 1.05)
+    ax.legend(loc="lower left")
+    twin.legend(loc="lower right")
+    _save(fig, out_dir / "metaqnn_reward.png")
+    best = max((t for t in trials if t[1] is not None), key=lambda t: t[1], default=None)
+    body = (f"<p>{len(trials)} models; best objective {_e(f'{best[1]:.4f}' if best else 'none')} "
+            f"(trial {_e(best[0] if best else '-')}). Epsilon schedule scaled to {sum(n for _, n in schedule)} "
+            f"models: {_e(', '.join(f'{e:g} x {n}' for e, n in schedule))}.</p>")
+    return ("MetaQNN (Q-learning)", body,
+            [("metaqnn_reward.png", "Objective of every model, its running mean, and epsilon over the search.")])
+
+
+def _register() -> None:
+    from nasforge.report import register_report_section
+
+    register_report_section(_report_section)
+
+
+_register()

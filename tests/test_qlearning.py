@@ -1,0 +1,202 @@
+"""MetaQNN (Q-learning): walks obey the transition rules, the hand-computed Q-update, the
+epsilon schedule, replay, checkpoint round trip, and resume through the trial loop."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from nasforge.errors import ConfigError
+from nasforge.evaluators.synthetic import SyntheticTable
+from nasforge.experiment import Experiment
+from nasforge.runners.local import LocalRunner
+from nasforge.spaces import make_space
+from nasforge.spaces.layers import Layer
+from nasforge.strategies import make_strategy
+from nasforge.strategies.qlearning import END, PAPER_SCHEDULE, MetaQNNStrategy, epsilon_at, scaled_schedule
+from nasforge.trials import Budget, run_trials
+
+
+def _strategy(space, seed=0, **options) -> MetaQNNStrategy:
+    strategy = make_strategy("metaqnn", options, "digits")
+    strategy.setup(space, seed)
+    return strategy
+
+
+def _check_rules(space, arch) -> None:
+    """MetaQNN's transition rules, checked directly on the layer list."""
+    layers = space.layers_of(arch)
+    assert 1 <= len(layers) <= space.max_depth
+    kinds = [layer.type for layer in layers]
+    assert kinds[0] != "pool"
+    assert all(not (a == "pool" and b == "pool") for a, b in zip(kinds, kinds[1:]))
+    assert "gap" not in kinds[:-1]  # gap terminates
+    fcs = [layer.units for layer in layers if layer.type == "fc"]
+    assert len(fcs) <= space.max_fc and fcs == sorted(fcs, reverse=True)
+    if fcs:  # fc only at the end, on a small representation
+        first = kinds.index("fc")
+        assert set(kinds[first:]) == {"fc"}
+        shapes = space.shapes(layers)
+        before = shapes[first - 1][2:] if first else (space.image_size, space.image_size)
+        assert max(before) <= space.fc_max_size
+    assert all(tuple(layer.inputs) == ((i - 1,) if i else ()) for i, layer in enumerate(layers))
+
+
+@pytest.mark.parametrize("options", [{}, {"skips": True, "strides": [1, 2]},
+                                     {"image_size": 32, "strides": [1, 2]}])
+def test_walks_never_break_a_transition_rule(options):
+    space = make_space("layers", **options)
+    strategy = _strategy(space, replay=5, trials=60)
+    rng = np.random.default_rng(1)
+    kinds = set()
+    for k in range(250):
+        arch = strategy.walk(epsilon=[1.0, 0.5, 0.0][k % 3])
+        space.validate(arch)
+        _check_rules(space, arch)
+        kinds |= {layer.type for layer in space.layers_of(arch)}
+        if k < 60:  # learn a little so greedy walks follow Q, not only ties
+            strategy.tell(arch, {"objective": float(rng.random())})
+    assert kinds >= {"conv", "pool", "gap"}
+
+
+def test_q_update_on_a_hand_made_replay_matches_hand_computed_values():
+    # one conv choice, at most two layers: start -conv-> s1 -(end | conv)-> ..., s2 -end->
+    space = make_space("layers", types=["conv"], kernel_sizes=[3], filters=[24], max_depth=2)
+    strategy = _strategy(space, lr=0.01, discount=1.0, q_init=0.5, replay=0)
+    conv = ("conv", 3, 3, 1, 1, 24)
+    one = space.arch_of(space.chain([Layer(*conv)]))
+    two = space.arch_of(space.chain([Layer(*conv), Layer(*conv)]))
+    s0, s1 = (0, ("start",), 8, 0), (1, conv, 8, 0)
+    s2 = (2, conv, 8, 0)
+    strategy.replay_update([(one, 0.8), (two, 0.6)])
+    # one (R=0.8): Q(s1,end) = 0.5 + .01 (0.8 - 0.5) = 0.503; Q(s0,conv) = 0.5 + .01 (max(0.503, 0.5) - 0.5)
+    # two (R=0.6): Q(s2,end) = 0.501; Q(s1,conv) = 0.5 + .01 (0.501 - 0.5) = 0.50001;
+    #              Q(s0,conv) = 0.50003 + .01 (max(0.503, 0.50001) - 0.50003) = 0.5000597
+    assert strategy.q[s1][END] == pytest.approx(0.503, abs=1e-12)
+    assert strategy.q[s2][END] == pytest.approx(0.501, abs=1e-12)
+    assert strategy.q[s1][conv] == pytest.approx(0.50001, abs=1e-12)
+    assert strategy.q[s0][conv] == pytest.approx(0.5000597, abs=1e-12)
+    assert strategy.walk(epsilon=0.0) == one  # greedy: Q(s1,end) 0.503 > Q(s1,conv) 0.50001
+
+
+def test_tell_replays_the_memory_and_skips_failed_models():
+    space = make_space("layers")
+    strategy = _strategy(space, replay=7)
+    arch = strategy.ask()
+    strategy.tell(arch, None)
+    assert strategy.memory == {} and strategy.q == {}
+    strategy.tell(arch, {"objective": 0.9})
+    steps = strategy.path(arch)
+    state, action, _ = steps[-1]
+    # seven replays of the only model: Q(s_T, end) = 0.9 - 0.4 * 0.99^7
+    assert strategy.q[state][action] == pytest.approx(0.9 - 0.4 * 0.99 ** 7)
+    strategy.tell(arch, {"objective": 0.1})  # a repeated model keeps its first result in the memory
+    assert strategy.memory[arch] == 0.9
+
+
+def test_epsilon_schedule_is_the_papers_scaled_to_the_budget():
+    assert scaled_schedule([list(p) for p in PAPER_SCHEDULE], 2700) == list(PAPER_SCHEDULE)
+    small = scaled_schedule([list(p) for p in PAPER_SCHEDULE], 100)
+    assert sum(n for _, n in small) == 100 and small[0] == (1.0, 56)  # 1500/2700 of 100 = 55.6
+    assert [e for e, _ in small] == [e for e, _ in PAPER_SCHEDULE]
+    assert epsilon_at(small, 0) == 1.0 and epsilon_at(small, 55) == 1.0 and epsilon_at(small, 56) == 0.9
+    assert epsilon_at(small, 99) == 0.1 and epsilon_at(small, 10_000) == 0.1
+    strategy = _strategy(make_space("layers"), trials=10, replay=1)
+    eps = []
+    for _ in range(12):
+        eps.append(strategy.epsilon)
+        strategy.tell(strategy.ask(), {"objective": 0.5})
+    # 10 models: 1500/2700 -> 5.56 and 150/2700 -> 0.56 each; largest remainders (ties in order) round up
+    assert eps == [1.0] * 6 + [0.6, 0.5, 0.4, 0.3, 0.1, 0.1]
+    assert [h["epsilon"] for h in strategy.history] == eps
+
+
+def test_state_dict_round_trip_restores_q_epsilon_replay_and_the_next_asks():
+    space = make_space("layers", strides=[1, 2])
+    a = _strategy(space, seed=2, trials=20, replay=10)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        a.tell(a.ask(), {"objective": float(rng.random())})
+    state = copy.deepcopy(a.state_dict())
+    b = _strategy(space, seed=77, trials=20, replay=10)
+    b.load_state_dict(state)
+    assert b.q == a.q and b.memory == a.memory and b.epsilon == a.epsilon < 1.0
+    for _ in range(8):
+        x, y = a.ask(), b.ask()
+        assert x == y
+        r = float(rng.random())
+        a.tell(x, {"objective": r})
+        b.tell(y, {"objective": r})
+    assert a.q == b.q
+
+
+def test_bad_options_and_spaces_are_config_errors():
+    for bad in ({"size_bins": [4, 8, 1]}, {"size_bins": [8, 4]}, {"schedule": [[1.5, 10]]},
+                {"schedule": "fast"}, {"lr": -1}):
+        with pytest.raises(ConfigError):
+            make_strategy("metaqnn", bad)
+    with pytest.raises(ConfigError, match="--space layers"):
+        make_strategy("metaqnn").setup(make_space("darts"), 0)
+    assert make_strategy("metaqnn", {}, "digits").config.trials == 20  # the digits trial budget
+
+
+def test_a_killed_metaqnn_search_resumes_to_the_uninterrupted_result(tmp_path):
+    space = make_space("layers")
+    table = SyntheticTable(space)
+
+    class Cut:
+        def __init__(self, at=None):
+            self.at, self.calls = at, 0
+
+        def __call__(self, arch):
+            self.calls += 1
+            if self.calls == self.at:
+                raise KeyboardInterrupt
+            return table(arch)
+
+    def search(path, evaluator):
+        exp = Experiment.open(path) if path.exists() else Experiment.create(path, {})
+        try:
+            strategy = make_strategy("metaqnn", {"trials": 12, "replay": 20}, "digits")
+            return run_trials(strategy, space, evaluator, Budget(trials=12), experiment=exp,
+                              runner=LocalRunner(evaluator, workers=1), seed=5)
+        finally:
+            exp.close()
+
+    full = search(tmp_path / "full", Cut())
+    with pytest.raises(KeyboardInterrupt):
+        search(tmp_path / "cut", Cut(at=8))
+    resumed = search(tmp_path / "cut", Cut())
+
+    def rows(path):
+        exp = Experiment.open(path)
+        try:
+            return [(r["arch_hash"], json.dumps(r["metrics"], sort_keys=True)) for r in exp.store.trials()]
+        finally:
+            exp.close()
+
+    assert rows(tmp_path / "cut") == rows(tmp_path / "full") and len(rows(tmp_path / "full")) == 12
+    assert resumed.arch == full.arch
+
+
+@pytest.mark.slow
+def test_cli_metaqnn_on_digits_with_the_train_evaluator_and_report(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nasforge.cli", "search", "--space", "layers", "--strategy", "metaqnn",
+           "--trials", "4", "--out", str(out), "--set", "train.epochs=1", "--set", "evaluator.epochs=1",
+           "--set", "strategy.replay=10", "--set", "latency.repeats=1", "--set", "latency.warmup=0", "-q"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["space"] == "layers" and 0.0 <= result["test_acc"] <= 1.0
+    done = subprocess.run([sys.executable, "-m", "nasforge.cli", "report", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (out / "report" / "metaqnn_reward.png").is_file()
+    assert "MetaQNN (Q-learning)" in (out / "report.html").read_text()
