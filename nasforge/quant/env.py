@@ -1,0 +1,199 @@
+"""HAQ's environment: visit the layers in order, two decisions per layer (weight bits, then activation bits).
+
+State per decision (HAQ ``linear_quantize_env.py``): layer index, input and output channels,
+kernel size, stride, input feature-map area, number of weights, depthwise flag (static,
+each min-max normalised over the layers to [0, 1]), then the weight(1)/activation(0)
+flag and the previous action as ``(bits - bmin) / (bmax - bmin)``. An action ``a`` in
+[0, 1] becomes ``round(bmin - 0.5 + a * (bmax - bmin + 1))`` bits, clipped to the range.
+At the end of an episode the policy is lowered until it fits the budget (``enforce``),
+then scored: optional short fine-tune, validation accuracy. With ``fixed_abits`` every
+activation decision is that width (weight-only search, e.g. under a size budget).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nasforge.errors import ConfigError
+from nasforge.hardware.accelerators import Accelerator, LayerInfo
+from nasforge.quant.budget import Budget, format_value
+from nasforge.quant.modules import quantized_size_bytes, set_policy
+
+__all__ = ["Policy", "PolicyCost", "QuantEnv", "action_to_bits", "state_features"]
+
+Policy = list[tuple[int, int]]
+
+
+def action_to_bits(action: float, bmin: int, bmax: int) -> int:
+    """HAQ's mapping of a continuous action in [0, 1] to an integer bit width in [bmin, bmax]."""
+    bits = int(np.round(bmin - 0.5 + float(action) * (bmax - bmin + 1)))
+    return min(max(bits, bmin), bmax)
+
+
+def state_features(infos: Sequence[LayerInfo]) -> np.ndarray:
+    """The static per-layer embedding ``[L, 8]``, each column min-max normalised to [0, 1] over layers."""
+    rows = [[i, f.in_channels, f.out_channels, f.kernel, f.stride, f.in_hw, f.weight_params, float(f.depthwise)]
+            for i, f in enumerate(infos)]
+    emb = np.asarray(rows, dtype=np.float64)
+    lo, hi = emb.min(axis=0), emb.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    emb = np.where(hi > lo, (emb - lo) / span, 0.0)
+    return emb.astype(np.float32)
+
+
+@dataclass
+class PolicyCost:
+    """Modelled cost of a policy: weight bytes, latency (s) and energy (J) on the accelerator."""
+
+    size_bytes: int
+    latency: float
+    energy: float
+
+    def get(self, kind: str) -> float:
+        return float(self.size_bytes) if kind == "size" else getattr(self, kind)
+
+
+class QuantEnv:
+    """Episodes over the layers of a wrapped model; costs, budget enforcement and accuracy reward."""
+
+    def __init__(self, qmodel: nn.Module, infos: Sequence[LayerInfo], accelerator: Accelerator, budget: Budget,
+                 train: tuple[Tensor, Tensor], valid: tuple[Tensor, Tensor], *, bmin: int = 2, bmax: int = 8,
+                 finetune_steps: int = 0, finetune_lr: float = 1e-3, batch_size: int = 64,
+                 fixed_abits: int | None = None):
+        if bmin > bmax:
+            raise ConfigError(f"bmin={bmin} is above bmax={bmax}; swap them")
+        self.fixed_abits = fixed_abits
+        self.model, self.infos, self.acc_model, self.budget = qmodel, list(infos), accelerator, budget
+        self.train, self.valid = train, valid
+        self.bmin, self.bmax = bmin, bmax
+        self.finetune_steps, self.finetune_lr, self.batch_size = finetune_steps, finetune_lr, batch_size
+        self.n_layers = len(self.infos)
+        self.static = state_features(self.infos)
+        self.float_state = copy.deepcopy(qmodel.state_dict())
+        self.reference = self.cost([(8, 8)] * self.n_layers)
+        self.minimum = self.cost([(bmin, fixed_abits or bmin)] * self.n_layers)
+        self.target = budget.target(self.reference.get(budget.kind))
+        smallest = self.minimum.get(budget.kind)
+        if self.target < smallest * (1 - 1e-9):
+            raise ConfigError(
+                f"{budget.kind} budget {format_value(budget.kind, self.target)} is below the smallest achievable "
+                f"{format_value(budget.kind, smallest)} (all layers at {bmin} bits); raise --budget")
+        self.org_acc = self.accuracy(*valid)
+        self.reset()
+
+    # --- costs ----------------------------------------------------------------------
+    def cost(self, policy: Policy) -> PolicyCost:
+        """Exact weight bytes and the accelerator's summed latency and energy of ``policy``."""
+        size = quantized_size_bytes([f.weight_params for f in self.infos], [w for w, _ in policy])
+        lat, en = self.acc_model.model_cost(self.infos, policy)
+        return PolicyCost(size, lat, en)
+
+    def fits(self, policy: Policy) -> bool:
+        return self.cost(policy).get(self.budget.kind) <= self.target * (1 + 1e-9)
+
+    def enforce(self, policy: Policy) -> Policy:
+        """Lower bits until the budget holds: round-robin from the last layer, activation then weight bits
+        (HAQ's ``_final_action_wall``; a size budget only lowers weight bits, activations do not count)."""
+        policy = [list(p) for p in policy]
+        lower_acts = self.budget.kind != "size" and self.fixed_abits is None
+        while not self.fits([tuple(p) for p in policy]):
+            changed = False
+            for p in reversed(policy):
+                for slot in ((1, 0) if lower_acts else (0,)):
+                    if p[slot] > self.bmin:
+                        p[slot] -= 1
+                        changed = True
+                        if self.fits([tuple(q) for q in policy]):
+                            return [tuple(q) for q in policy]
+            if not changed:  # all at bmin: the smallest policy, which the constructor checked fits
+                break
+        return [tuple(p) for p in policy]
+
+    # --- episode --------------------------------------------------------------------
+    def _obs(self) -> np.ndarray:
+        layer = min(self.t // 2, self.n_layers - 1)
+        is_weight = 1.0 if self.t % 2 == 0 else 0.0
+        return np.concatenate([self.static[layer], [is_weight, self.prev]]).astype(np.float32)
+
+    @property
+    def n_states(self) -> int:
+        return self.static.shape[1] + 2
+
+    @property
+    def n_steps(self) -> int:
+        return 2 * self.n_layers
+
+    def reset(self) -> np.ndarray:
+        """Start an episode at the first layer's weight decision."""
+        self.t, self.prev, self.bits = 0, 1.0, []
+        return self._obs()
+
+    def step(self, action: float) -> tuple[np.ndarray, bool]:
+        """Take one bit-width decision; returns (next state, done)."""
+        bits = action_to_bits(action, self.bmin, self.bmax)
+        if self.t % 2 == 1 and self.fixed_abits is not None:
+            bits = self.fixed_abits
+        self.bits.append(bits)
+        self.prev = (bits - self.bmin) / (self.bmax - self.bmin) if self.bmax > self.bmin else 1.0
+        self.t += 1
+        done = self.t >= self.n_steps
+        return self._obs(), done
+
+    def raw_policy(self) -> Policy:
+        """The episode's (wbits, abits) per layer as chosen, before budget enforcement."""
+        return [(self.bits[2 * i], self.bits[2 * i + 1]) for i in range(self.n_layers)]
+
+    # --- scoring ------------------------------------------------------------------
+    @torch.no_grad()
+    def accuracy(self, x: Tensor, y: Tensor, batch: int = 512) -> float:
+        """Top-1 accuracy of the wrapped model (eval mode) on ``x, y``."""
+        self.model.eval()
+        correct = sum(int((self.model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+                      for i in range(0, len(y), batch))
+        return correct / max(len(y), 1)
+
+    def evaluate(self, policy: Policy, seed: int) -> float:
+        """Float weights restored, ``policy`` applied, ``finetune_steps`` SGD steps, validation accuracy."""
+        self.model.load_state_dict(self.float_state)
+        set_policy(self.model, policy)
+        if self.finetune_steps > 0:
+            finetune_steps(self.model, *self.train, steps=self.finetune_steps, lr=self.finetune_lr,
+                           batch_size=self.batch_size, seed=seed)
+        return self.accuracy(*self.valid)
+
+    def reward(self, acc: float) -> float:
+        """HAQ's reward: ``(acc - org_acc) * 0.1`` (accuracies as fractions)."""
+        return (acc - self.org_acc) * 0.1
+
+
+def finetune_steps(model: nn.Module, x: Tensor, y: Tensor, *, steps: int, lr: float, batch_size: int, seed: int,
+                   momentum: float = 0.9, weight_decay: float = 4e-5, cosine: bool = False) -> None:
+    """``steps`` SGD steps on seeded random batches (straight-through gradients through the fake quantizers)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=momentum,
+                          weight_decay=weight_decay)
+    model.train()
+    n = len(y)
+    perm, pos = torch.randperm(n, generator=gen), 0
+    for step in range(steps):
+        if cosine:
+            for group in opt.param_groups:
+                group["lr"] = lr * (1 + math.cos(math.pi * step / steps)) / 2
+        if pos + batch_size > n:
+            perm, pos = torch.randperm(n, generator=gen), 0
+        idx = perm[pos:pos + batch_size]
+        pos += batch_size
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()

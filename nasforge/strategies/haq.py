@@ -1,0 +1,416 @@
+"""HAQ: Hardware-Aware Automated Quantization with Mixed Precision (Wang et al., CVPR 2019).
+
+A DDPG agent visits the conv/linear layers of a trained network in order and picks, per
+layer, a weight and then an activation bit width in ``[bmin, bmax]``. After the last
+decision the policy is lowered until it fits the budget (model size, or latency/energy
+from an accelerator model), the network is quantized with it (linear quantization,
+MSE-optimal clipping), optionally fine-tuned for a few steps, and scored on the
+validation split; the reward is ``(acc - float_acc) * 0.1`` and every decision of the
+episode is stored with it in the replay buffer. After ``episodes`` episodes (the first
+``warmup`` with uniform random actions) the best policy is fine-tuned for
+``finetune_epochs`` epochs and scored on the test split.
+
+Each episode is logged to the store (``phase="haq"``: policy, reward, accuracy, costs) and
+the agent, its replay buffer and the best policy so far are checkpointed, so an
+interrupted search resumes where it stopped and ends where an uninterrupted seeded one
+ends. The final fine-tune is replayed from the float weights on resume (it is seeded).
+HAQ searches quantization policies, not architectures, so it is not a registered
+``Strategy``; its entry points are ``quantize`` and ``nasforge quantize``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nasforge.config import load_section, option, to_dict
+from nasforge.data import Dataset
+from nasforge.errors import ConfigError
+from nasforge.experiment import Experiment
+from nasforge.hardware.accelerators import Accelerator, make_accelerator
+from nasforge.progress import Progress
+from nasforge.quant.budget import Budget, format_value, parse_budget
+from nasforge.quant.ddpg import DDPGAgent, DDPGConfig
+from nasforge.quant.env import Policy, QuantEnv, finetune_steps
+from nasforge.quant.linear import check_bits
+from nasforge.quant.modules import calibrate, layer_infos, set_policy, wrap_model
+from nasforge.report import register_report_section
+from nasforge.utils import atomic_torch_save, epoch_seed
+
+log = logging.getLogger(__name__)
+
+__all__ = ["HaqConfig", "HaqSearch", "QuantResult", "make_haq_config", "quantize"]
+
+PHASE = "haq"
+CHECKPOINT = "haq"
+
+
+@dataclass
+class HaqConfig:
+    episodes: int = option(100, lo=1, hi=1_000_000, help="search episodes (HAQ code: 600)")
+    warmup: int = option(20, lo=0, hi=1_000_000, help="first episodes with uniform random actions (HAQ: 20)")
+    bmin: int = option(2, lo=1, hi=32, help="smallest bit width")
+    bmax: int = option(8, lo=1, hi=32, help="largest bit width")
+    abits: int | None = option(None, lo=1, hi=32, help="fixed activation bits (weight-only search); empty: searched")
+    finetune_steps: int = option(0, lo=0, hi=1_000_000, help="SGD steps of the short fine-tune before each reward (0: none)")
+    finetune_lr: float = option(1e-3, lo=0.0, hi=10.0, help="learning rate of the per-episode fine-tune (HAQ: 1e-3)")
+    finetune_epochs: int = option(3, lo=0, hi=100_000, help="epochs of the final fine-tune of the best policy")
+    final_lr: float = option(5e-3, lo=0.0, hi=10.0, help="learning rate of the final fine-tune (cosine-annealed)")
+    batch_size: int = option(64, lo=1, hi=65536, help="batch size of both fine-tunes")
+    calib_samples: int = option(512, lo=1, hi=1_000_000, help="training images that calibrate activation ranges")
+    hidden: int = option(300, lo=1, hi=100_000, help="hidden units of the actor and critic (HAQ: 300)")
+    lr_actor: float = option(1e-4, lo=0.0, hi=10.0, help="actor Adam learning rate (HAQ: 1e-4)")
+    lr_critic: float = option(1e-3, lo=0.0, hi=10.0, help="critic Adam learning rate (HAQ: 1e-3)")
+    tau: float = option(0.01, lo=0.0, hi=1.0, help="soft target update rate (HAQ: 0.01)")
+    discount: float = option(1.0, lo=0.0, hi=1.0, help="discount (HAQ: 1)")
+    init_delta: float = option(0.5, lo=0.0, hi=10.0, help="initial std of the truncated-normal noise (HAQ: 0.5)")
+    delta_decay: float = option(0.99, lo=0.0, hi=1.0, help="noise decay per episode after warm-up (HAQ: 0.99)")
+    replay: int = option(2000, lo=1, hi=10_000_000, help="replay buffer capacity in decisions")
+    update_batch: int = option(64, lo=1, hi=65536, help="replay batch of each agent update (HAQ: 64)")
+
+    def __post_init__(self) -> None:
+        check_bits(self.bmin, "haq.bmin")
+        check_bits(self.bmax, "haq.bmax")
+        if self.abits is not None:
+            check_bits(self.abits, "haq.abits")
+        if self.bmin > self.bmax:
+            raise ConfigError(f"haq.bmin={self.bmin} is above haq.bmax={self.bmax}; swap them")
+
+
+def make_haq_config(options: Mapping[str, Any] | HaqConfig | None = None) -> HaqConfig:
+    """A checked ``HaqConfig`` from a mapping (unknown keys and out-of-range values raise ConfigError)."""
+    if isinstance(options, HaqConfig):
+        return options
+    return load_section(HaqConfig, dict(options or {}), "haq")
+
+
+@dataclass
+class QuantResult:
+    """The fine-tuned fake-quantized model, its policy (``[(wbits, abits), ...]``) and all metrics."""
+
+    model: nn.Module
+    policy: Policy
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class HaqSearch:
+    """One HAQ search: checks inputs on construction (before any file is written), ``run`` searches."""
+
+    def __init__(self, model: nn.Module, data: Dataset, budget: str | Budget, *,
+                 accelerator: str | Accelerator = "bitserial", config: HaqConfig | Mapping[str, Any] | None = None,
+                 seed: int = 0, input_shape: tuple[int, ...] | None = None):
+        self.cfg = make_haq_config(config)
+        self.budget = parse_budget(budget)
+        self.accelerator = make_accelerator(accelerator)
+        self.data, self.seed = data, seed
+        self.input_shape = tuple(input_shape or data.input_shape)
+        torch.manual_seed(seed)
+        self.qmodel = wrap_model(model).eval()
+        for p in self.qmodel.parameters():  # a model loaded for inference may have grads switched off
+            p.requires_grad_(True)
+        self.infos = layer_infos(self.qmodel, self.input_shape)
+        calibrate(self.qmodel, data.x_train[: self.cfg.calib_samples])
+        self.env = QuantEnv(self.qmodel, self.infos, self.accelerator, self.budget,
+                            (data.x_train, data.y_train), (data.x_valid, data.y_valid),
+                            bmin=self.cfg.bmin, bmax=self.cfg.bmax, finetune_steps=self.cfg.finetune_steps,
+                            finetune_lr=self.cfg.finetune_lr, batch_size=self.cfg.batch_size,
+                            fixed_abits=self.cfg.abits)
+
+    def _agent(self) -> DDPGAgent:
+        c = self.cfg
+        return DDPGAgent(self.env.n_states, DDPGConfig(
+            hidden=c.hidden, lr_actor=c.lr_actor, lr_critic=c.lr_critic, tau=c.tau, discount=c.discount,
+            batch_size=c.update_batch, capacity=c.replay, init_delta=c.init_delta, delta_decay=c.delta_decay,
+            warmup=c.warmup), seed=self.seed)
+
+    def describe(self) -> dict[str, Any]:
+        """What the search is about: layers, reference costs, the budget target (stored as meta)."""
+        env = self.env
+        return {
+            "budget": str(self.budget), "budget_kind": self.budget.kind, "target": env.target,
+            "accelerator": self.accelerator.name or type(self.accelerator).__name__,
+            "layers": [{"name": f.name, "kind": f.kind, "depthwise": f.depthwise, "params": f.weight_params,
+                        "macs": f.macs} for f in self.infos],
+            "reference_8bit": vars(env.reference), "minimum": vars(env.minimum), "float_valid_acc": env.org_acc,
+        }
+
+    # --- the search --------------------------------------------------------------------
+    def run(self, experiment: Experiment | None = None, progress: Progress | None = None) -> QuantResult:
+        """Search ``episodes`` episodes (resuming from the experiment's checkpoint), then fine-tune the best policy."""
+        progress = progress or Progress()
+        cfg, env = self.cfg, self.env
+        agent = self._agent()
+        start, best = 0, {"reward": -math.inf, "policy": None, "episode": -1, "acc": None}
+        history: list[dict[str, Any]] = []
+        if experiment is not None:
+            experiment.store.set_meta("haq", self.describe())
+            state = experiment.load_checkpoint(CHECKPOINT)
+            if state is not None:
+                agent.load_state_dict(state["agent"])
+                start, best = state["episode"] + 1, state["best"]
+            experiment.store.truncate_epochs(PHASE, start - 1)
+            history = [r["metrics"] for r in experiment.store.epochs(PHASE)]
+        tic = time.time()
+        with progress.task("haq search", total=cfg.episodes, completed=min(start, cfg.episodes)) as bar:
+            for episode in range(start, cfg.episodes):
+                t0 = time.time()
+                record = self._episode(agent, episode)
+                if record["reward"] > best["reward"]:
+                    best = {"reward": record["reward"], "policy": [list(p) for p in record["policy"]],
+                            "episode": episode, "acc": record["valid_acc"]}
+                record["best_reward"] = best["reward"]
+                record["seconds"] = time.time() - t0
+                history.append(record)
+                if experiment is not None:
+                    experiment.store.log_epoch(PHASE, episode, record)
+                    experiment.save_checkpoint(CHECKPOINT, {"episode": episode, "agent": agent.state_dict(),
+                                                            "best": best})
+                log.info("haq episode %d: reward %.4f acc %.4f %s %.4g (target %.4g)", episode, record["reward"],
+                         record["valid_acc"], self.budget.kind, record["cost"], env.target)
+                bar.advance(1, reward=record["reward"], acc=record["valid_acc"], best=best["acc"])
+        search_seconds = sum(r.get("seconds", 0.0) for r in history) if history else time.time() - tic
+        policy = [tuple(p) for p in best["policy"]]
+        return self._finish(policy, best, history, search_seconds, experiment)
+
+    def _episode(self, agent: DDPGAgent, episode: int) -> dict[str, Any]:
+        """Play one episode, score its (budget-enforced) policy, store its decisions, update the agent."""
+        env, cfg = self.env, self.cfg
+        state = env.reset()
+        transitions = []
+        done = False
+        while not done:
+            action = agent.random_action() if episode < cfg.warmup else agent.act(state, episode)
+            nxt, done = env.step(action)
+            transitions.append((state, action, nxt, done))
+            state = nxt
+        raw = env.raw_policy()
+        policy = env.enforce(raw)
+        cost = env.cost(policy)
+        acc = env.evaluate(policy, seed=epoch_seed(self.seed, episode, 21))
+        reward = env.reward(acc)
+        losses = []
+        for s, a, s2, d in transitions:
+            agent.buffer.add(s, a, reward, s2, d)
+            if episode >= cfg.warmup:
+                losses.append(agent.update()[0])
+        return {
+            "reward": reward, "valid_acc": acc, "policy": [list(p) for p in policy],
+            "raw_policy": [list(p) for p in raw], "cost": cost.get(self.budget.kind), "target": env.target,
+            "size_bytes": cost.size_bytes, "latency": cost.latency, "energy": cost.energy,
+            "delta": agent.delta if episode >= cfg.warmup else None,
+            "value_loss": sum(losses) / len(losses) if losses else None,
+        }
+
+    def evaluate_policy(self, policy: Policy) -> dict[str, Any]:
+        """Fine-tune ``policy`` from the float weights (``finetune_epochs``, cosine lr) and score it on the test split.
+
+        The same recipe scores the searched policy and any other (e.g. uniform) policy, so they compare fairly.
+        """
+        env, cfg, data = self.env, self.cfg, self.data
+        policy = [tuple(int(b) for b in p) for p in policy]
+        qmodel = self.qmodel
+        qmodel.load_state_dict(env.float_state)
+        set_policy(qmodel, [(32, 32)] * len(policy))
+        float_test = env.accuracy(data.x_test, data.y_test)
+        set_policy(qmodel, policy)
+        before = env.accuracy(data.x_test, data.y_test)
+        t0 = time.time()
+        steps = cfg.finetune_epochs * math.ceil(len(data.y_train) / cfg.batch_size)
+        if steps:
+            finetune_steps(qmodel, data.x_train, data.y_train, steps=steps, lr=cfg.final_lr,
+                           batch_size=cfg.batch_size, seed=epoch_seed(self.seed, 0, 31), cosine=True)
+        test_acc = env.accuracy(data.x_test, data.y_test)
+        cost = env.cost(policy)
+        layers = []
+        for info, (w, a) in zip(self.infos, policy):
+            lat, en = self.accelerator.layer_cost(info, w, a)
+            layers.append({"name": info.name, "kind": info.kind, "depthwise": info.depthwise, "wbits": w, "abits": a,
+                           "params": info.weight_params, "macs": info.macs, "latency": lat, "energy": en,
+                           "bound": self.accelerator.bound(info, w, a)})
+        return {
+            "float_test_acc": float_test, "quant_test_acc_before_finetune": before, "test_acc": test_acc,
+            "finetune_epochs": cfg.finetune_epochs, "finetune_seconds": time.time() - t0,
+            "size_bytes": cost.size_bytes, "latency": cost.latency, "energy": cost.energy,
+            "within_budget": cost.get(self.budget.kind) <= env.target * (1 + 1e-9),
+            "policy": [list(p) for p in policy], "layers": layers,
+        }
+
+    def _finish(self, policy: Policy, best: dict[str, Any], history: list[dict[str, Any]], search_seconds: float,
+                experiment: Experiment | None) -> QuantResult:
+        """Fine-tune the best policy, score it, and write result.json and quantized.pt."""
+        env, cfg = self.env, self.cfg
+        scored = self.evaluate_policy(policy)
+        ref = env.reference
+        metrics = {
+            "kind": "haq", "dataset": self.data.describe(), "budget": str(self.budget),
+            "budget_kind": self.budget.kind, "target": env.target,
+            "target_text": format_value(self.budget.kind, env.target),
+            "accelerator": self.accelerator.name or type(self.accelerator).__name__,
+            "episodes": cfg.episodes, "best_episode": best["episode"], "best_reward": best["reward"],
+            "best_valid_acc": best["acc"], "float_valid_acc": env.org_acc,
+            **scored,
+            "size_8bit_bytes": ref.size_bytes, "size_float_bytes": sum(4 * f.weight_params for f in self.infos),
+            "latency_8bit": ref.latency, "energy_8bit": ref.energy,
+            "search_seconds": search_seconds, "finished": time.time(),
+        }
+        if experiment is not None:
+            experiment.write_json("result.json", metrics)
+            atomic_torch_save({"policy": metrics["policy"], "layers": [f.name for f in self.infos],
+                               "state_dict": self.qmodel.state_dict()}, experiment.path / "quantized.pt")
+        return QuantResult(self.qmodel, [tuple(p) for p in policy], metrics, history)
+
+
+def quantize(model: nn.Module, data: Dataset, budget: str | Budget, *, accelerator: str | Accelerator = "bitserial",
+             config: HaqConfig | Mapping[str, Any] | None = None, experiment: Experiment | None = None,
+             progress: Progress | None = None, seed: int = 0,
+             input_shape: tuple[int, ...] | None = None) -> QuantResult:
+    """Search a mixed-precision policy for ``model`` under ``budget`` with HAQ and fine-tune it.
+
+    ``budget``: ``"size=0.25"`` (fraction of the 8-bit model), ``"size=12kB"``, ``"latency=0.5"``,
+    ``"latency=2ms"``, ``"energy=1uJ"``; ``config``: ``HaqConfig`` fields (e.g. ``{"episodes": 50}``).
+    """
+    search = HaqSearch(model, data, budget, accelerator=accelerator, config=config, seed=seed,
+                       input_shape=input_shape)
+    return search.run(experiment, progress)
+
+
+def haq_config_dict(cfg: HaqConfig) -> dict[str, Any]:
+    """The config as plain values (for config.yaml)."""
+    return to_dict(cfg)
+
+
+# ---------------------------------------------------------------------------
+# Report section
+# ---------------------------------------------------------------------------
+def plot_bits(layers: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Bars of weight and activation bits per layer (the HAQ paper's figure); depthwise layers hatched."""
+    from nasforge.report import _figure, _save
+
+    n = len(layers)
+    fig, (ax,) = _figure(max(6.0, 0.45 * n + 2), 3.8)
+    xs = list(range(n))
+    wb = [layer["wbits"] for layer in layers]
+    ab = [-layer["abits"] for layer in layers]
+    hatch = ["//" if layer.get("depthwise") else "" for layer in layers]
+    for x, w, a, h in zip(xs, wb, ab, hatch):
+        ax.bar(x, w, color="#4a90d9", hatch=h, edgecolor="black", linewidth=0.4)
+        ax.bar(x, a, color="#e8963c", hatch=h, edgecolor="black", linewidth=0.4)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{i}{' dw' if layer.get('depthwise') else ''}" for i, layer in enumerate(layers)],
+                       fontsize="small", rotation=90 if n > 20 else 0)
+    top = max([abs(v) for v in wb + ab] + [8])
+    ax.set_ylim(-top - 0.5, top + 0.5)
+    ax.set_yticks([v for v in range(-top, top + 1, 2)])
+    ax.set_yticklabels([str(abs(v)) for v in range(-top, top + 1, 2)])
+    ax.set_xlabel("layer (dw = depthwise, hatched)")
+    ax.set_ylabel("bits: weights (up), activations (down)")
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="#4a90d9", label="weight bits"), Patch(color="#e8963c", label="activation bits"),
+                       Patch(facecolor="white", edgecolor="black", hatch="//", label="depthwise")],
+              fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(title or "bits per layer")
+    return _save(fig, path)
+
+
+def plot_episodes(history: list[dict[str, Any]], path: Path, warmup: int | None = None) -> Path:
+    """Validation accuracy of each episode's policy, with the best so far."""
+    from nasforge.report import _figure, _save
+
+    if not history:
+        raise ValueError("no episodes")
+    fig, (ax,) = _figure(7.0, 3.5)
+    eps = [r["epoch"] for r in history]
+    acc = [r["metrics"].get("valid_acc") for r in history]
+    best, running = [], -1.0
+    for r in history:
+        if r["metrics"].get("reward", -math.inf) >= running or not best:
+            running = r["metrics"].get("reward", -math.inf)
+            best_acc = r["metrics"].get("valid_acc")
+        best.append(best_acc)
+    ax.scatter(eps, acc, s=10, label="episode policy")
+    ax.plot(eps, best, color="black", label="best so far")
+    if warmup:
+        ax.axvline(warmup - 0.5, color="grey", linestyle="--", linewidth=0.8, label="end of warm-up")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("validation accuracy")
+    ax.legend(fontsize="small", loc="lower right")
+    ax.set_title("HAQ search")
+    return _save(fig, path)
+
+
+@register_report_section
+def haq_report_section(root: Path, out_dir: Path) -> tuple[str, str, list[tuple[str, str]]] | None:
+    """The HAQ part of a report: the result, bits per layer, accuracy per episode."""
+    import html
+    import json
+
+    result = None
+    path = root / "result.json"
+    if path.is_file():
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            result = None
+    if not isinstance(result, dict) or result.get("kind") != "haq":
+        result = None
+    history: list[dict[str, Any]] = []
+    if (root / "store.sqlite").is_file():
+        exp = Experiment(root)
+        try:
+            history = exp.store.epochs(PHASE)
+        finally:
+            exp.close()
+    if result is None and not history:
+        return None
+    pictures = []
+    rows = []
+    if result is not None:
+        rows = [
+            ("budget", f"{result.get('budget')} -> {result.get('target_text')} on {result.get('accelerator')}"),
+            ("test accuracy (fine-tuned)", f"{100 * result['test_acc']:.2f}%"),
+            ("test accuracy before fine-tune", f"{100 * result['quant_test_acc_before_finetune']:.2f}%"),
+            ("float test accuracy", f"{100 * result['float_test_acc']:.2f}%"),
+            ("weight size", (f"{format_value('size', result['size_bytes'])} "
+                             f"(8-bit: {format_value('size', result['size_8bit_bytes'])}, "
+                             f"float: {format_value('size', result['size_float_bytes'])})")),
+            ("modelled latency", (f"{format_value('latency', result['latency'])} "
+                                  f"(8-bit: {format_value('latency', result['latency_8bit'])})")),
+            ("modelled energy", (f"{format_value('energy', result['energy'])} "
+                                 f"(8-bit: {format_value('energy', result['energy_8bit'])})")),
+            ("within budget", "yes" if result.get("within_budget") else "NO"),
+            ("best episode", f"{result.get('best_episode')} of {result.get('episodes')}"),
+        ]
+        plot_bits(result["layers"], out_dir / "haq_bits.png", title=f"HAQ policy ({result.get('budget')}, "
+                                                                      f"{result.get('accelerator')})")
+        pictures.append(("haq_bits.png", ("Weight (up) and activation (down) bits per layer of the best policy; "
+                                          "depthwise layers hatched.")))
+    if history:
+        plot_episodes(history, out_dir / "haq_episodes.png")
+        pictures.append(("haq_episodes.png", "Validation accuracy of each episode's quantized network."))
+    body = ""
+    if rows:
+        body = "<table>\n" + "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                                       for k, v in rows) + "\n</table>"
+        body += ("\n<table><tr><th>#</th><th>layer</th><th>dw</th><th>W bits</th><th>A bits</th><th>params</th>"
+                 "<th>bound</th></tr>\n" + "\n".join(
+                     f"<tr><td>{i}</td><td>{html.escape(layer['name'])}</td><td>{'yes' if layer['depthwise'] else ''}"
+                     f"</td><td>{layer['wbits']}</td><td>{layer['abits']}</td><td>{layer['params']:,}</td>"
+                     f"<td>{html.escape(str(layer.get('bound', '')))}</td></tr>"
+                     for i, layer in enumerate(result["layers"])) + "\n</table>")
+    else:
+        body = f"<p>search not finished: {len(history)} episodes recorded.</p>"
+    return "HAQ mixed-precision quantization", body, pictures
+
+
+__all__ += ["haq_config_dict", "haq_report_section", "plot_bits", "plot_episodes"]
