@@ -8,7 +8,11 @@ decay 3e-4, gradient-norm clip 5). For GDAS (``GdasStrategy.search_step``): the 
 steps, weights first, each running only one Gumbel-sampled op per edge (weight decay 5e-4).
 
 Rows: ``darts-1st``, ``darts-2nd`` (DARTS, first / second order), ``gdas`` (GDAS, all
-cells searched), ``gdas-frc`` (GDAS with its hand-designed fixed reduction cell).
+cells searched), ``gdas-frc`` (GDAS with its hand-designed fixed reduction cell); on the
+mbconv space (preset ``small``, the config's input and batch): ``proxyless-w`` (ProxylessNAS
+weight step, one sampled path), ``proxyless`` (weight step + two-path architecture step),
+``mbconv-largest`` (training step of the all-``mb_k7_e6`` network), ``mbconv-allpaths``
+(DARTS-style all-paths mixed op over the same space).
 
 Every (method, config) row runs in a fresh subprocess (this script re-invokes itself
 with ``--worker``), so that one row's allocations and allocator caches cannot leak into
@@ -148,6 +152,66 @@ STEP_MAKERS: dict[str, Callable[[BenchConfig, torch.device], tuple[nn.Module, Ca
     "gdas": darts_family_maker(GdasStrategy, order=1),
     "gdas-frc": darts_family_maker(GdasStrategy, order=1, fixed_reduce=True),
 }
+
+
+# --------------------------------------------------------------------------- ProxylessNAS on the mbconv space
+def mbconv_maker(kind: str):
+    """Step makers on the mbconv space (preset ``small``, which fits 8x8 and 32x32 inputs), for the rows
+    ``proxyless-w`` (weight step: one sampled path per layer), ``proxyless`` (weight step + two-path
+    binary architecture step), ``mbconv-largest`` (training step of the all-``mb_k7_e6`` network) and
+    ``mbconv-allpaths`` (DARTS-style: every op of every layer runs, softmax-weighted; weights and alphas
+    from one backward)."""
+    def make(cfg: BenchConfig, device: torch.device) -> tuple[nn.Module, Callable[[], Any]]:
+        from nasforge.spaces.mbconv import LARGEST_OP, MBConvSpace
+        from nasforge.strategies.proxyless import ProxylessConfig, ProxylessStrategy
+
+        space = MBConvSpace(preset="small")
+        train_batch, valid_batch = random_batches(cfg, device)
+        x, y = train_batch
+        if kind == "mbconv-largest":
+            model = space.build(space.uniform_arch(LARGEST_OP), cfg.input_shape, cfg.num_classes).to(device)
+            opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=4e-5)
+
+            def step() -> dict[str, float]:
+                opt.zero_grad(set_to_none=True)
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                return {"train_loss": loss.item()}
+            return model, step
+        if kind == "mbconv-allpaths":
+            model = space.all_paths_supernet(cfg.input_shape, cfg.num_classes).to(device)
+            alphas = [nn.Parameter(1e-3 * torch.randn(len(c), device=device)) for c in model.base.candidates]
+            opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=4e-5)
+
+            def step() -> dict[str, float]:
+                opt.zero_grad(set_to_none=True)
+                loss = nn.functional.cross_entropy(model(x, [torch.softmax(a, 0) for a in alphas]), y)
+                loss.backward()
+                opt.step()
+                return {"train_loss": loss.item()}
+            return model, step
+        strategy = ProxylessStrategy(ProxylessConfig(epochs=1, warmup_epochs=0, latency_loss="none"))
+        model = space.supernet(cfg.input_shape, cfg.num_classes).to(device)
+        strategy.alphas = [nn.Parameter(1e-3 * torch.randn(len(c), device=device)) for c in model.candidates]
+        c = strategy.config
+        w_opt = torch.optim.SGD(model.parameters(), lr=c.w_lr, momentum=c.w_momentum, nesterov=True,
+                                weight_decay=c.w_wd)
+        a_opt = torch.optim.Adam(strategy.alphas, lr=c.a_lr, betas=(c.a_beta1, c.a_beta2), eps=c.a_eps)
+        params = list(model.parameters())
+
+        def step() -> dict[str, float]:
+            loss, acc = strategy.weight_step(model, params, w_opt, train_batch)
+            out = {"train_loss": loss, "train_acc": acc}
+            if kind == "proxyless":
+                out["arch_loss"] = strategy.binary_step(model, a_opt, valid_batch)
+            return out
+        return model, step
+    return make
+
+
+for _row in ("proxyless-w", "proxyless", "mbconv-largest", "mbconv-allpaths"):
+    STEP_MAKERS[_row] = mbconv_maker(_row)
 
 
 # --------------------------------------------------------------------------- memory probes (Linux)

@@ -1,0 +1,107 @@
+"""Binarized mixed ops of ProxylessNAS (Cai, Zhu & Han, ICLR 2019, section 3.2).
+
+Each searchable layer holds all candidate ops, but a forward pass runs only sampled
+paths; the architecture parameters ``alpha`` (one vector per layer) live in the strategy:
+
+- **weight step**: one path per layer, sampled from ``softmax(alpha)``; only that op
+  runs, so activations and weight gradients are those of one compact network.
+- **architecture step** (``two`` mode of the paper's code): two paths per layer drawn
+  without replacement from ``softmax(alpha)``; the one to keep active is then drawn from
+  the softmax over those two. The output is ``g_a * op_a(x) + g_b * op_b(x)`` with binary
+  gates ``g = (1, 0)``; ``op_b`` runs without autograd (its output is a constant), so the
+  backward pass yields ``dL/dg`` for both gates at the memory of one path. The alphas of
+  the two sampled ops then get the paper's estimate
+  ``dL/dalpha_i = sum_j dL/dg_j * p_j * (delta_ij - p_i)`` (``p`` = softmax over the two)
+  (``two_path_alpha_grad``), and after the optimiser step both are shifted by one offset
+  so their total probability mass, hence every unsampled op's probability, is unchanged
+  (``rescale_two_paths``; the paper's ``rescale_updated_arch_param``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["BinaryMixedOp", "PathSample", "sample_one", "sample_two", "two_path_alpha_grad", "rescale_two_paths"]
+
+
+class PathSample(NamedTuple):
+    """The path(s) of one layer for one forward pass.
+
+    ``active``: the op that runs (with autograd). ``inactive``: the second sampled op of an
+    architecture step (runs without autograd), else None. ``gates``: the binary gates
+    ``[g_active, g_inactive]`` (a leaf tensor requiring grad) in an architecture step, else None.
+    """
+
+    active: int
+    inactive: int | None = None
+    gates: Tensor | None = None
+
+
+class BinaryMixedOp(nn.Module):
+    """All candidate ops of one layer; ``forward(x, path)`` runs only the sampled path(s).
+
+    With a single path and no gates, it returns ``op_active(x)``, or None when that op is
+    a zero op (the caller skips the layer). With gates, it returns
+    ``g[0] * op_active(x) + g[1] * op_inactive(x).detach()``.
+    """
+
+    def __init__(self, ops: dict[str, nn.Module], zero_ops: Sequence[str] = ("zero",)):
+        super().__init__()
+        self.names = list(ops)
+        self.ops = nn.ModuleList(ops.values())
+        self.zero = {i for i, name in enumerate(self.names) if name in zero_ops}
+
+    def _run(self, index: int, x: Tensor) -> Tensor:
+        return torch.zeros_like(x) if index in self.zero else self.ops[index](x)
+
+    def forward(self, x: Tensor, path: PathSample) -> Tensor | None:
+        if path.gates is None:
+            if path.active in self.zero:
+                return None
+            return self.ops[path.active](x)
+        out = path.gates[0] * self._run(path.active, x)
+        if path.inactive is not None:
+            with torch.no_grad():
+                other = self._run(path.inactive, x)
+            out = out + path.gates[1] * other
+        return out
+
+
+def sample_one(alpha: Tensor, generator: torch.Generator | None = None) -> int:
+    """One op index drawn from ``softmax(alpha)``."""
+    probs = F.softmax(alpha.detach(), dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def sample_two(alpha: Tensor, generator: torch.Generator | None = None) -> tuple[int, int]:
+    """(active, inactive): two ops without replacement from ``softmax(alpha)``, the active one
+    then drawn from the softmax over the pair (the paper's ``binarize`` in ``two`` mode)."""
+    probs = F.softmax(alpha.detach(), dim=-1)
+    pair = torch.multinomial(probs, 2, replacement=False, generator=generator).tolist()
+    pair_probs = F.softmax(alpha.detach()[pair], dim=-1)
+    c = int(torch.multinomial(pair_probs, 1, generator=generator).item())
+    return pair[c], pair[1 - c]
+
+
+def two_path_alpha_grad(alpha: Tensor, involved: Sequence[int], gate_grads: Tensor) -> Tensor:
+    """The paper's gradient of the two sampled ops' alphas (zeros elsewhere):
+    ``dL/dalpha_i = sum_j dL/dg_j * p_j * (delta_ij - p_i)``, ``p`` = softmax over ``involved``."""
+    idx = torch.as_tensor(list(involved), dtype=torch.long)
+    p = F.softmax(alpha.detach()[idx], dim=-1)
+    jac = torch.diag(p) - torch.outer(p, p)  # [i, j] = p_j (delta_ij - p_i), symmetric
+    grad = torch.zeros_like(alpha, memory_format=torch.contiguous_format).detach()
+    grad[idx] = jac @ gate_grads.detach().to(alpha.dtype)
+    return grad
+
+
+@torch.no_grad()
+def rescale_two_paths(alpha: Tensor, involved: Sequence[int], old: Tensor) -> None:
+    """Shift the updated alphas of ``involved`` by one offset so that their log-sum-exp equals
+    that before the update (``old``): every other op keeps its probability."""
+    idx = torch.as_tensor(list(involved), dtype=torch.long)
+    offset = torch.logsumexp(alpha[idx], 0) - torch.logsumexp(old.to(alpha.dtype), 0)
+    alpha[idx] -= offset

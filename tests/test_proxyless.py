@@ -1,0 +1,411 @@
+"""ProxylessNAS: binarized paths (one op per layer in a weight step, one path's memory),
+the two-path gradient and re-offset, expected latency, the latency losses, table errors,
+REINFORCE, resume, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasforge.data import synthetic_dataset
+from nasforge.errors import ConfigError
+from nasforge.experiment import Experiment
+from nasforge.hardware.lut import LatencyTable, space_fingerprint
+from nasforge.oneshot.binary import BinaryMixedOp, PathSample, rescale_two_paths, sample_two, two_path_alpha_grad
+from nasforge.spaces import make_space
+from nasforge.spaces.mbconv import ZERO, op_spec
+from nasforge.strategies import get_strategy_class, make_strategy
+from nasforge.strategies.proxyless import LatencyModel, ProxylessStrategy, latency_penalty
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_dataset(num_samples=200, seed=0)
+
+
+def fake_table(space, shape=SHAPE, num_classes=10, device="cpu") -> LatencyTable:
+    """A table with made-up but op-dependent entries (no timing: fast and deterministic)."""
+    entries = {}
+    for key in space.latency_parts(shape, num_classes):
+        if ":" in key:
+            kernel, expansion = op_spec(key.split(":")[1])
+            entries[key] = 0.01 * kernel * expansion
+        else:
+            entries[key] = 0.05
+    return LatencyTable(space=space.name, space_version=space.version, fingerprint=space_fingerprint(space),
+                        input_shape=tuple(shape), num_classes=num_classes, device=device, device_name="test",
+                        batch_size=1, threads=1, overhead_ms=0.02, entries=entries, created=time.time())
+
+
+@pytest.fixture()
+def table_path(tmp_path):
+    path = tmp_path / "table.json"
+    fake_table(make_space("mbconv")).save(path)
+    return str(path)
+
+
+def _strategy(table_path, **options) -> ProxylessStrategy:
+    return make_strategy("proxyless", {"epochs": 2, "warmup_epochs": 0, "batch_size": 32,
+                                       "latency_table": table_path, **options}, "synthetic")
+
+
+def _hooked(model) -> Counter:
+    calls: Counter = Counter()
+    for li, layer in enumerate(model.layers):
+        for k, op in enumerate(layer.mixed.ops):
+            op.register_forward_hook(lambda mod, inp, out, key=(li, k): calls.update([key]))
+    return calls
+
+
+# --------------------------------------------------------------------------- binarized mixed op
+def test_registered_as_oneshot():
+    cls = get_strategy_class("proxyless")
+    assert cls is ProxylessStrategy and cls.kind == "oneshot"
+
+
+def test_weight_step_runs_one_op_per_layer_and_updates_only_it(table_path, data):
+    space = make_space("mbconv")
+    torch.manual_seed(0)
+    model = space.supernet(SHAPE, 10)
+    strategy = _strategy(table_path)
+    strategy.alphas = [nn.Parameter(torch.zeros(len(c))) for c in model.candidates]
+    calls = _hooked(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    torch.manual_seed(1)
+    strategy.weight_step(model, list(model.parameters()), opt, (data.x_train[:16], data.y_train[:16]))
+    ran = {li: [k for (l2, k), n in calls.items() if l2 == li] for li in range(len(model.layers))}
+    for li, layer in enumerate(model.layers):
+        assert len(ran[li]) <= 1 and all(calls[(li, k)] == 1 for k in ran[li])
+        for k, op in enumerate(layer.mixed.ops):
+            changed = any(not torch.equal(p, before[f"layers.{li}.mixed.ops.{k}.{n}"]) for n, p in op.named_parameters())
+            assert changed == (k in ran[li])  # unsampled ops: no grad, no decay, no momentum
+        if not ran[li]:
+            assert layer.mixed.names[[*range(len(layer.mixed.names))][-1]] == ZERO  # only zero runs nothing
+
+
+def _saved_bytes(fn) -> int:
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total[0]
+
+
+def test_weight_step_memory_is_that_of_one_compact_network():
+    """The autograd graph of a supernet forward holds exactly what the stand-alone sampled network holds."""
+    space = make_space("mbconv")
+    torch.manual_seed(0)
+    model = space.supernet(SHAPE, 10)
+    x = torch.randn(16, *SHAPE)
+    for indices in ([0, 6, 3, 5, 6, 1], [5, 5, 5, 5, 5, 5], [6, 6, 6, 2, 6, 6]):
+        arch = space.shape_arch({label: model.candidates[i][k] for i, (label, k) in enumerate(zip(model.labels, indices))})
+        single = space.build(arch, SHAPE, 10)
+        y = torch.zeros(16, dtype=torch.long)
+        paths = [PathSample(k) for k in indices]
+        one = _saved_bytes(lambda m=model, p=paths: F.cross_entropy(m(x, p), y))
+        ref = _saved_bytes(lambda m=single: F.cross_entropy(m(x), y))
+        assert one == ref
+    everything = space.all_paths_supernet(SHAPE, 10)
+    weights = [torch.softmax(torch.zeros(len(c)), 0) for c in model.candidates]
+    full = _saved_bytes(lambda: everything(x, weights).sum())
+    assert full > 3 * one
+
+
+def test_two_path_forward_gate_gradients():
+    torch.manual_seed(0)
+    ops = {f"op{k}": nn.Linear(3, 3) for k in range(4)}
+    ops["zero"] = nn.Identity()
+    mixed = BinaryMixedOp(ops, zero_ops=("zero",))
+    x = torch.randn(5, 3)
+    calls = Counter()
+    for k, op in enumerate(mixed.ops):
+        op.register_forward_hook(lambda m, i, o, k=k: calls.update([k]))
+    gates = torch.tensor([1.0, 0.0], requires_grad=True)
+    out = mixed(x, PathSample(2, 0, gates))
+    assert torch.allclose(out, mixed.ops[2](x))  # binary gate: the output is the active path's
+    assert calls == Counter({2: 2, 0: 1})  # the two sampled ops (+ the check above), nothing else
+    target = torch.randn(5, 3)
+    loss = (out - target).pow(2).sum()
+    (g,) = torch.autograd.grad(loss, gates)
+    grad_out = 2 * (out - target)
+    expected = torch.stack([(mixed.ops[2](x) * grad_out).sum(), (mixed.ops[0](x) * grad_out).sum()])
+    assert torch.allclose(g, expected.detach(), atol=1e-5)
+    assert mixed.ops[0].weight.grad is None  # the inactive path runs without autograd
+    # zero: alone it skips the layer; in a pair its gate gradient is 0
+    assert mixed(x, PathSample(4)) is None
+    gates = torch.tensor([1.0, 0.0], requires_grad=True)
+    out = mixed(x, PathSample(4, 1, gates))
+    (g,) = torch.autograd.grad((out * grad_out).sum() + gates.sum() * 0, gates)
+    assert g[0] == 0 and g[1] != 0
+
+
+def test_two_path_alpha_gradient_matches_the_formula():
+    alpha = torch.tensor([0.5, -0.2, 0.1, 0.3, -1.0])
+    involved = (3, 1)
+    gate_grads = torch.tensor([0.7, -0.4])
+    grad = two_path_alpha_grad(alpha, involved, gate_grads)
+    e = torch.exp(alpha[list(involved)])
+    p = e / e.sum()
+    expected = torch.zeros(5)
+    for i in range(2):
+        for j in range(2):
+            delta = 1.0 if i == j else 0.0
+            expected[involved[i]] += gate_grads[j] * p[j] * (delta - p[i])
+    assert torch.allclose(grad, expected)
+    assert grad[[0, 2, 4]].abs().sum() == 0
+    assert torch.isclose(grad.sum(), torch.tensor(0.0), atol=1e-7)  # a softmax Jacobian sums to zero
+
+
+def test_rescale_keeps_unsampled_probabilities():
+    alpha = torch.tensor([0.4, -0.3, 1.2, 0.0, 0.7])
+    probs_before = torch.softmax(alpha, 0)
+    old = alpha[[1, 3]].clone()
+    alpha[1] += 0.9  # an update that moves the two sampled alphas arbitrarily
+    alpha[3] -= 0.25
+    rescale_two_paths(alpha, (1, 3), old)
+    probs_after = torch.softmax(alpha, 0)
+    assert torch.allclose(probs_after[[0, 2, 4]], probs_before[[0, 2, 4]], atol=1e-6)
+    assert torch.isclose(probs_after[[1, 3]].sum(), probs_before[[1, 3]].sum(), atol=1e-6)
+    assert probs_after[1] > probs_before[1]  # the update itself survives the re-offset
+
+
+@pytest.mark.parametrize("latency_loss", ["none", "add", "mul"])
+def test_binary_arch_step_moves_only_the_sampled_pairs(table_path, data, latency_loss):
+    space = make_space("mbconv")
+    torch.manual_seed(0)
+    strategy = _strategy(table_path, latency_loss=latency_loss)
+    strategy.setup_latency(space, LatencyTable.load(table_path))
+    model = space.supernet(SHAPE, 10)
+    strategy.alphas = [nn.Parameter(0.3 * torch.randn(len(c))) for c in model.candidates]
+    a_opt = torch.optim.Adam(strategy.alphas, lr=0.05, betas=(0.0, 0.999))
+    before = [torch.softmax(a.detach(), 0).clone() for a in strategy.alphas]
+    state = torch.get_rng_state()
+    pairs = [sample_two(a) for a in strategy.alphas]
+    torch.set_rng_state(state)  # binary_step draws the same pairs
+    calls = _hooked(model)
+    loss = strategy.binary_step(model, a_opt, (data.x_valid[:16], data.y_valid[:16]))
+    assert math.isfinite(loss)
+    moved = 0
+    for li, (a, p0, pair) in enumerate(zip(strategy.alphas, before, pairs)):
+        p1 = torch.softmax(a.detach(), 0)
+        rest = [k for k in range(len(a)) if k not in pair]
+        assert torch.allclose(p1[rest], p0[rest], atol=1e-6)
+        assert torch.isclose(p1[list(pair)].sum(), p0[list(pair)].sum(), atol=1e-6)
+        moved += int(not torch.allclose(p1, p0))
+        ran = {k for (l2, k) in calls if l2 == li}
+        assert ran <= set(pair)  # at most the two sampled ops ran (zero has no module call when skipped)
+    assert moved > 0
+
+
+# --------------------------------------------------------------------------- latency
+def test_expected_latency_equals_the_hand_sum(table_path):
+    space = make_space("mbconv")
+    table = LatencyTable.load(table_path)
+    model = LatencyModel(space, table)
+    torch.manual_seed(0)
+    probs = [torch.softmax(torch.randn(len(keys)), 0) for _, keys in space.layer_latency_keys()]
+    hand = table.overhead_ms + sum(table.entries[k] for k in ("stem", "first", "head"))
+    for p, (label, keys) in zip(probs, space.layer_latency_keys()):
+        for j, (op, key) in enumerate(keys.items()):
+            hand += float(p[j]) * (0.0 if op == ZERO else table.entries[key])
+    assert abs(float(model.expected(probs)) - hand) < 1e-9
+    # a one-hot distribution gives the table's prediction for that architecture
+    arch = space.sample(__import__("numpy").random.default_rng(0))
+    indices = [list(keys).index(arch[label]) for label, keys in space.layer_latency_keys()]
+    one_hot = [F.one_hot(torch.tensor(i), len(k)).float() for i, (_, k) in zip(indices, space.layer_latency_keys())]
+    assert abs(float(model.expected(one_hot)) - table.predict(space, arch)) < 1e-9
+    assert abs(model.of_indices(indices) - table.predict(space, arch)) < 1e-9
+    assert model.smallest == pytest.approx(table.predict(space, space.uniform_arch(ZERO)))
+    assert model.largest == pytest.approx(table.predict(space, space.uniform_arch("mb_k7_e6")))
+
+
+@pytest.mark.parametrize("form", ["add", "mul"])
+def test_latency_loss_alone_lowers_expected_latency(table_path, form):
+    space = make_space("mbconv")
+    model = LatencyModel(space, LatencyTable.load(table_path))
+    torch.manual_seed(0)
+    alphas = [nn.Parameter(0.01 * torch.randn(len(v))) for v in model.vectors]
+    opt = torch.optim.Adam(alphas, lr=0.05)
+    target = (model.smallest * model.largest) ** 0.5
+    start = float(model.expected([torch.softmax(a.detach(), 0) for a in alphas]))
+    ce = torch.tensor(1.0)  # CE off: a constant
+    for _ in range(100):
+        opt.zero_grad()
+        loss = latency_penalty(ce, model.expected([torch.softmax(a, 0) for a in alphas]), target, form, 0.5)
+        loss.backward()
+        opt.step()
+    end = float(model.expected([torch.softmax(a.detach(), 0) for a in alphas]))
+    assert end < start - 0.5 * (start - model.smallest)
+
+
+def test_table_errors(tmp_path, data):
+    space = make_space("mbconv")
+    other = make_space("mbconv", widths=[16, 48])
+    path = tmp_path / "other.json"
+    fake_table(other).save(path)
+    with pytest.raises(ConfigError, match="another configuration"):
+        _strategy(str(path)).search(space, data, seed=0)
+    fake_table(space, device="onnxruntime").save(path)
+    with pytest.raises(ConfigError, match="onnxruntime"):
+        _strategy(str(path)).search(space, data, seed=0)
+    fake_table(space, shape=(3, 8, 8)).save(path)
+    with pytest.raises(ConfigError, match="input shape"):
+        _strategy(str(path)).search(space, data, seed=0)
+    table = fake_table(space)
+    del table.entries["stage1.layer2:mb_k5_e3"]
+    table.save(path)
+    with pytest.raises(ConfigError, match="stage1.layer2:mb_k5_e3"):
+        _strategy(str(path)).search(space, data, seed=0)
+    table = fake_table(space)
+    table.save(path)
+    smallest = LatencyModel(space, table).smallest
+    with pytest.raises(ConfigError, match=f"smallest network.*{smallest:.4f} ms"):
+        _strategy(str(path), target_latency_ms=smallest * 0.9).search(space, data, seed=0)
+    with pytest.raises(ConfigError, match="needs the mbconv space"):
+        _strategy(str(path)).search(make_space("darts"), data, seed=0)
+
+
+def test_config_defaults_and_checks():
+    cfg = make_strategy("proxyless", {}, "digits").config
+    assert (cfg.a_lr, cfg.a_beta1, cfg.a_beta2, cfg.a_eps) == (0.02, 0.0, 0.999, 1e-8)
+    assert cfg.latency_loss == "mul" and cfg.latency_weight == 0.3 and cfg.latency_alpha == 0.2
+    assert cfg.warmup_epochs == cfg.epochs // 4
+    assert make_strategy("proxyless", {"latency_loss": "add"}).config.latency_weight == 0.1
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        make_strategy("proxyless", {"epochs": 3, "warmup_epochs": 3})
+    with pytest.raises(ConfigError, match="grad_estimator"):
+        make_strategy("proxyless", {"grad_estimator": "ppo"})
+
+
+# --------------------------------------------------------------------------- search loop
+def test_search_records_and_derives(tmp_path, table_path, data):
+    exp = Experiment.create(tmp_path / "run", {"strategy": {"name": "proxyless"}}, force=True)
+    strategy = _strategy(table_path, epochs=3, warmup_epochs=1, latency_loss="add", latency_weight=1.0)
+    result = strategy.search(make_space("mbconv"), data, experiment=exp, seed=0)
+    rows = exp.store.epochs("search")
+    assert [r["metrics"]["phase"] for r in rows] == ["warmup", "search", "search"]
+    assert "arch_loss" not in rows[0]["metrics"] and "arch_loss" in rows[1]["metrics"]
+    for r in rows:
+        layers = r["arch_weights"]["layers"]
+        assert list(layers) == [f"stage{i}.layer{j}" for i in range(2) for j in range(3)]
+        assert all(abs(sum(p.values()) - 1) < 1e-6 for p in layers.values())
+        assert r["metrics"]["expected_latency_ms"] > 0 and 0 <= r["metrics"]["valid_acc"] <= 1
+    # derivation: argmax of alpha per layer
+    for label in rows[-1]["arch_weights"]["layers"]:
+        probs = rows[-1]["arch_weights"]["layers"][label]
+        assert result.arch[label] == max(probs, key=probs.get)
+    assert rows[-1]["arch"] == result.arch.to_dict()
+    assert (tmp_path / "run" / "latency_table.json").is_file()  # the given table is kept with the run
+    from nasforge.report import write_report
+
+    write_report(tmp_path / "run")
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "ProxylessNAS" in html and (tmp_path / "run" / "report" / "proxyless_layer_probs.png").is_file()
+    assert (tmp_path / "run" / "report" / "proxyless_latency.png").is_file()
+    assert not (tmp_path / "run" / "report" / "proxyless_pareto.png").exists()
+    points = [{"run": f"w{w}", "latency_weight": w, "measured_latency_ms": 1.0 / (1 + w), "test_acc": 0.9 - 0.1 * w,
+               "arch_summary": "x"} for w in (0, 1)]
+    (tmp_path / "run" / "proxyless_tradeoff.json").write_text(json.dumps({"points": points, "this_run": "w1"}))
+    write_report(tmp_path / "run")
+    assert (tmp_path / "run" / "report" / "proxyless_pareto.png").is_file()
+    assert "latency weight" in (tmp_path / "run" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("estimator", ["binary", "reinforce"])
+def test_resume_replays_exactly(tmp_path, table_path, data, estimator):
+    def run(name, callbacks=()):
+        path = tmp_path / name
+        exp = Experiment.open(path) if path.exists() else Experiment.create(path, {}, force=True)
+        strategy = _strategy(table_path, epochs=3, warmup_epochs=1, grad_estimator=estimator, rl_samples=2)
+        return strategy, strategy.search(make_space("mbconv"), data, experiment=exp, seed=2, callbacks=callbacks)
+
+    full, full_result = run("full")
+
+    def stop(strategy, epoch, record):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run("cut", [stop])
+    resumed, resumed_result = run("cut")
+    assert resumed_result.arch == full_result.arch
+    for a, b in zip(full.alphas, resumed.alphas):
+        assert torch.equal(a, b)
+    assert resumed.baseline == full.baseline
+    if estimator == "reinforce":
+        assert full.baseline is not None
+        assert "arch_reward" in full_result.history[-1]["metrics"]
+    strip = lambda h: [{k: v for k, v in r["metrics"].items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(resumed_result.history) == strip(full_result.history)
+
+
+def test_reinforce_favours_the_rewarded_ops(table_path, data):
+    """With accuracy flat, the latency reward alone must push probability to cheaper ops."""
+    space = make_space("mbconv")
+    strategy = _strategy(table_path, grad_estimator="reinforce", latency_loss="add", latency_weight=1.0,
+                         rl_samples=8, a_lr=0.1)
+    strategy.setup_latency(space, LatencyTable.load(table_path))
+    model = space.supernet(SHAPE, 10)
+    torch.manual_seed(0)
+    strategy.alphas = [nn.Parameter(torch.zeros(len(c))) for c in model.candidates]
+    a_opt = torch.optim.Adam(strategy.alphas, lr=0.1, betas=(0.0, 0.999))
+    with torch.no_grad():
+        start = float(strategy.latency.expected(strategy.probs()))
+    for _ in range(15):
+        strategy.reinforce_step(model, a_opt, (data.x_valid[:8], data.y_valid[:8]))
+    with torch.no_grad():
+        assert float(strategy.latency.expected(strategy.probs())) < start
+
+
+@pytest.mark.slow
+def test_cli_search_with_proxyless_end_to_end(tmp_path: Path):
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200", TERM="dumb")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nasforge.cli", "search", "--space", "mbconv", "--strategy", "proxyless",
+         "--set", "strategy.epochs=2", "--set", "train.epochs=3", "--out", str(out), "-q"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["space"] == "mbconv" and result["strategy"] == "proxyless" and result["search_epochs"] == 2
+    assert result["test_acc"] > 0.5 and result["latency"]["median_ms"] > 0
+    assert result["search_info"]["predicted_latency_ms"] > 0
+    assert (out / "latency_table.json").is_file()
+    from nasforge.train import load_model
+
+    model, arch, shape = load_model(out / "model.pt")
+    assert arch.space == "mbconv" and model(torch.randn(1, *shape)).shape == (1, 10)
+    # resume of a finished run reuses everything (the saved table included) and exits cleanly
+    proc = subprocess.run([sys.executable, "-m", "nasforge.cli", "resume", str(out), "-q"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "nasforge.cli", "search", "--space", "mbconv", "--strategy",
+                           "proxyless", "--set", "strategy.target_latency_ms=0.000001", "--out",
+                           str(tmp_path / "bad"), "-q"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0 and "error:" in proc.stderr + proc.stdout
