@@ -1,0 +1,546 @@
+"""The DenseNAS search space (Fang et al., "Densely Connected Search Space for More Flexible
+Neural Architecture Search", CVPR 2020): widths, downsampling points and depth searched at once.
+
+The network is a chain of candidate *blocks* with increasing widths, grouped in *stages*;
+each block works at one resolution (``scale``: how many times the stem output has been
+halved). Every node connects to its next ``connections`` successors, as long as the
+successor is at most one stage later and at the same or half the resolution (the official
+code's rule). Node 0 is the first block, right after the stem (a 3x3 conv and an MBConv
+k3 e1, as the official MobileNetV2 space); the *tail* (a 1x1 conv to ``last`` channels,
+global pooling, a linear classifier) follows the last stage. A block has
+
+- *head layers*, one per incoming connection, parallel: an MBConv (kernel 3, expansion 3)
+  bringing that input to the block's width, with stride 2 when the resolution halves;
+- ``layers`` *stacking layers*, serial at the block's width: each picks one of six MBConv
+  variants (kernel 3/5/7, expansion 3/6) or ``skip``, so depth is searched too.
+
+An architecture is one path from node 0 to the tail: ``block{i}.input`` names the block
+that feeds block ``i`` (-1: the block is dropped), ``tail.input`` the last block, and
+``block{i}.layer{l}`` the op of each stacking layer (``skip`` drops the layer; dropped
+blocks hold ``skip``). The space's shape options are recorded in the arch as single-valued
+choices (``block{i}.width``, ``.scale``, ``.stage``, ``.layers``, ``space.connections``,
+``space.stem_stride``, ``space.last``), so ``arch.json`` rebuilds its space alone.
+
+Differences from the official code: the head layer's op is fixed (MBConv k3 e3) instead
+of searched, and the MBConv is this module's own (the op is standard: expand 1x1, BN,
+ReLU6, depthwise kxk, BN, ReLU6, project 1x1, BN; residual when shapes match).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from torch import Tensor, nn
+
+from nasforge.arch import Arch
+from nasforge.errors import ArchError, ConfigError
+from nasforge.spaces.base import Choice, OpChoice, SearchSpace, ValueChoice, register_space
+
+__all__ = [
+    "OPS", "PRESETS", "HEAD_KERNEL", "HEAD_EXPAND", "MBConv", "Stem", "TailConv", "Classifier",
+    "DenseSpace", "DenseNetwork", "DenseSupernet", "op_params",
+]
+
+#: Candidate ops of a stacking layer (the official ``PRIMITIVES_stack``), ``skip`` last.
+OPS: tuple[str, ...] = ("mb_k3_e3", "mb_k3_e6", "mb_k5_e3", "mb_k5_e6", "mb_k7_e3", "mb_k7_e6", "skip")
+SKIP = "skip"
+#: The head layer's op (fixed; the official code searches it among the MBConv variants).
+HEAD_KERNEL, HEAD_EXPAND = 3, 3
+
+#: Shape presets. ``small``: 8x8 digits / 32x32 CIFAR (stem stride 1, three stages at
+#: three resolutions, two stacking layers per block). ``imagenet``: the official
+#: MobileNetV2-based search space (configs/imagenet_search_cfg_mbv2.yaml): 16 blocks,
+#: widths 24..384, feature maps 112/56/28/14/7, three stacking layers, 4 connections.
+PRESETS: dict[str, dict[str, Any]] = {
+    "small": {
+        "widths": (16, 24, 32, 40, 48, 56, 64, 80, 96),
+        "scales": (0, 0, 0, 1, 1, 1, 2, 2, 2),
+        "stages": (0, 1, 1, 2, 2, 2, 3, 3, 3),
+        "layers": (0, 2, 2, 2, 2, 2, 2, 2, 2),
+        "connections": 3, "stem_stride": 1, "last": 128,
+    },
+    "imagenet": {
+        "widths": (16, 24, 32, 40, 48, 56, 64, 72, 96, 112, 128, 160, 176, 192, 320, 352, 384),
+        "scales": (0, 1, 2, 2, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4),
+        "stages": (0, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6),
+        "layers": (0,) + (3,) * 13 + (0,) * 3,
+        "connections": 4, "stem_stride": 2, "last": 1984,
+    },
+}
+
+
+def op_params(name: str) -> tuple[int, int]:
+    """(kernel, expansion) of an MBConv op name like ``mb_k5_e6``."""
+    _, k, e = name.split("_")
+    return int(k[1:]), int(e[1:])
+
+
+# ---------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------
+class MBConv(nn.Module):
+    """MobileNetV2 inverted residual: 1x1 expand, kxk depthwise (stride), 1x1 project; residual
+    when input and output shapes match (expansion 1 skips the expand conv)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, expand: int, stride: int = 1, affine: bool = True):
+        super().__init__()
+        mid = c_in * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid, affine=affine), nn.ReLU6(inplace=True)]
+        layers += [nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False),
+                   nn.BatchNorm2d(mid, affine=affine), nn.ReLU6(inplace=True),
+                   nn.Conv2d(mid, c_out, 1, bias=False), nn.BatchNorm2d(c_out, affine=affine)]
+        self.body = nn.Sequential(*layers)
+        self.residual = c_in == c_out and stride == 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.body(x)
+        return out + x if self.residual else out
+
+
+class Stem(nn.Sequential):
+    """3x3 conv (stride ``stride``), BN, ReLU6, then an MBConv k3 e1 (the official stem)."""
+
+    def __init__(self, c_in: int, width: int, stride: int, affine: bool = True):
+        super().__init__(nn.Conv2d(c_in, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width, affine=affine),
+                         nn.ReLU6(inplace=True), MBConv(width, width, 3, 1, 1, affine))
+
+
+class TailConv(nn.Sequential):
+    """The tail's 1x1 conv from the last block to ``last`` channels, BN, ReLU6."""
+
+    def __init__(self, c_in: int, last: int, affine: bool = True):
+        super().__init__(nn.Conv2d(c_in, last, 1, bias=False), nn.BatchNorm2d(last, affine=affine),
+                         nn.ReLU6(inplace=True))
+
+
+class Classifier(nn.Module):
+    """Global average pooling and a linear layer."""
+
+    def __init__(self, c_in: int, num_classes: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(self.pool(x).flatten(1))
+
+
+def _stack_op(name: str, width: int, affine: bool) -> nn.Module:
+    kernel, expand = op_params(name)
+    return MBConv(width, width, kernel, expand, 1, affine)
+
+
+class DenseNetwork(nn.Module):
+    """A derived network: stem, the surviving blocks (head + kept stacking layers), tail, classifier."""
+
+    def __init__(self, stem: nn.Module, blocks: Sequence[nn.Module], tail: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.stem = stem
+        self.blocks = nn.ModuleList(blocks)
+        self.tail = tail
+        self.classifier = classifier
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.classifier(self.tail(x))
+
+
+#: ``(sources, weights)``: the incoming nodes a block mixes and their weights (one per source).
+Incoming = tuple[Sequence[int], Tensor]
+#: ``(op indices, weights)``: the candidate ops a stacking layer runs and their weights.
+LayerOps = tuple[Sequence[int], Tensor]
+
+
+class DenseSupernet(nn.Module):
+    """The one-shot network of a dense space.
+
+    Unlike the official search (BN without affine parameters), the batch norms are affine
+    and the last one of every residual MBConv starts at zero, so each stacking op starts as
+    the identity: with a different op sampled every step, unit-variance residual branches
+    otherwise drown the signal and a small supernet barely trains (measured on digits: the
+    loss stays at chance for 6 epochs; with zero-initialised branches it is 0.3 after 3).
+
+    ``forward(x, incoming, layer_ops)``: ``incoming[j - 1]`` gives the sources and weights
+    that block ``j`` (``1..T``, ``T`` the tail) mixes its head layers with; ``layer_ops[k]``
+    the ops and weights of flat stacking layer ``k`` (``space.layer_index``). Only blocks
+    that some used connection needs are computed, so a sampled forward costs a sub-network.
+    """
+
+    def __init__(self, space: "DenseSpace", in_channels: int, num_classes: int, affine: bool = True):
+        super().__init__()
+        self.space = space
+        w = space.widths
+        self.stem = Stem(in_channels, w[0], space.stem_stride, affine=affine)
+        self.heads = nn.ModuleDict()
+        for j in range(1, space.num_blocks):
+            for i in space.predecessors[j]:
+                stride = 2 ** (space.scales[j] - space.scales[i])
+                self.heads[f"{i}_{j}"] = MBConv(w[i], w[j], HEAD_KERNEL, HEAD_EXPAND, stride, affine=affine)
+        self.tails = nn.ModuleDict({str(i): TailConv(w[i], space.last, affine=affine)
+                                    for i in space.predecessors[space.tail]})
+        self.layers = nn.ModuleList()
+        for block, _ in space.layer_index:
+            self.layers.append(nn.ModuleDict({op: _stack_op(op, w[block], affine=affine) for op in OPS if op != SKIP}))
+        self.classifier = Classifier(space.last, num_classes)
+        if affine:
+            for m in self.modules():
+                if isinstance(m, MBConv) and m.residual:
+                    nn.init.zeros_(m.body[-1].weight)
+
+    def forward(self, x: Tensor, incoming: Sequence[Incoming], layer_ops: Sequence[LayerOps]) -> Tensor:
+        space = self.space
+        tail = space.tail
+        needed = {tail}
+        for j in range(tail, 0, -1):
+            if j in needed:
+                needed.update(incoming[j - 1][0])
+        outs: dict[int, Tensor] = {0: self.stem(x)}
+        k0 = 0
+        for j in range(1, tail):
+            n_layers = space.layers[j]
+            if j in needed:
+                sources, weights = incoming[j - 1]
+                h = sum(weights[n] * self.heads[f"{i}_{j}"](outs[i]) for n, i in enumerate(sources))
+                for k in range(k0, k0 + n_layers):
+                    indices, op_w = layer_ops[k]
+                    h = sum(op_w[n] * (h if OPS[o] == SKIP else self.layers[k][OPS[o]](h))
+                            for n, o in enumerate(indices))
+                outs[j] = h
+            k0 += n_layers
+        sources, weights = incoming[tail - 1]
+        h = sum(weights[n] * self.tails[str(i)](outs[i]) for n, i in enumerate(sources))
+        return self.classifier(h)
+
+
+# ---------------------------------------------------------------------------
+# The space
+# ---------------------------------------------------------------------------
+def _int_list(name: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"dense space: {name}={value!r} must be a list of integers; fix space.{name}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class LatencyKeys:
+    """Which lookup-table entry each piece of the supernet is: fixed keys, heads, and per layer op -> key."""
+
+    fixed: tuple[str, ...]
+    heads: dict[tuple[int, int], str]
+    layers: tuple[dict[str, str | None], ...]
+
+
+@register_space
+class DenseSpace(SearchSpace):
+    """DenseNAS's densely connected space: a path through candidate blocks plus per-layer ops."""
+
+    name = "dense"
+    version = 1
+    description = "DenseNAS: densely connected blocks; searches widths, downsampling points and depth (DenseNAS)"
+    ops = OPS
+
+    def __init__(self, preset: str = "small", widths: Sequence[int] | None = None, scales: Sequence[int] | None = None,
+                 stages: Sequence[int] | None = None, layers: Sequence[int] | None = None,
+                 connections: int | None = None, stem_stride: int | None = None, last: int | None = None):
+        if preset not in PRESETS:
+            raise ConfigError(f"dense space: unknown preset {preset!r}; use one of {sorted(PRESETS)}")
+        base = PRESETS[preset]
+        self.preset = preset
+        self.widths = _int_list("widths", widths if widths is not None else base["widths"])
+        self.scales = _int_list("scales", scales if scales is not None else base["scales"])
+        self.stages = _int_list("stages", stages if stages is not None else base["stages"])
+        self.layers = _int_list("layers", layers if layers is not None else base["layers"])
+        self.connections = connections if connections is not None else base["connections"]
+        self.stem_stride = stem_stride if stem_stride is not None else base["stem_stride"]
+        self.last = last if last is not None else base["last"]
+        self._check()
+        n = self.num_blocks
+        self.tail = n
+        tail_stage, tail_scale = self.stages[-1] + 1, self.scales[-1]
+        stage = list(self.stages) + [tail_stage]
+        scale = list(self.scales) + [tail_scale]
+        self.successors: list[list[int]] = []
+        for i in range(n):
+            succ = []
+            for j in range(i + 1, min(i + self.connections, n) + 1):
+                if stage[j] - stage[i] > 1 or scale[j] - scale[i] not in (0, 1):
+                    break
+                succ.append(j)
+            self.successors.append(succ)
+        self.predecessors: list[list[int]] = [[] for _ in range(n + 1)]
+        for i, succ in enumerate(self.successors):
+            for j in succ:
+                self.predecessors[j].append(i)
+        #: ``(block, layer)`` of each stacking layer, in network order (the rows of the op weights).
+        self.layer_index: list[tuple[int, int]] = [(b, l) for b in range(1, n) for l in range(self.layers[b])]
+
+    def _check(self) -> None:
+        n = len(self.widths)
+        if n < 2:
+            raise ConfigError(f"dense space needs node 0 and at least one block, got {n} widths; give more widths")
+        for name in ("scales", "stages", "layers"):
+            if len(getattr(self, name)) != n:
+                raise ConfigError(f"dense space: {name} has {len(getattr(self, name))} entries but widths has {n}; "
+                                  "give one per block (node 0 included)")
+        if any(w < 1 or w > 4096 for w in self.widths):
+            raise ConfigError(f"dense space: widths {list(self.widths)} must be in 1..4096; fix space.widths")
+        if any(l < 0 or l > 8 for l in self.layers) or self.layers[0] != 0:
+            raise ConfigError(f"dense space: layers {list(self.layers)} must be 0..8 with 0 for node 0 (the stem "
+                              "block); fix space.layers")
+        for name in ("scales", "stages"):
+            seq = getattr(self, name)
+            if seq[0] != 0 or any(b - a not in (0, 1) for a, b in zip(seq, seq[1:])):
+                raise ConfigError(f"dense space: {name} {list(seq)} must start at 0 and grow by 0 or 1 from one block "
+                                  "to the next; fix space." + name)
+        if self.stages[1] != 1 or any(s == 0 for s in self.stages[1:]):
+            raise ConfigError(f"dense space: stages {list(self.stages)} must give node 0 stage 0 and every block a "
+                              "stage from 1 on; fix space.stages")
+        for name, lo, hi in (("connections", 1, 8), ("stem_stride", 1, 2), ("last", 1, 8192)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise ConfigError(f"dense space: {name}={value!r} is out of range; use an integer in [{lo}, {hi}]")
+
+    @property
+    def num_blocks(self) -> int:
+        """Nodes before the tail (node 0, the stem block, included)."""
+        return len(self.widths)
+
+    # --- declarations -----------------------------------------------------
+    def choices(self) -> dict[str, Choice]:
+        out: dict[str, Choice] = {}
+
+        def fixed(label: str, value: int) -> None:
+            out[label] = ValueChoice(label, (value,))
+
+        fixed("space.connections", self.connections)
+        fixed("space.stem_stride", self.stem_stride)
+        fixed("space.last", self.last)
+        for i in range(self.num_blocks):
+            fixed(f"block{i}.width", self.widths[i])
+            fixed(f"block{i}.scale", self.scales[i])
+            fixed(f"block{i}.stage", self.stages[i])
+            fixed(f"block{i}.layers", self.layers[i])
+            if i > 0:
+                out[f"block{i}.input"] = ValueChoice(f"block{i}.input", (-1, *self.predecessors[i]))
+            for l in range(self.layers[i]):
+                out[f"block{i}.layer{l}"] = OpChoice(f"block{i}.layer{l}", OPS)
+        out["tail.input"] = ValueChoice("tail.input", tuple(self.predecessors[self.tail]))
+        return out
+
+    @classmethod
+    def for_arch(cls, arch: Arch) -> "DenseSpace":
+        choices = arch.as_dict()
+        n = 0
+        while f"block{n}.width" in choices:
+            n += 1
+        try:
+            return cls(widths=[choices[f"block{i}.width"] for i in range(n)],
+                       scales=[choices[f"block{i}.scale"] for i in range(n)],
+                       stages=[choices[f"block{i}.stage"] for i in range(n)],
+                       layers=[choices[f"block{i}.layers"] for i in range(n)],
+                       connections=choices["space.connections"], stem_stride=choices["space.stem_stride"],
+                       last=choices["space.last"])
+        except KeyError as exc:
+            raise ArchError(f"dense architecture lacks the shape choice {exc.args[0]!r}; use an arch.json written "
+                            "by a dense search (it records the space's widths, scales, stages and layers)") from None
+        except ConfigError as exc:
+            raise ArchError(f"dense architecture has inconsistent shape choices ({exc}); use an arch.json written "
+                            "by a dense search") from None
+
+    # --- paths ---------------------------------------------------------------
+    def path(self, arch: Arch) -> list[int]:
+        """The nodes an architecture keeps, from node 0 to the tail (following the inputs back)."""
+        path = [self.tail]
+        node = arch["tail.input"]
+        while True:
+            path.append(node)
+            if node == 0:
+                return path[::-1]
+            if len(path) > self.num_blocks + 1:
+                raise ArchError("dense architecture's inputs form a cycle; make each block.input an earlier block")
+            node = arch[f"block{node}.input"]
+            if node == -1:
+                raise ArchError(f"block {path[-1]} is on the path to the tail but its input is -1 (dropped); "
+                                "give it an input block")
+
+    def arch_from_path(self, path: Sequence[int], ops: dict[tuple[int, int], str] | None = None) -> Arch:
+        """The ``Arch`` keeping the blocks of ``path`` (0 ... tail) with ``ops[(block, layer)]``
+        (``skip`` where missing and for every dropped block)."""
+        ops = ops or {}
+        path = list(path)
+        if not path or path[0] != 0 or path[-1] != self.tail:
+            raise ArchError(f"a dense path must run from node 0 to the tail ({self.tail}), got {path}")
+        choices: dict[str, Any] = {label: c.values[0] for label, c in self.choices().items() if c.size == 1}
+        on = set(path)
+        for i in range(1, self.num_blocks):
+            choices[f"block{i}.input"] = -1
+            for l in range(self.layers[i]):
+                choices[f"block{i}.layer{l}"] = ops.get((i, l), SKIP) if i in on else SKIP
+        for a, b in zip(path, path[1:]):
+            if b == self.tail:
+                choices["tail.input"] = a
+            else:
+                choices[f"block{b}.input"] = a
+        return Arch(self.name, choices, self.version)
+
+    def check_consistency(self, arch: Arch) -> None:
+        path = self.path(arch)
+        on = set(path)
+        for a, b in zip(path, path[1:]):
+            if b not in self.successors[a]:
+                raise ArchError(f"block {a} cannot feed {'the tail' if b == self.tail else f'block {b}'} in this "
+                                f"space (its successors are {self.successors[a]}); fix the inputs")
+        for i in range(1, self.num_blocks):
+            if i in on:
+                continue
+            if arch[f"block{i}.input"] != -1:
+                raise ArchError(f"block {i} has an input but nothing on the path to the tail uses it; set "
+                                f"block{i}.input to -1 or connect it")
+            for l in range(self.layers[i]):
+                if arch[f"block{i}.layer{l}"] != SKIP:
+                    raise ArchError(f"block {i} is dropped, so block{i}.layer{l} must be 'skip'; fix that value")
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """A random path (uniform successor at each node) with uniform ops on its blocks."""
+        return self._complete([0], {}, rng)
+
+    def _complete(self, prefix: list[int], ops: dict[tuple[int, int], str], rng: np.random.Generator) -> Arch:
+        path = list(prefix)
+        while path[-1] != self.tail:
+            succ = self.successors[path[-1]]
+            path.append(succ[int(rng.integers(len(succ)))])
+        ops = dict(ops)
+        for b in path[1:-1]:
+            for l in range(self.layers[b]):
+                if (b, l) not in ops:
+                    ops[(b, l)] = OPS[int(rng.integers(len(OPS)))]
+        return self.arch_from_path(path, ops)
+
+    def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
+        """Change one op of a kept layer, or reroute the path from one of its nodes (a new valid path)."""
+        path = self.path(arch)
+        ops = {(b, l): arch[f"block{b}.layer{l}"] for b in path[1:-1] for l in range(self.layers[b])}
+        reroutable = [n for n, node in enumerate(path[:-1]) if len(self.successors[node]) > 1]
+        if ops and (not reroutable or rng.random() < 0.5):
+            key = list(ops)[int(rng.integers(len(ops)))]
+            others = [o for o in OPS if o != ops[key]]
+            ops[key] = others[int(rng.integers(len(others)))]
+            return self.arch_from_path(path, ops)
+        if not reroutable:
+            return arch
+        n = reroutable[int(rng.integers(len(reroutable)))]
+        node = path[n]
+        others = [j for j in self.successors[node] if j != path[n + 1]]
+        return self._complete(path[: n + 1] + [others[int(rng.integers(len(others)))]], ops, rng)
+
+    def size(self) -> int:
+        """Number of distinct architectures: over all paths, the product of op choices of their layers."""
+        count = [0] * (self.tail + 1)
+        count[self.tail] = 1
+        for i in range(self.tail - 1, -1, -1):
+            count[i] = sum(count[j] * (len(OPS) ** self.layers[j] if j < self.tail else 1)
+                           for j in self.successors[i])
+        return count[0]
+
+    def describe(self, arch: Arch) -> str:
+        path = self.path(arch)
+        parts = [f"stem {self.widths[0]}"]
+        for prev, b in zip(path, path[1:-1]):
+            down = "/2" if self.scales[b] > self.scales[prev] else ""
+            ops = [arch[f"block{b}.layer{l}"] for l in range(self.layers[b])]
+            kept = [o.replace("mb_", "").replace("_", "") for o in ops if o != SKIP]
+            parts.append(f"{self.widths[b]}{down}[{','.join(kept)}]")
+        parts.append(f"tail {self.last}")
+        return " > ".join(parts)
+
+    def summary(self, arch: Arch) -> dict[str, Any]:
+        """Widths per kept block, depth (MBConv layers incl. heads), and the depth at which each downsampling occurs."""
+        path = self.path(arch)
+        widths, downsample, depth = [], [], 1  # the stem's MBConv
+        for prev, b in zip(path, path[1:-1]):
+            depth += 1  # head layer
+            if self.scales[b] > self.scales[prev]:
+                downsample.append(depth)
+            widths.append(self.widths[b])
+            depth += sum(arch[f"block{b}.layer{l}"] != SKIP for l in range(self.layers[b]))
+        return {"path": path, "widths": widths, "depth": depth, "downsample_at": downsample,
+                "stem_stride": self.stem_stride}
+
+    # --- networks --------------------------------------------------------------
+    def resolutions(self, input_shape: tuple[int, int, int]) -> list[tuple[int, int]]:
+        """(H, W) of every node's output, the tail included (convs halve with ceil)."""
+        _, h, w = input_shape
+        h, w = math.ceil(h / self.stem_stride), math.ceil(w / self.stem_stride)
+        out = []
+        for s in list(self.scales) + [self.scales[-1]]:
+            out.append((math.ceil(h / 2 ** s), math.ceil(w / 2 ** s)))
+        return out
+
+    def _head(self, i: int, j: int, affine: bool = True) -> nn.Module:
+        return MBConv(self.widths[i], self.widths[j], HEAD_KERNEL, HEAD_EXPAND,
+                      2 ** (self.scales[j] - self.scales[i]), affine)
+
+    def build(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int, **_: Any) -> DenseNetwork:
+        """The derived network. The final-training options ``layers``, ``channels`` and
+        ``auxiliary`` do not apply (widths and depth are part of the arch) and are ignored."""
+        self.validate(arch)
+        path = self.path(arch)
+        blocks = []
+        for prev, b in zip(path, path[1:-1]):
+            layers = [_stack_op(arch[f"block{b}.layer{l}"], self.widths[b], True) for l in range(self.layers[b])
+                      if arch[f"block{b}.layer{l}"] != SKIP]
+            blocks.append(nn.Sequential(self._head(prev, b), *layers))
+        return DenseNetwork(Stem(input_shape[0], self.widths[0], self.stem_stride), blocks,
+                            TailConv(self.widths[path[-2]], self.last), Classifier(self.last, num_classes))
+
+    def supernet(self, input_shape: tuple[int, int, int], num_classes: int, affine: bool = True,
+                 **_: Any) -> DenseSupernet:
+        """The one-shot network (every head, every candidate op of every stacking layer)."""
+        return DenseSupernet(self, input_shape[0], num_classes, affine)
+
+    # --- latency lookup tables ------------------------------------------------
+    def latency_keys(self) -> LatencyKeys:
+        """Table keys of the pieces: fixed ones, ``heads[(i, j)]`` (``j`` = tail: the tail conv), and
+        per stacking layer (``layer_index`` order) op -> key (``None`` for ``skip``)."""
+        heads = {(i, j): f"head:{i}>{j}" for j in range(1, self.tail) for i in self.predecessors[j]}
+        heads.update({(i, self.tail): f"tail:{i}" for i in self.predecessors[self.tail]})
+        layers = tuple({op: (None if op == SKIP else f"block{b}:{op}") for op in OPS} for b, _ in self.layer_index)
+        return LatencyKeys(("stem", "classifier"), heads, layers)
+
+    def latency_parts(self, input_shape: tuple[int, int, int], num_classes: int
+                      ) -> dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]]:
+        """Every distinct piece of any network of the space, with the input shape it sees."""
+        res = self.resolutions(input_shape)
+        w = self.widths
+        parts: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
+            "stem": (lambda: Stem(input_shape[0], w[0], self.stem_stride), tuple(input_shape)),
+            "classifier": (lambda: Classifier(self.last, num_classes), (self.last, *res[self.tail])),
+        }
+        for (i, j), key in self.latency_keys().heads.items():
+            factory = (lambda i=i: TailConv(w[i], self.last)) if j == self.tail else (lambda i=i, j=j: self._head(i, j))
+            parts[key] = (factory, (w[i], *res[i]))
+        for b in range(1, self.tail):
+            if self.layers[b] == 0:
+                continue
+            for op in OPS:
+                if op != SKIP:
+                    parts[f"block{b}:{op}"] = (lambda op=op, b=b: _stack_op(op, w[b], True), (w[b], *res[b]))
+        return parts
+
+    def arch_latency_parts(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int) -> list[str]:
+        """The table keys whose latencies add up to ``build(arch)``'s (skipped layers add nothing)."""
+        path = self.path(arch)
+        keys = ["stem"]
+        for prev, b in zip(path, path[1:-1]):
+            keys.append(f"head:{prev}>{b}")
+            keys += [f"block{b}:{arch[f'block{b}.layer{l}']}" for l in range(self.layers[b])
+                     if arch[f"block{b}.layer{l}"] != SKIP]
+        keys += [f"tail:{path[-2]}", "classifier"]
+        return keys

@@ -1,0 +1,277 @@
+"""DenseNAS: the two-stage schedule, sampling, the rescaling of sampled op parameters, the
+latency objective from a lookup table, derivation, determinism and resume, the report, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nasforge.data import synthetic_dataset
+from nasforge.errors import ConfigError
+from nasforge.experiment import Experiment
+from nasforge.hardware.lut import LatencyTable, space_fingerprint
+from nasforge.oneshot.dense import all_paths
+from nasforge.spaces import make_space
+from nasforge.spaces.dense import OPS, DenseSpace
+from nasforge.strategies import get_strategy_class, make_strategy
+from nasforge.strategies.densenas import TABLE_FILE, DenseNasStrategy, _report_section, rescale_
+
+TINY = dict(widths=[4, 6, 8, 10], scales=[0, 0, 1, 1], stages=[0, 1, 2, 2], layers=[0, 1, 1, 1], connections=2,
+            last=8)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_dataset(num_samples=240, seed=0)
+
+
+def fake_table(space: DenseSpace, path: Path, shape=(1, 8, 8), classes=10) -> Path:
+    """A deterministic lookup table: each piece costs its width-and-kernel-dependent made-up ms."""
+    entries = {}
+    for key in space.latency_parts(shape, classes):
+        if key.startswith("block"):
+            b, op = key[5:].split(":")
+            kernel, expand = int(op.split("_")[1][1:]), int(op.split("_")[2][1:])
+            entries[key] = 0.01 * space.widths[int(b)] * expand * kernel / 3
+        elif key.startswith(("head", "tail")):
+            entries[key] = 0.05 * (1 + len(key))
+        else:
+            entries[key] = 0.2
+    table = LatencyTable(space="dense", space_version=1, fingerprint=space_fingerprint(space), input_shape=shape,
+                         num_classes=classes, device="cpu", device_name="test", batch_size=1, threads=1,
+                         overhead_ms=0.1, entries=entries)
+    return table.save(path)
+
+
+def _strategy(**options) -> DenseNasStrategy:
+    return make_strategy("densenas", {"epochs": 3, "lat_weight": 0.0, **options}, "synthetic")
+
+
+class _Spy(DenseNasStrategy):
+    """Keeps a copy of the architecture parameters at the start of every epoch."""
+
+    def _epoch(self, *args, **kwargs):
+        self.snapshots = getattr(self, "snapshots", [])
+        self.snapshots.append([p.detach().clone() for p in self.arch_params()])
+        return super()._epoch(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- pieces
+def test_registration_and_defaults():
+    assert get_strategy_class("densenas") is DenseNasStrategy and DenseNasStrategy.kind == "oneshot"
+    cfg = make_strategy("densenas", {}, "digits").config
+    assert (cfg.lat_weight, cfg.lat_base, cfg.a_beta1, cfg.a_wd, cfg.arch_op_samples) == (0.15, 15.0, 0.5, 1e-3, 2)
+    assert cfg.epochs == 10 and cfg.batch_size == 64  # digits profile
+    with pytest.raises(ConfigError, match="lat_weight"):
+        make_strategy("densenas", {"lat_weight": -1}, "digits")
+
+
+def test_rescale_keeps_the_sampled_mass_and_the_others():
+    torch.manual_seed(0)
+    old = torch.randn(4, len(OPS))
+    new = old + torch.randn(4, len(OPS))
+    idx = torch.tensor([[0, 3], [1, 6], [2, 5], [0, 1]])
+    new[:, :] = torch.where(torch.zeros_like(new, dtype=torch.bool).scatter(1, idx, True), new, old)
+    alpha = new.clone()
+    rescale_(alpha, old, idx)
+    assert torch.allclose(alpha.gather(1, idx).logsumexp(1), old.gather(1, idx).logsumexp(1), atol=1e-6)
+    mask = torch.zeros_like(alpha, dtype=torch.bool).scatter(1, idx, True)
+    assert torch.equal(alpha[~mask], old[~mask])  # unsampled ops keep their parameters
+    # within the pair, the update's preference survives the shift
+    assert torch.allclose((alpha.gather(1, idx)[:, 0] - alpha.gather(1, idx)[:, 1]),
+                          (new.gather(1, idx)[:, 0] - new.gather(1, idx)[:, 1]), atol=1e-6)
+
+
+def test_sampling_draws_the_configured_number_of_heads_and_ops():
+    torch.manual_seed(0)
+    space = DenseSpace()
+    strategy = _strategy()
+    strategy.init_arch(space)
+    incoming = strategy.sample_incoming(strategy.path_probs(), uniform=False)
+    assert len(incoming) == space.tail
+    for j, (sources, w) in enumerate(incoming, start=1):
+        assert len(sources) == min(2, len(space.predecessors[j]))
+        assert set(sources) <= set(space.predecessors[j])
+        assert w.sum().item() == pytest.approx(1.0)
+    idx, layer_ops = strategy.sample_ops(2, uniform=False)
+    assert idx.shape == (len(space.layer_index), 2) and all(len(set(r)) == 2 for r in idx.tolist())
+    assert all(w.sum().item() == pytest.approx(1.0) for _, w in layer_ops)
+    everything = _strategy(head_samples=0)
+    everything.init_arch(space)
+    assert [s for s, _ in everything.sample_incoming(everything.path_probs(), True)] == space.predecessors[1:]
+
+
+def test_expected_latency_is_the_mean_over_paths_of_the_table_prediction(tmp_path, data):
+    space = DenseSpace(**TINY)
+    strategy = _strategy(lat_weight=0.5, latency_table=str(fake_table(space, tmp_path / "t.json")))
+    torch.manual_seed(1)
+    strategy.init_arch(space)
+    with torch.no_grad():
+        for b in strategy.betas:
+            b.normal_()
+        strategy.alpha.normal_()
+    strategy.setup_latency(space, data, None, None)
+    table = strategy.table
+    probs = [p.detach() for p in strategy.path_probs()]
+    op_p = torch.softmax(strategy.alpha.detach(), -1)
+    total = 0.0
+    for path in all_paths(space.successors):
+        p_path = math.prod(probs[a][space.successors[a].index(b)].item() for a, b in zip(path, path[1:]))
+        # each layer at its expected op latency = the mean over op choices of the table's prediction
+        lat = table.overhead_ms + table.get("stem") + table.get("classifier")
+        for a, b in zip(path, path[1:]):
+            lat += table.get(f"tail:{a}" if b == space.tail else f"head:{a}>{b}")
+            if b != space.tail:
+                for k, (blk, _) in enumerate(space.layer_index):
+                    if blk == b:
+                        lat += sum(op_p[k, o].item() * (0.0 if op == "skip" else table.get(f"block{b}:{op}"))
+                                   for o, op in enumerate(OPS))
+        total += p_path * lat
+    assert strategy.expected_latency().item() == pytest.approx(total, rel=1e-5)
+    # a deterministic distribution gives exactly the table's prediction of that arch
+    with torch.no_grad():
+        for b in strategy.betas:
+            b.copy_(torch.tensor([50.0] + [0.0] * (len(b) - 1)))
+        strategy.alpha.copy_(torch.zeros_like(strategy.alpha))
+        strategy.alpha[:, 1] = 50.0
+    arch = strategy.derive(space)
+    assert space.path(arch) == [0, 1, 2, 3, 4]
+    assert strategy.expected_latency().item() == pytest.approx(table.predict(space, arch), rel=1e-5)
+
+
+def test_latency_term_pulls_towards_cheaper_paths(tmp_path, data):
+    space = DenseSpace(**TINY)
+    strategy = _strategy(lat_weight=50.0, a_lr=0.05, latency_table=str(fake_table(space, tmp_path / "t.json")))
+    torch.manual_seed(0)
+    strategy.init_arch(space)
+    strategy.setup_latency(space, data, None, None)
+    model = space.supernet(data.input_shape, data.num_classes)
+    opt = torch.optim.Adam(strategy.arch_params(), lr=0.05, betas=(0.5, 0.999))
+    before = strategy.expected_latency().item()
+    for k in range(8):
+        strategy.arch_step(model, opt, (data.x_train[:16], data.y_train[:16]))
+    assert strategy.expected_latency().item() < before * 0.95
+    skip = torch.softmax(strategy.alpha.detach(), -1)[:, OPS.index("skip")]
+    assert (skip > 1 / len(OPS)).all()  # skip (no latency) gained in every layer
+
+
+# --------------------------------------------------------------------------- searches
+def test_warmup_trains_weights_only_then_alternates(data):
+    strategy = _Spy(_strategy(epochs=3, warmup_fraction=0.34).config)
+    result = strategy.search(make_space("dense", **TINY), data, seed=0)
+    assert [h["metrics"]["stage"] for h in result.history] == ["warmup", "search", "search"]
+    first, second, third = strategy.snapshots
+    assert all(torch.equal(a, b) for a, b in zip(first, second))       # warm-up: architecture untouched
+    assert not all(torch.equal(a, b) for a, b in zip(second, third))   # then it moves
+    assert "arch_loss" not in result.history[0]["metrics"] and "arch_loss" in result.history[1]["metrics"]
+    space = make_space("dense", **TINY)
+    space.validate(result.arch)
+    net = space.build(result.arch, data.input_shape, data.num_classes)
+    assert net(data.x_train[:2]).shape == (2, data.num_classes)
+    weights = result.history[-1]["arch_weights"]
+    assert len(weights["paths"]) == space.tail and len(weights["ops"]) == len(space.layer_index)
+
+
+def test_wrong_space_is_a_config_error(data):
+    with pytest.raises(ConfigError, match="--space dense"):
+        _strategy().search(make_space("darts"), data, seed=0)
+
+
+def test_resume_replays_exactly_and_reuses_the_table(tmp_path, data):
+    space_opts = dict(TINY)
+    table = fake_table(make_space("dense", **space_opts), tmp_path / "table.json")
+
+    def run(name, callbacks=()):
+        path = tmp_path / name
+        exp = Experiment.open(path) if path.exists() else Experiment.create(path, {}, force=True)
+        strategy = _Spy(_strategy(epochs=3, lat_weight=0.3, latency_table=str(table)).config)
+        return strategy, strategy.search(make_space("dense", **space_opts), data, experiment=exp, seed=4,
+                                         callbacks=callbacks)
+
+    full, full_result = run("full")
+
+    def stop(strategy, epoch, record):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run("cut", [stop])
+    resumed, resumed_result = run("cut")
+    assert resumed_result.arch == full_result.arch
+    for a, b in zip(full.arch_params(), resumed.arch_params()):
+        assert torch.equal(a, b)
+    assert [h["metrics"]["train_loss"] for h in resumed_result.history] == \
+           [h["metrics"]["train_loss"] for h in full_result.history]
+    assert resumed_result.info["predicted_latency_ms"] == full_result.info["predicted_latency_ms"]
+
+
+def test_table_is_built_into_the_run_and_reused(tmp_path, data):
+    space = make_space("dense", **TINY)
+    exp = Experiment.create(tmp_path / "run", {}, force=True)
+    strategy = _strategy(epochs=1, lat_weight=0.2, table_warmup=0, table_repeats=2)
+    result = strategy.search(space, data, experiment=exp, seed=0)
+    path = tmp_path / "run" / TABLE_FILE
+    table = LatencyTable.load(path)
+    table.check(space, data.input_shape, "cpu")
+    assert set(table.entries) == set(space.latency_parts(data.input_shape, data.num_classes))
+    assert result.info["predicted_latency_ms"] == pytest.approx(table.predict(space, result.arch))
+    again = _strategy(epochs=1, lat_weight=0.2)
+    again.setup_latency(space, data, exp, None)
+    assert again.table.entries == table.entries  # loaded, not re-measured
+    other = make_space("dense", **{**TINY, "last": 12})
+    with pytest.raises(ConfigError, match="another configuration"):
+        _strategy(latency_table=str(path), lat_weight=0.2).setup_latency(other, data, None, None)
+
+
+def test_report_section_draws_the_path(tmp_path, data):
+    exp = Experiment.create(tmp_path / "run", {"space": {"name": "dense"}}, force=True)
+    result = _strategy(epochs=2).search(make_space("dense", **TINY), data, experiment=exp, seed=0)
+    result.arch.save(tmp_path / "run" / "arch.json")
+    exp.close()
+    out = tmp_path / "run" / "report"
+    out.mkdir()
+    title, body, pictures = _report_section(tmp_path / "run", out)
+    assert title == "DenseNAS path" and "stem 4" in body
+    (name, caption), = pictures
+    assert (out / name).stat().st_size > 5000 and "Viterbi" in caption
+    other = Experiment.create(tmp_path / "darts", {}, force=True)
+    other.close()
+    assert _report_section(tmp_path / "darts", out) is None
+
+
+@pytest.mark.slow
+def test_cli_search_with_densenas_end_to_end(tmp_path: Path):
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200", TERM="dumb")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nasforge.cli", "search", "--space", "dense", "--strategy", "densenas",
+         "--data", "synthetic", "--set", "strategy.epochs=2", "--set", "strategy.table_repeats=2",
+         "--set", "train.epochs=1", "--out", str(out), "-q"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["space"] == "dense" and result["strategy"] == "densenas" and result["search_epochs"] == 2
+    assert (out / TABLE_FILE).is_file() and result["search_info"]["predicted_latency_ms"] > 0
+    from nasforge.train import load_model
+
+    model, arch, shape = load_model(out / "model.pt")
+    assert arch.space == "dense" and model(torch.zeros(1, *shape)).shape == (1, 10)
+    proc = subprocess.run([sys.executable, "-m", "nasforge.cli", "report", str(out)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "DenseNAS path" in (out / "report.html").read_text()
