@@ -410,3 +410,23 @@ def test_train_the_found_arch(cli, run_dir: Path, tmp_path: Path, one_thread):
     assert json.loads((out / "arch.json").read_text()) == json.loads((run_dir / "arch.json").read_text())
     result = json.loads((out / "result.json").read_text())
     assert 0.0 <= result["test_acc"] <= 1.0 and result["train_epochs"] == 1
+
+
+@pytest.mark.parametrize("space_name", ["darts", "nb201", "mbconv", "dense", "layers"])
+def test_export_an_arch_json_of_every_space_to_checked_onnx(cli, tmp_path: Path, space_name: str, one_thread):
+    """`nasforge export ARCH.json --format onnx` works for every space: checked against PyTorch, latency beside."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime not installed")
+    import numpy as np
+
+    from nasforge.spaces import make_space
+
+    options = {"nb201": {"C": 4, "N": 1}}.get(space_name, {})
+    arch = make_space(space_name, **options).sample(np.random.default_rng(3))
+    path = arch.save(tmp_path / "arch.json")
+    code, out, err = cli("export", path, "--format", "onnx", "--data", "synthetic")
+    assert code == 0, err
+    diff = float(" ".join(out.split()).split("max |onnxruntime - pytorch| = ")[1].split(")")[0])
+    assert diff < 1e-4
+    latency = json.loads((tmp_path / "model.latency.json").read_text())
+    assert latency["device"] == "onnxruntime" and latency["median_ms"] > 0
