@@ -22,7 +22,7 @@ choices (``block{i}.width``, ``.scale``, ``.stage``, ``.layers``, ``space.connec
 ``space.stem_stride``, ``space.last``), so ``arch.json`` rebuilds its space alone.
 
 Differences from the official code: the head layer's op is fixed (MBConv k3 e3) instead
-of searched, and the MBConv is this module's own (the op is standard: expand 1x1, BN,
+of searched; the MBConv is the one of ``spaces/ops.py`` shared with mbconv (expand 1x1, BN,
 ReLU6, depthwise kxk, BN, ReLU6, project 1x1, BN; residual when shapes match).
 """
 
@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from nasforge.arch import Arch
 from nasforge.errors import ArchError, ConfigError
 from nasforge.spaces.base import Choice, OpChoice, SearchSpace, ValueChoice, register_space
+from nasforge.spaces.ops import MBConv
 
 __all__ = [
     "OPS", "PRESETS", "HEAD_KERNEL", "HEAD_EXPAND", "MBConv", "Stem", "TailConv", "Classifier",
@@ -81,33 +82,12 @@ def op_params(name: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------------
 # Modules
 # ---------------------------------------------------------------------------
-class MBConv(nn.Module):
-    """MobileNetV2 inverted residual: 1x1 expand, kxk depthwise (stride), 1x1 project; residual
-    when input and output shapes match (expansion 1 skips the expand conv)."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, expand: int, stride: int = 1, affine: bool = True):
-        super().__init__()
-        mid = c_in * expand
-        layers: list[nn.Module] = []
-        if expand != 1:
-            layers += [nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid, affine=affine), nn.ReLU6(inplace=True)]
-        layers += [nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False),
-                   nn.BatchNorm2d(mid, affine=affine), nn.ReLU6(inplace=True),
-                   nn.Conv2d(mid, c_out, 1, bias=False), nn.BatchNorm2d(c_out, affine=affine)]
-        self.body = nn.Sequential(*layers)
-        self.residual = c_in == c_out and stride == 1
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.body(x)
-        return out + x if self.residual else out
-
-
 class Stem(nn.Sequential):
     """3x3 conv (stride ``stride``), BN, ReLU6, then an MBConv k3 e1 (the official stem)."""
 
     def __init__(self, c_in: int, width: int, stride: int, affine: bool = True):
         super().__init__(nn.Conv2d(c_in, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width, affine=affine),
-                         nn.ReLU6(inplace=True), MBConv(width, width, 3, 1, 1, affine))
+                         nn.ReLU6(inplace=True), MBConv(width, width, 3, 1, 1, affine, shortcut=True))
 
 
 class TailConv(nn.Sequential):
@@ -132,7 +112,7 @@ class Classifier(nn.Module):
 
 def _stack_op(name: str, width: int, affine: bool) -> nn.Module:
     kernel, expand = op_params(name)
-    return MBConv(width, width, kernel, expand, 1, affine)
+    return MBConv(width, width, kernel, 1, expand, affine, shortcut=True)
 
 
 class DenseNetwork(nn.Module):
@@ -182,7 +162,7 @@ class DenseSupernet(nn.Module):
         for j in range(1, space.num_blocks):
             for i in space.predecessors[j]:
                 stride = 2 ** (space.scales[j] - space.scales[i])
-                self.heads[f"{i}_{j}"] = MBConv(w[i], w[j], HEAD_KERNEL, HEAD_EXPAND, stride, affine=affine)
+                self.heads[f"{i}_{j}"] = MBConv(w[i], w[j], HEAD_KERNEL, stride, HEAD_EXPAND, affine, shortcut=True)
         self.tails = nn.ModuleDict({str(i): TailConv(w[i], space.last, affine=affine)
                                     for i in space.predecessors[space.tail]})
         self.layers = nn.ModuleList()
@@ -484,8 +464,8 @@ class DenseSpace(SearchSpace):
         return out
 
     def _head(self, i: int, j: int, affine: bool = True) -> nn.Module:
-        return MBConv(self.widths[i], self.widths[j], HEAD_KERNEL, HEAD_EXPAND,
-                      2 ** (self.scales[j] - self.scales[i]), affine)
+        return MBConv(self.widths[i], self.widths[j], HEAD_KERNEL, 2 ** (self.scales[j] - self.scales[i]),
+                      HEAD_EXPAND, affine, shortcut=True)
 
     def build(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int, **_: Any) -> DenseNetwork:
         """The derived network. The final-training options ``layers``, ``channels`` and

@@ -38,6 +38,7 @@ from nasforge.arch import Arch
 from nasforge.errors import ArchError, ConfigError
 from nasforge.oneshot.binary import BinaryMixedOp, PathSample
 from nasforge.spaces.base import Choice, OpChoice, SearchSpace, ValueChoice, register_space
+from nasforge.spaces.ops import MBConv
 
 #: The paper's candidate blocks (``conv_candidates`` of its search script), then ``zero``.
 MB_OPS: tuple[str, ...] = ("mb_k3_e3", "mb_k3_e6", "mb_k5_e3", "mb_k5_e6", "mb_k7_e3", "mb_k7_e6")
@@ -67,24 +68,6 @@ def op_spec(name: str) -> tuple[int, int]:
 def _out_size(size: int, stride: int) -> int:
     """Spatial size after a 'same'-padded odd-kernel conv with ``stride`` (any odd kernel)."""
     return (size - 1) // stride + 1
-
-
-class MBConv(nn.Module):
-    """Inverted residual block: [1x1 expand + BN + ReLU6] + kxk depthwise + BN + ReLU6 + 1x1 project + BN."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, expansion: int):
-        super().__init__()
-        hidden = c_in * expansion
-        layers: list[nn.Module] = []
-        if expansion != 1:
-            layers += [nn.Conv2d(c_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
-        layers += [nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False),
-                   nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-                   nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
 
 
 class MBLayer(nn.Module):

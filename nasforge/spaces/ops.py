@@ -118,3 +118,27 @@ def drop_path(x: Tensor, drop_prob: float) -> Tensor:
     keep = 1.0 - drop_prob
     mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
     return x / keep * mask
+
+
+class MBConv(nn.Module):
+    """MobileNetV2 inverted residual (ProxylessNAS, DenseNAS): [1x1 expand + BN + ReLU6] (skipped at
+    expansion 1), kxk depthwise (stride) + BN + ReLU6, 1x1 project + BN. With ``shortcut`` the input is
+    added back when the shapes match; spaces that mix ops add the shortcut outside instead."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, expansion: int,
+                 affine: bool = True, shortcut: bool = False):
+        super().__init__()
+        hidden = c_in * expansion
+        layers: list[nn.Module] = []
+        if expansion != 1:
+            layers += [nn.Conv2d(c_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden, affine=affine),
+                       nn.ReLU6(inplace=True)]
+        layers += [nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False),
+                   nn.BatchNorm2d(hidden, affine=affine), nn.ReLU6(inplace=True),
+                   nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out, affine=affine)]
+        self.body = nn.Sequential(*layers)
+        self.residual = shortcut and c_in == c_out and stride == 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.body(x)
+        return out + x if self.residual else out
