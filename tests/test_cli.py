@@ -289,14 +289,6 @@ def run_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_search_writes_every_file(run_dir: Path):
     for name in ("config.yaml", "store.sqlite", "arch.json", "model.pt", "result.json"):
         assert (run_dir / name).is_file(), name

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasforge.data import synthetic_dataset
 from nasforge.errors import ConfigError
 from nasforge.experiment import Experiment
 from nasforge.hardware.lut import LatencyTable, space_fingerprint
@@ -27,17 +26,7 @@ TINY = dict(widths=[4, 6, 8, 10], scales=[0, 0, 1, 1], stages=[0, 1, 2, 2], laye
             last=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return synthetic_dataset(num_samples=240, seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def fake_table(space: DenseSpace, path: Path, shape=(1, 8, 8), classes=10) -> Path:

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasforge.data import synthetic_dataset
 from nasforge.errors import ConfigError, TrainingError
 from nasforge.experiment import Experiment
 from nasforge.oneshot import MixedOp
@@ -28,17 +27,7 @@ from nasforge.strategies.gdas import FRC_STANDIN_REDUCE, GdasConfig, GdasStrateg
 OPS = len(PRIMITIVES)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: oversubscribed threads make tiny convs very slow
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return synthetic_dataset(num_samples=240, seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _strategy(**options) -> GdasStrategy:

@@ -25,12 +25,7 @@ from nasforge.strategies.haq import HaqConfig, HaqSearch, make_haq_config, quant
 TINY = {"episodes": 4, "warmup": 2, "finetune_epochs": 1, "hidden": 16, "update_batch": 8, "calib_samples": 64}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from nasforge.spaces.layers import Layer, LayerNet, LayerSpace
 from nasforge.train import TrainConfig, load_model, save_model, train_arch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 SPACES = {

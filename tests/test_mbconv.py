@@ -14,12 +14,7 @@ from nasforge.spaces import get_space_class, make_space
 from nasforge.spaces.mbconv import MB_OPS, ZERO, MBConv, MBConvSpace, MBLayer, op_spec
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _expand_convs(block: MBConv) -> list[nn.Conv2d]:

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from nasforge.arch import Arch
-from nasforge.data import synthetic_dataset
 from nasforge.errors import ArchError, ConfigError
 from nasforge.evaluators.table import TableEvaluator, write_table
 from nasforge.experiment import Experiment
@@ -36,17 +35,7 @@ from nasforge.strategies.gdas import gumbel_hard_sample
 from nasforge.train import load_model, save_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return synthetic_dataset(num_samples=240, seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _space() -> NB201Space:

@@ -21,12 +21,7 @@ from nasforge.strategies.reinforce import ReinforceConfig, ReinforceStrategy, mo
 from nasforge.trials import Budget, run_trials
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _strategy(space, seed=0, **options) -> ReinforceStrategy:
