@@ -101,6 +101,10 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
     cfg.space = space
     cfg.strategy = {"name": strategy["name"], **to_dict(strat.config)}
     fill_auto(cfg.train, cfg.data.name, "train")
+    if cfg.strategy.get("latency_table"):  # a missing or corrupt table fails before a run directory exists
+        from nasforge.hardware.lut import LatencyTable
+
+        LatencyTable.load(cfg.strategy["latency_table"])
     cfg.trials.fill_auto(cfg.data.name)
     if "trials" in cfg.strategy and "trials" not in strategy and cfg.trials.max_trials:
         cfg.strategy["trials"] = cfg.trials.max_trials  # schedules over the budget (MetaQNN's epsilon) span it

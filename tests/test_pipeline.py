@@ -95,3 +95,14 @@ def test_metaqnn_schedule_follows_the_trial_budget_unless_set():
     assert resolve_config({**base, "trials": {"max_trials": 37}}).strategy["trials"] == 37
     pinned = {"space": {"name": "layers"}, "strategy": {"name": "metaqnn", "trials": 5}, "trials": {"max_trials": 37}}
     assert resolve_config(pinned).strategy["trials"] == 5
+
+
+def test_a_missing_latency_table_is_refused_before_the_run_starts(tmp_path):
+    import pytest
+
+    from nasforge.errors import ConfigError
+    from nasforge.pipeline import resolve_config
+
+    raw = {"space": {"name": "mbconv"}, "strategy": {"name": "proxyless", "latency_table": str(tmp_path / "no.json")}}
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_config(raw)
