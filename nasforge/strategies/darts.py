@@ -33,7 +33,8 @@ from nasforge.experiment import Experiment
 from nasforge.oneshot.mixed import EdgeWeights, OneShotSpace
 from nasforge.progress import Progress
 from nasforge.spaces.darts import DartsSpace, num_edges
-from nasforge.strategies.base import EpochCallback, SearchResult, Strategy, register_strategy
+from nasforge.strategies.base import (EpochCallback, SearchResult, Strategy, load_search_state, register_strategy,
+                                      save_search_state)
 from nasforge.strategies.stopping import DartsPlusStopper
 from nasforge.utils import epoch_seed
 
@@ -191,18 +192,7 @@ class DartsStrategy(Strategy):
 
         start = 0
         if experiment is not None:
-            state = experiment.load_checkpoint("search")
-            if state is not None:
-                model.load_state_dict(state["model"])
-                with torch.no_grad():
-                    for a, saved in zip(self.alphas, state["alphas"]):
-                        a.copy_(saved)
-                w_opt.load_state_dict(state["w_opt"])
-                a_opt.load_state_dict(state["a_opt"])
-                start = state["epoch"] + 1
-                log.info("resuming search at epoch %d", start)
-            # rows past the checkpoint (a crash between logging and checkpointing) are recomputed
-            experiment.store.truncate_epochs("search", start - 1)
+            start, _ = load_search_state(experiment, model, self.alphas, w_opt, a_opt)
 
         steps = min(num_batches(len(yw), cfg.batch_size), num_batches(len(ya), cfg.batch_size))
         history = experiment.store.epochs("search") if experiment is not None else []
@@ -217,10 +207,7 @@ class DartsStrategy(Strategy):
                 if experiment is not None:
                     experiment.store.log_epoch("search", epoch, record["metrics"], record["arch_weights"],
                                                record["arch"])
-                    experiment.save_checkpoint("search", {
-                        "epoch": epoch, "model": model.state_dict(), "alphas": [a.detach() for a in self.alphas],
-                        "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
-                    })
+                    save_search_state(experiment, epoch, model, self.alphas, w_opt, a_opt)
                 for cb in callbacks:
                     cb(self, epoch, record)
                 stopped = stopper.check(history) if stopper else None

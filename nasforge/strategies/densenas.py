@@ -63,7 +63,8 @@ from nasforge.hardware.latency import DEVICES
 from nasforge.oneshot.dense import expected_latency, viterbi
 from nasforge.progress import Progress
 from nasforge.spaces.dense import OPS, SKIP, DenseSpace
-from nasforge.strategies.base import EpochCallback, SearchResult, Strategy, register_strategy
+from nasforge.strategies.base import (EpochCallback, SearchResult, Strategy, load_search_state, register_strategy,
+                                      save_search_state)
 from nasforge.strategies.darts import accuracy, cosine_lr
 from nasforge.utils import epoch_seed
 
@@ -309,17 +310,7 @@ class DenseNasStrategy(Strategy):
 
         start = 0
         if experiment is not None:
-            state = experiment.load_checkpoint("search")
-            if state is not None:
-                model.load_state_dict(state["model"])
-                with torch.no_grad():
-                    for p, saved in zip(self.arch_params(), state["arch"]):
-                        p.copy_(saved)
-                w_opt.load_state_dict(state["w_opt"])
-                a_opt.load_state_dict(state["a_opt"])
-                start = state["epoch"] + 1
-                log.info("resuming search at epoch %d", start)
-            experiment.store.truncate_epochs("search", start - 1)
+            start, _ = load_search_state(experiment, model, self.arch_params(), w_opt, a_opt)
             if self.table is not None and cfg.latency_table is None:
                 experiment.store.set_meta("latency_table", str(experiment.path / TABLE_FILE))
 
@@ -337,10 +328,7 @@ class DenseNasStrategy(Strategy):
                 if experiment is not None:
                     experiment.store.log_epoch("search", epoch, record["metrics"], record["arch_weights"],
                                                record["arch"])
-                    experiment.save_checkpoint("search", {
-                        "epoch": epoch, "model": model.state_dict(),
-                        "arch": [p.detach().clone() for p in self.arch_params()],
-                        "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict()})
+                    save_search_state(experiment, epoch, model, self.arch_params(), w_opt, a_opt)
                 for cb in callbacks:
                     cb(self, epoch, record)
         arch = self.derive(space)

@@ -76,7 +76,8 @@ from nasforge.oneshot.binary import PathSample, rescale_two_paths, sample_one, s
 from nasforge.progress import Progress
 from nasforge.report import register_report_section
 from nasforge.spaces.mbconv import MBConvSpace, MBConvSupernet
-from nasforge.strategies.base import EpochCallback, SearchResult, Strategy, register_strategy
+from nasforge.strategies.base import (EpochCallback, SearchResult, Strategy, load_search_state, register_strategy,
+                                      save_search_state)
 from nasforge.strategies.darts import accuracy, cosine_lr
 from nasforge.utils import epoch_seed
 
@@ -295,18 +296,8 @@ class ProxylessStrategy(Strategy):
 
         start = 0
         if experiment is not None:
-            state = experiment.load_checkpoint("search")
-            if state is not None:
-                model.load_state_dict(state["model"])
-                with torch.no_grad():
-                    for a, saved in zip(self.alphas, state["alphas"]):
-                        a.copy_(saved)
-                w_opt.load_state_dict(state["w_opt"])
-                a_opt.load_state_dict(state["a_opt"])
-                self.baseline = state["baseline"]
-                start = state["epoch"] + 1
-                log.info("resuming search at epoch %d", start)
-            experiment.store.truncate_epochs("search", start - 1)
+            start, extra = load_search_state(experiment, model, self.alphas, w_opt, a_opt)
+            self.baseline = extra.get("baseline", self.baseline)
             experiment.store.set_meta("latency_target_ms", self.target_ms)
 
         steps = num_batches(len(yw), cfg.batch_size)
@@ -319,10 +310,7 @@ class ProxylessStrategy(Strategy):
                 if experiment is not None:
                     experiment.store.log_epoch("search", epoch, record["metrics"], record["arch_weights"],
                                                record["arch"])
-                    experiment.save_checkpoint("search", {
-                        "epoch": epoch, "model": model.state_dict(), "alphas": [a.detach() for a in self.alphas],
-                        "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(), "baseline": self.baseline,
-                    })
+                    save_search_state(experiment, epoch, model, self.alphas, w_opt, a_opt, baseline=self.baseline)
                 for cb in callbacks:
                     cb(self, epoch, record)
         arch = self.derive(space)
