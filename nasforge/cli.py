@@ -223,8 +223,7 @@ def export(
                                             "giving input shape and classes (the network is exported untrained)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
 ) -> None:
-    """Export a network (ONNX is checked against PyTorch with ONNX Runtime); its measured latency is
-    written beside it as NAME.latency.json."""
+    """Export a network to ONNX (checked against PyTorch with ONNX Runtime) or TorchScript, latency beside it."""
     from nasforge.arch import Arch
     from nasforge.export import export_model, write_latency
     from nasforge.train import load_model
