@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             results[device] = {"entries": len(table.entries), "build_s": build_s, "overhead_ms": table.overhead_ms,
                                **checked}
 
-    print(f"\n| device | entries | build (s) | call overhead (ms) | measured range (ms) | MAPE | Spearman |")
+    print("\n| device | entries | build (s) | call overhead (ms) | measured range (ms) | MAPE | Spearman |")
     print("|---|---|---|---|---|---|---|")
     for device, r in results.items():
         meas = [row["measured_ms"] for row in r["rows"]]

@@ -299,6 +299,11 @@ def _arch_block(arch: dict[str, Any] | None) -> str:
             f"<p>genotype: <code>{_e(genotype)}</code></p>")
 
 
+def _figure_html(name: str, caption: str) -> str:
+    return (f'<figure><img src="{_e(REPORT_DIR + "/" + name)}" alt="{_e(caption)}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
 def write_report(exp_dir: str | os.PathLike) -> Path:
     """Write ``exp_dir/report/*.png`` and ``exp_dir/report.html`` from what the run has recorded so far."""
     root = Path(exp_dir)
@@ -473,8 +478,7 @@ def write_report(exp_dir: str | os.PathLike) -> Path:
     if figures:
         parts.append("<h2>Plots</h2>")
         for name, caption in figures:
-            parts.append(f'<figure><img src="{_e(REPORT_DIR + "/" + name)}" alt="{_e(caption)}">'
-                         f"<figcaption>{_e(caption)}</figcaption></figure>")
+            parts.append(_figure_html(name, caption))
     import nasforge.strategies  # noqa: F401  (strategies register their report sections)
 
     for section in _SECTIONS:
@@ -484,7 +488,6 @@ def write_report(exp_dir: str | os.PathLike) -> Path:
         title, body, pictures = extra
         parts += [f"<h2>{_e(title)}</h2>", body]
         for name, caption in pictures:
-            parts.append(f'<figure><img src="{_e(REPORT_DIR + "/" + name)}" alt="{_e(caption)}">'
-                         f"<figcaption>{_e(caption)}</figcaption></figure>")
+            parts.append(_figure_html(name, caption))
     parts += ["<h2>Configuration (config.yaml)</h2>", f"<pre>{_e(config_text)}</pre>", "</body></html>", ""]
     return _shareable(atomic_write_text(root / REPORT_HTML, "\n".join(parts)))

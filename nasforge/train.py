@@ -27,7 +27,7 @@ from nasforge.errors import ExperimentError, TrainingError
 from nasforge.experiment import Experiment
 from nasforge.progress import Progress
 from nasforge.spaces import SearchSpace, get_space_class
-from nasforge.utils import atomic_torch_save, epoch_seed
+from nasforge.utils import apply_gradients, atomic_torch_save, epoch_seed
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,7 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
                 if not torch.isfinite(loss):
                     raise TrainingError(f"training loss became NaN/inf at epoch {epoch}; lower the learning rate "
                                         f"(e.g. --set train.lr={cfg.lr / 4:g}); the last epoch checkpoint is kept")
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
+                apply_gradients(loss, opt, model.parameters(), cfg.grad_clip)
                 loss_sum += loss.item() * len(yb)
                 correct += (logits.argmax(1) == yb).sum().item()
                 seen += len(yb)

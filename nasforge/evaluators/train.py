@@ -22,15 +22,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.data import Dataset, iterate_batches, num_batches
 from nasforge.errors import TrainingError
 from nasforge.hardware import count_flops, count_params, measure_latency
+from nasforge.profiles import fill_auto
 from nasforge.train import evaluate
-from nasforge.utils import epoch_seed
+from nasforge.utils import apply_gradients, epoch_seed
 
 
 @dataclass
@@ -60,12 +60,7 @@ class TrainEvaluator:
         self.space = space
         self.data = data
         self.config = config or TrainEvalConfig()
-        for key in ("epochs", "batch_size", "layers", "channels"):
-            if getattr(self.config, key) is None:
-                from nasforge.profiles import fill_auto
-
-                fill_auto(self.config, data.name, "evaluate")
-                break
+        fill_auto(self.config, data.name, "evaluate")  # only "auto" (None) fields take the profile's value
 
     def __call__(self, arch: Arch, seed: int = 0) -> dict[str, Any]:
         """Train ``arch`` from scratch (seeded) and score it on the valid split."""
@@ -96,10 +91,7 @@ class TrainEvaluator:
                 if not torch.isfinite(loss):
                     raise TrainingError(f"training loss became NaN/inf at step {step}; lower evaluator.lr "
                                         f"(e.g. --set evaluator.lr={cfg.lr / 4:g})")
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
+                apply_gradients(loss, opt, model.parameters(), cfg.grad_clip)
                 loss_sum += loss.item() * len(yb)
                 seen += len(yb)
                 step += 1

@@ -24,7 +24,7 @@ from torch import nn
 
 from nasforge.arch import Arch
 from nasforge.errors import ConfigError
-from nasforge.hardware.latency import DEVICES, describe_device, measure_latency
+from nasforge.hardware.latency import DEVICES, measure_latency
 from nasforge.progress import Progress
 from nasforge.utils import atomic_write_text
 

@@ -36,7 +36,7 @@ from nasforge.spaces.darts import DartsSpace, num_edges
 from nasforge.strategies.base import (EpochCallback, SearchResult, Strategy, load_search_state, register_strategy,
                                       save_search_state)
 from nasforge.strategies.stopping import DartsPlusStopper
-from nasforge.utils import epoch_seed
+from nasforge.utils import apply_gradients, epoch_seed
 
 log = logging.getLogger(__name__)
 
@@ -288,10 +288,7 @@ class DartsStrategy(Strategy):
         loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss) or not torch.isfinite(arch_loss):
             return float("nan"), 0.0, float("nan")
-        loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        w_opt.step()
+        apply_gradients(loss, w_opt, params, cfg.grad_clip)
         return loss.item(), accuracy(logits, y), arch_loss.item()
 
     @torch.no_grad()

@@ -66,7 +66,7 @@ from nasforge.spaces.dense import OPS, SKIP, DenseSpace
 from nasforge.strategies.base import (EpochCallback, SearchResult, Strategy, load_search_state, register_strategy,
                                       save_search_state)
 from nasforge.strategies.darts import accuracy, cosine_lr
-from nasforge.utils import epoch_seed
+from nasforge.utils import apply_gradients, epoch_seed
 
 log = logging.getLogger(__name__)
 
@@ -251,10 +251,7 @@ class DenseNasStrategy(Strategy):
         loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
             return float("nan"), 0.0
-        loss.backward()
-        if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, self.config.grad_clip)
-        opt.step()
+        apply_gradients(loss, opt, params, self.config.grad_clip)
         return loss.item(), accuracy(logits, y)
 
     def arch_step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: tuple[Tensor, Tensor]

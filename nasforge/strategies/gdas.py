@@ -68,6 +68,7 @@ from nasforge.progress import Progress
 from nasforge.spaces.darts import DartsSpace, GdasReductionCell, Genotype, derive_cell
 from nasforge.strategies.base import EpochCallback, SearchResult, register_strategy
 from nasforge.strategies.darts import DartsConfig, DartsStrategy, accuracy
+from nasforge.utils import apply_gradients
 
 #: The darts-Arch stand-in for GDAS's fixed reduction cell (4 nodes; ``(op, input)`` pairs).
 FRC_STANDIN_REDUCE: tuple[tuple[str, int], ...] = (
@@ -216,10 +217,7 @@ class GdasStrategy(DartsStrategy):
         loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
             return float("nan"), 0.0, float("nan")
-        loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        w_opt.step()
+        apply_gradients(loss, w_opt, params, cfg.grad_clip)
 
         a_opt.zero_grad(set_to_none=True)
         learned = self.learned_alphas()
