@@ -29,9 +29,9 @@ import torch
 from nasforge.data import load_dataset
 from nasforge.hardware import count_params, measure_latency
 from nasforge.hardware.lut import build_table
+from nasforge.report.sections.densenas import plot_path
 from nasforge.spaces import make_space
 from nasforge.strategies import make_strategy
-from nasforge.strategies.densenas import plot_path
 from nasforge.train import TrainConfig, train_arch
 
 CIFAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_small.npz"

@@ -35,9 +35,10 @@ from nasforge.experiment import Experiment
 from nasforge.hardware import count_flops, measure_latency
 from nasforge.hardware.lut import build_table
 from nasforge.profiles import fill_auto
+from nasforge.report.sections.proxyless import plot_tradeoff
 from nasforge.spaces import make_space
 from nasforge.strategies import make_strategy
-from nasforge.strategies.proxyless import TRADEOFF_FILE, plot_tradeoff
+from nasforge.strategies.proxyless import TRADEOFF_FILE
 from nasforge.train import TrainConfig, train_arch
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,10 +17,11 @@ from nasforge.errors import ConfigError
 from nasforge.experiment import Experiment
 from nasforge.hardware.lut import LatencyTable, space_fingerprint
 from nasforge.oneshot.dense import all_paths
+from nasforge.report.sections.densenas import densenas_report_section as _report_section
 from nasforge.spaces import make_space
 from nasforge.spaces.dense import OPS, DenseSpace
 from nasforge.strategies import get_strategy_class, make_strategy
-from nasforge.strategies.densenas import TABLE_FILE, DenseNasStrategy, _report_section, rescale_
+from nasforge.strategies.densenas import TABLE_FILE, DenseNasStrategy, rescale_
 
 TINY = dict(widths=[4, 6, 8, 10], scales=[0, 0, 1, 1], stages=[0, 1, 2, 2], layers=[0, 1, 1, 1], connections=2,
             last=8)

@@ -491,3 +491,9 @@ def write_report(exp_dir: str | os.PathLike) -> Path:
             parts.append(_figure_html(name, caption))
     parts += ["<h2>Configuration (config.yaml)</h2>", f"<pre>{_e(config_text)}</pre>", "</body></html>", ""]
     return _shareable(atomic_write_text(root / REPORT_HTML, "\n".join(parts)))
+
+
+# Sections of the method families (imported last: they use the helpers above).
+from nasforge.report.sections import densenas as _densenas, proxyless as _proxyless  # noqa: E402
+
+_SECTIONS += [_proxyless.proxyless_report_section, _densenas.densenas_report_section]
