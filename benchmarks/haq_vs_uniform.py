@@ -42,7 +42,8 @@ from nasforge.quant import (
     wrap_model,
 )
 from nasforge.quant.env import finetune_steps
-from nasforge.strategies.haq import HaqSearch, plot_bits
+from nasforge.report.sections.haq import plot_bits
+from nasforge.strategies.haq import HaqSearch
 
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10_small.npz"
 

@@ -31,7 +31,6 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from nasforge.arch import Arch
@@ -406,93 +405,5 @@ def search_options(config: Any, space: Any, data: Any) -> dict[str, Any]:
     return {"evaluator": make_evaluator(config.evaluator["name"], options, space, data),
             "budget": config.trials.budget(data.name), "runner": config.runner, "dedupe": config.trials.dedupe}
 
-
-# ---------------------------------------------------------------------------
-# Report section: best objective so far, every trial's objective
-# ---------------------------------------------------------------------------
-def _trials_report(root: Path, out_dir: Path) -> tuple[str, str, list[tuple[str, str]]] | None:
-    """Plots and a table of a sample-based search's trials (None when the run has none)."""
-    import html
-
-    if not (root / "store.sqlite").is_file():
-        return None
-    exp = Experiment(root)
-    try:
-        trials = exp.store.trials()
-    finally:
-        exp.close()
-    if not trials:
-        return None
-    from nasforge.report import _figure, _save, describe_arch
-
-    finished = [t for t in trials if t["status"] in ("done", "failed")]
-    done = [t for t in finished if t["status"] == "done"]
-    pictures: list[tuple[str, str]] = []
-    if done:
-        fig, (ax,) = _figure(8.0, 4.0)
-        xs = [t["index"] for t in done]
-        ys = [t["metrics"]["objective"] for t in done]
-        fresh = [(x, y) for t, x, y in zip(done, xs, ys) if t["duplicate_of"] is None]
-        dups = [(x, y) for t, x, y in zip(done, xs, ys) if t["duplicate_of"] is not None]
-        ax.scatter([x for x, _ in fresh], [y for _, y in fresh], s=12, alpha=0.6, label="trial objective")
-        if dups:
-            ax.scatter([x for x, _ in dups], [y for _, y in dups], s=18, facecolors="none", edgecolors="grey",
-                       label="duplicate (from the store)")
-        failed = [t["index"] for t in finished if t["status"] == "failed"]
-        if failed:
-            ax.scatter(failed, [min(ys)] * len(failed), marker="x", color="red", label="failed")
-        best, best_xs, best_ys = float("-inf"), [], []
-        for t in finished:
-            if t["status"] == "done":
-                best = max(best, t["metrics"]["objective"])
-            if best > float("-inf"):
-                best_xs.append(t["index"])
-                best_ys.append(best)
-        ax.step(best_xs, best_ys, where="post", color="black", label="best so far")
-        ax.set_xlabel("trial")
-        ax.set_ylabel("objective")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small", loc="lower right")
-        ax.set_title("sample-based search: objective per trial")
-        _save(fig, out_dir / "trials.png")
-        pictures.append(("trials.png", "Objective of every trial (dots), best so far (line); hollow: duplicates "
-                                       "answered from the store; red x: failed trials."))
-        timed = [t for t in done if t["duplicate_of"] is None and "train_seconds" in t["metrics"]]
-        if timed:
-            fig, (ax,) = _figure(8.0, 3.5)
-            total, best, xs2, ys2 = 0.0, float("-inf"), [], []
-            for t in timed:
-                total += float(t["metrics"]["train_seconds"])
-                best = max(best, t["metrics"]["objective"])
-                xs2.append(total)
-                ys2.append(best)
-            ax.step(xs2, ys2, where="post", color="black")
-            ax.set_xlabel("simulated / training time (s, sum of train_seconds)")
-            ax.set_ylabel("best objective so far")
-            ax.grid(True, alpha=0.3)
-            _save(fig, out_dir / "trials_time.png")
-            pictures.append(("trials_time.png", "Best objective against the training time spent on evaluated "
-                                                "trials (NAS-Bench-201's simulated search time)."))
-    top = sorted(done, key=lambda t: (-t["metrics"]["objective"], t["index"]))[:10]
-    rows = "\n".join(
-        f"<tr><td>{t['index']}</td><td>{t['metrics']['objective']:.4f}</td>"
-        f"<td>{html.escape(str(t['metrics'].get('train_seconds', '')))}</td>"
-        f"<td><code>{html.escape(describe_arch(t['arch']))}</code></td></tr>" for t in top)
-    counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("done", "failed", "pending", "running")}
-    dup_count = sum(1 for t in trials if t["duplicate_of"] is not None)
-    body = (f"<p>{len(trials)} trials: {counts['done']} done ({dup_count} answered from the store as duplicates), "
-            f"{counts['failed']} failed, {counts['pending'] + counts['running']} unfinished.</p>"
-            "<table><tr><th>trial</th><th>objective</th><th>train_seconds</th><th>architecture</th></tr>"
-            f"{rows}</table>")
-    return "Trials (sample-based search)", body, pictures
-
-
-def _register_report_section() -> None:
-    from nasforge.report import register_report_section
-
-    register_report_section(_trials_report)
-
-
-_register_report_section()
 
 __all__ = ["Budget", "CHECKPOINT", "TrialsConfig", "run_trials", "sample_search", "search_options", "trial_seed"]

@@ -17,7 +17,7 @@ from nasforge.errors import ConfigError
 from nasforge.experiment import Experiment
 from nasforge.hardware.lut import LatencyTable, space_fingerprint
 from nasforge.oneshot.dense import all_paths
-from nasforge.report.sections.densenas import densenas_report_section as _report_section
+from nasforge.report.sections.densenas import densenas_section
 from nasforge.spaces import make_space
 from nasforge.spaces.dense import OPS, DenseSpace
 from nasforge.strategies import get_strategy_class, make_strategy
@@ -235,13 +235,13 @@ def test_report_section_draws_the_path(tmp_path, data):
     exp.close()
     out = tmp_path / "run" / "report"
     out.mkdir()
-    title, body, pictures = _report_section(tmp_path / "run", out)
+    title, body, pictures = densenas_section(tmp_path / "run", out)
     assert title == "DenseNAS path" and "stem 4" in body
     (name, caption), = pictures
     assert (out / name).stat().st_size > 5000 and "Viterbi" in caption
     other = Experiment.create(tmp_path / "darts", {}, force=True)
     other.close()
-    assert _report_section(tmp_path / "darts", out) is None
+    assert densenas_section(tmp_path / "darts", out) is None
 
 
 @pytest.mark.slow

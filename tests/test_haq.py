@@ -19,7 +19,7 @@ from nasforge.hardware.accelerators import make_accelerator
 from nasforge.quant import calibrate, layer_infos, parse_budget, wrap_model
 from nasforge.quant.ddpg import DDPGAgent, DDPGConfig
 from nasforge.quant.env import QuantEnv, action_to_bits, finetune_steps, state_features
-from nasforge.strategies import haq as haq_module
+from nasforge.report.sections.haq import haq_section
 from nasforge.strategies.haq import HaqConfig, HaqSearch, make_haq_config, quantize
 
 TINY = {"episodes": 4, "warmup": 2, "finetune_epochs": 1, "hidden": 16, "update_batch": 8, "calib_samples": 64}
@@ -289,4 +289,4 @@ def test_cli_quantize_end_to_end_and_report(cli, run_dir, tmp_path):
     assert code == 0, err
     page = (out / "report.html").read_text()
     assert "HAQ mixed-precision quantization" in page and (out / "report" / "haq_bits.png").is_file()
-    assert haq_module.haq_report_section(run_dir, tmp_path) is None  # not a quantize run
+    assert haq_section(run_dir, tmp_path) is None  # not a quantize run

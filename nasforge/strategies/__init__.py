@@ -11,10 +11,10 @@ from nasforge.strategies.base import (
 )
 from nasforge.strategies import darts, gdas  # noqa: F401  (registers the strategies)
 from nasforge.strategies import random, evolution  # noqa: F401  (sample-based: random search, regularized evolution)
-from nasforge.strategies import proxyless  # noqa: F401  (registers the strategy and its report section)
-from nasforge.strategies import densenas  # noqa: F401  (registers the strategy and its report section)
-from nasforge.strategies import haq  # noqa: F401  (HAQ quantization: registers its report section)
-from nasforge.strategies import reinforce, qlearning  # noqa: F401  (NAS-RL, MetaQNN and their report sections)
+from nasforge.strategies import proxyless  # noqa: F401  (registers the strategy)
+from nasforge.strategies import densenas  # noqa: F401  (registers the strategy)
+from nasforge.strategies import haq  # noqa: F401  (HAQ quantization)
+from nasforge.strategies import reinforce, qlearning  # noqa: F401  (NAS-RL, MetaQNN)
 
 __all__ = ["SampleStrategy", "SearchResult", "Strategy", "get_strategy_class", "make_strategy", "register_strategy",
            "strategy_names"]

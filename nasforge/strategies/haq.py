@@ -25,7 +25,6 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,7 +41,6 @@ from nasforge.quant.ddpg import DDPGAgent, DDPGConfig
 from nasforge.quant.env import Policy, QuantEnv, finetune_steps
 from nasforge.quant.linear import check_bits
 from nasforge.quant.modules import calibrate, layer_infos, set_policy, wrap_model
-from nasforge.report import register_report_section
 from nasforge.utils import atomic_torch_save, epoch_seed
 
 log = logging.getLogger(__name__)
@@ -288,129 +286,4 @@ def haq_config_dict(cfg: HaqConfig) -> dict[str, Any]:
     return to_dict(cfg)
 
 
-# ---------------------------------------------------------------------------
-# Report section
-# ---------------------------------------------------------------------------
-def plot_bits(layers: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Bars of weight and activation bits per layer (the HAQ paper's figure); depthwise layers hatched."""
-    from nasforge.report import _figure, _save
-
-    n = len(layers)
-    fig, (ax,) = _figure(max(6.0, 0.45 * n + 2), 3.8)
-    xs = list(range(n))
-    wb = [layer["wbits"] for layer in layers]
-    ab = [-layer["abits"] for layer in layers]
-    hatch = ["//" if layer.get("depthwise") else "" for layer in layers]
-    for x, w, a, h in zip(xs, wb, ab, hatch):
-        ax.bar(x, w, color="#4a90d9", hatch=h, edgecolor="black", linewidth=0.4)
-        ax.bar(x, a, color="#e8963c", hatch=h, edgecolor="black", linewidth=0.4)
-    ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_xticks(xs)
-    ax.set_xticklabels([f"{i}{' dw' if layer.get('depthwise') else ''}" for i, layer in enumerate(layers)],
-                       fontsize="small", rotation=90 if n > 20 else 0)
-    top = max([abs(v) for v in wb + ab] + [8])
-    ax.set_ylim(-top - 0.5, top + 0.5)
-    ax.set_yticks([v for v in range(-top, top + 1, 2)])
-    ax.set_yticklabels([str(abs(v)) for v in range(-top, top + 1, 2)])
-    ax.set_xlabel("layer (dw = depthwise, hatched)")
-    ax.set_ylabel("bits: weights (up), activations (down)")
-    from matplotlib.patches import Patch
-
-    ax.legend(handles=[Patch(color="#4a90d9", label="weight bits"), Patch(color="#e8963c", label="activation bits"),
-                       Patch(facecolor="white", edgecolor="black", hatch="//", label="depthwise")],
-              fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax.set_title(title or "bits per layer")
-    return _save(fig, path)
-
-
-def plot_episodes(history: list[dict[str, Any]], path: Path, warmup: int | None = None) -> Path:
-    """Validation accuracy of each episode's policy, with the best so far."""
-    from nasforge.report import _figure, _save
-
-    if not history:
-        raise ValueError("no episodes")
-    fig, (ax,) = _figure(7.0, 3.5)
-    eps = [r["epoch"] for r in history]
-    acc = [r["metrics"].get("valid_acc") for r in history]
-    best, running = [], -1.0
-    for r in history:
-        if r["metrics"].get("reward", -math.inf) >= running or not best:
-            running = r["metrics"].get("reward", -math.inf)
-            best_acc = r["metrics"].get("valid_acc")
-        best.append(best_acc)
-    ax.scatter(eps, acc, s=10, label="episode policy")
-    ax.plot(eps, best, color="black", label="best so far")
-    if warmup:
-        ax.axvline(warmup - 0.5, color="grey", linestyle="--", linewidth=0.8, label="end of warm-up")
-    ax.set_xlabel("episode")
-    ax.set_ylabel("validation accuracy")
-    ax.legend(fontsize="small", loc="lower right")
-    ax.set_title("HAQ search")
-    return _save(fig, path)
-
-
-@register_report_section
-def haq_report_section(root: Path, out_dir: Path) -> tuple[str, str, list[tuple[str, str]]] | None:
-    """The HAQ part of a report: the result, bits per layer, accuracy per episode."""
-    import html
-    import json
-
-    result = None
-    path = root / "result.json"
-    if path.is_file():
-        try:
-            result = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            result = None
-    if not isinstance(result, dict) or result.get("kind") != "haq":
-        result = None
-    history: list[dict[str, Any]] = []
-    if (root / "store.sqlite").is_file():
-        exp = Experiment(root)
-        try:
-            history = exp.store.epochs(PHASE)
-        finally:
-            exp.close()
-    if result is None and not history:
-        return None
-    pictures = []
-    rows = []
-    if result is not None:
-        rows = [
-            ("budget", f"{result.get('budget')} -> {result.get('target_text')} on {result.get('accelerator')}"),
-            ("test accuracy (fine-tuned)", f"{100 * result['test_acc']:.2f}%"),
-            ("test accuracy before fine-tune", f"{100 * result['quant_test_acc_before_finetune']:.2f}%"),
-            ("float test accuracy", f"{100 * result['float_test_acc']:.2f}%"),
-            ("weight size", (f"{format_value('size', result['size_bytes'])} "
-                             f"(8-bit: {format_value('size', result['size_8bit_bytes'])}, "
-                             f"float: {format_value('size', result['size_float_bytes'])})")),
-            ("modelled latency", (f"{format_value('latency', result['latency'])} "
-                                  f"(8-bit: {format_value('latency', result['latency_8bit'])})")),
-            ("modelled energy", (f"{format_value('energy', result['energy'])} "
-                                 f"(8-bit: {format_value('energy', result['energy_8bit'])})")),
-            ("within budget", "yes" if result.get("within_budget") else "NO"),
-            ("best episode", f"{result.get('best_episode')} of {result.get('episodes')}"),
-        ]
-        plot_bits(result["layers"], out_dir / "haq_bits.png", title=f"HAQ policy ({result.get('budget')}, "
-                                                                      f"{result.get('accelerator')})")
-        pictures.append(("haq_bits.png", ("Weight (up) and activation (down) bits per layer of the best policy; "
-                                          "depthwise layers hatched.")))
-    if history:
-        plot_episodes(history, out_dir / "haq_episodes.png")
-        pictures.append(("haq_episodes.png", "Validation accuracy of each episode's quantized network."))
-    body = ""
-    if rows:
-        body = "<table>\n" + "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                                       for k, v in rows) + "\n</table>"
-        body += ("\n<table><tr><th>#</th><th>layer</th><th>dw</th><th>W bits</th><th>A bits</th><th>params</th>"
-                 "<th>bound</th></tr>\n" + "\n".join(
-                     f"<tr><td>{i}</td><td>{html.escape(layer['name'])}</td><td>{'yes' if layer['depthwise'] else ''}"
-                     f"</td><td>{layer['wbits']}</td><td>{layer['abits']}</td><td>{layer['params']:,}</td>"
-                     f"<td>{html.escape(str(layer.get('bound', '')))}</td></tr>"
-                     for i, layer in enumerate(result["layers"])) + "\n</table>")
-    else:
-        body = f"<p>search not finished: {len(history)} episodes recorded.</p>"
-    return "HAQ mixed-precision quantization", body, pictures
-
-
-__all__ += ["haq_config_dict", "haq_report_section", "plot_bits", "plot_episodes"]
+__all__ += ["haq_config_dict"]

@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +41,6 @@ from nasforge.config import option
 from nasforge.errors import ConfigError
 from nasforge.spaces.layers import NONE, Layer, LayerSpace, conv_out, pool_out
 from nasforge.strategies.base import SampleStrategy, register_strategy
-from nasforge.strategies.reinforce import strategy_config, trial_objectives
 
 log = logging.getLogger(__name__)
 
@@ -300,52 +298,3 @@ def _freeze(value: Any) -> Any:
 #: the schedule's length when the config is built without a dataset profile (digits' value)
 DEFAULT_TRIALS = 100
 
-
-# ---------------------------------------------------------------------------
-# Report section: accuracy per model with the epsilon schedule
-# ---------------------------------------------------------------------------
-def _report_section(root: Path, out_dir: Path):
-    cfg = strategy_config(root)
-    if cfg.get("name") != "metaqnn":
-        return None
-    trials = trial_objectives(root)
-    if not trials:
-        return None
-    from nasforge.report import _e, _figure, _save
-
-    schedule = scaled_schedule(cfg.get("schedule") or [list(p) for p in PAPER_SCHEDULE],
-                               int(cfg.get("trials") or DEFAULT_TRIALS))
-    fig, (ax,) = _figure(7.0, 4.0)
-    xs = [i for i, (_, v, _) in enumerate(trials) if v is not None]
-    ys = [trials[i][1] for i in xs]
-    ax.scatter(xs, ys, s=10, alpha=0.6, label="objective")
-    if ys:
-        window = max(1, len(ys) // 10)
-        smooth = np.convolve(ys, np.ones(window) / window, mode="valid")
-        ax.plot(xs[window - 1:], smooth, color="C2", label=f"mean of last {window}")
-    ax.set_xlabel("model (trial order)")
-    ax.set_ylabel("objective")
-    ax.grid(True, alpha=0.3)
-    twin = ax.twinx()
-    twin.step(range(len(trials)), [epsilon_at(schedule, i) for i in range(len(trials))], where="post",
-              color="C3", label="epsilon")
-    twin.set_ylabel("epsilon")
-    twin.set_ylim(0, 1.05)
-    ax.legend(loc="lower left")
-    twin.legend(loc="lower right")
-    _save(fig, out_dir / "metaqnn_reward.png")
-    best = max((t for t in trials if t[1] is not None), key=lambda t: t[1], default=None)
-    body = (f"<p>{len(trials)} models; best objective {_e(f'{best[1]:.4f}' if best else 'none')} "
-            f"(trial {_e(best[0] if best else '-')}). Epsilon schedule scaled to {sum(n for _, n in schedule)} "
-            f"models: {_e(', '.join(f'{e:g} x {n}' for e, n in schedule))}.</p>")
-    return ("MetaQNN (Q-learning)", body,
-            [("metaqnn_reward.png", "Objective of every model, its running mean, and epsilon over the search.")])
-
-
-def _register() -> None:
-    from nasforge.report import register_report_section
-
-    register_report_section(_report_section)
-
-
-_register()

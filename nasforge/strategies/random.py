@@ -17,7 +17,7 @@ import numpy as np
 from nasforge.arch import Arch
 from nasforge.strategies.base import SampleStrategy, register_strategy
 
-import nasforge.trials  # noqa: F401,E402  (the trial loop and its report section)
+import nasforge.trials  # noqa: F401,E402  (the trial loop)
 
 
 @dataclass

@@ -31,7 +31,6 @@ import copy
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -297,41 +296,6 @@ class ReinforceStrategy(SampleStrategy):
 # ---------------------------------------------------------------------------
 # Report section: reward per child with the moving baseline
 # ---------------------------------------------------------------------------
-def trial_objectives(root: Path) -> list[tuple[int, float | None, dict[str, Any]]]:
-    """``(index, objective or None, arch dict)`` of the finished trials of an experiment, in order."""
-    if not (root / "store.sqlite").is_file():
-        return []
-    from nasforge.experiment import Experiment
-
-    exp = Experiment(root)
-    try:
-        if not hasattr(exp.store, "trials"):
-            return []
-        rows = exp.store.trials()
-    finally:
-        exp.close()
-    out = []
-    for row in rows:
-        if row.get("status") not in ("done", "failed"):
-            continue
-        metrics = row.get("metrics") or {}
-        value = metrics.get("objective")
-        out.append((row["index"], float(value) if isinstance(value, (int, float)) else None, row["arch"]))
-    return out
-
-
-def strategy_config(root: Path) -> dict[str, Any]:
-    """The ``strategy`` section of an experiment's config.yaml ({} when unreadable)."""
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((root / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    section = cfg.get("strategy") if isinstance(cfg, dict) else None
-    return section if isinstance(section, dict) else {}
-
-
 def moving_baseline(rewards: list[float | None], batch: int, decay: float) -> list[float | None]:
     """The baseline each child was judged against, replayed from the rewards in tell order."""
     out: list[float | None] = []
@@ -347,42 +311,3 @@ def moving_baseline(rewards: list[float | None], batch: int, decay: float) -> li
                 baseline = decay * baseline + (1 - decay) * r
     return out
 
-
-def _report_section(root: Path, out_dir: Path):
-    cfg = strategy_config(root)
-    if cfg.get("name") != "reinforce":
-        return None
-    trials = trial_objectives(root)
-    if not trials:
-        return None
-    from nasforge.report import _e, _figure, _save
-
-    power = float(cfg.get("reward_power", 3.0))
-    rewards = [None if v is None else math.copysign(abs(v) ** power, v) for _, v, _ in trials]
-    base = moving_baseline(rewards, int(cfg.get("batch", 8)), float(cfg.get("baseline_decay", 0.95)))
-    fig, (ax,) = _figure(7.0, 4.0)
-    xs = [i for i, r in enumerate(rewards) if r is not None]
-    ax.scatter(xs, [rewards[i] for i in xs], s=10, alpha=0.6, label=f"reward (objective^{power:g})")
-    bx = [i for i, b in enumerate(base) if b is not None]
-    ax.plot(bx, [base[i] for i in bx], color="C3", label="moving-average baseline")
-    ax.set_xlabel("child (tell order)")
-    ax.set_ylabel("reward")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
-    _save(fig, out_dir / "reinforce_reward.png")
-    best = max((t for t in trials if t[1] is not None), key=lambda t: t[1], default=None)
-    failed = sum(1 for _, v, _ in trials if v is None)
-    body = (f"<p>{len(trials)} children, {failed} failed; best objective "
-            f"{_e(f'{best[1]:.4f}' if best else 'none')} (trial {_e(best[0] if best else '-')}). "
-            "The baseline is replayed from the rewards in trial order.</p>")
-    return ("NAS-RL controller (REINFORCE)", body,
-            [("reinforce_reward.png", "Reward of every child and the controller's moving-average baseline.")])
-
-
-def _register() -> None:
-    from nasforge.report import register_report_section
-
-    register_report_section(_report_section)
-
-
-_register()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import html
-import json
+import os
 from pathlib import Path
 from typing import Sequence
 
 from nasforge.arch import Arch
-from nasforge.experiment import Experiment
-from nasforge.report import _figure, _save
+from nasforge.report.figures import escape, figure, save_figure
+from nasforge.report.run import Run, Section, as_run
 from nasforge.spaces.dense import SKIP, DenseSpace
+
+__all__ = ["densenas_section", "plot_path"]
 
 def plot_path(space: DenseSpace, arch: Arch, path_probs: Sequence[Sequence[float]] | None,
               path: str | Path, title: str = "") -> Path:
@@ -21,7 +22,7 @@ def plot_path(space: DenseSpace, arch: Arch, path_probs: Sequence[Sequence[float
     kept = space.path(arch)
     tail = space.tail
     widths = list(space.widths) + [space.widths[-1] * 1.25]
-    fig, (ax,) = _figure(9.0, 4.5)
+    fig, (ax,) = figure(9.0, 4.5)
     stages = list(space.stages) + [space.stages[-1] + 1]
     for s in sorted(set(stages)):
         xs = [i for i, st in enumerate(stages) if st == s]
@@ -64,26 +65,14 @@ def plot_path(space: DenseSpace, arch: Arch, path_probs: Sequence[Sequence[float
     ax.set_xlabel("block (x: chain position; label under a kept block: width x kept stacking layers)")
     ax.set_ylabel("width (channels)")
     ax.set_title(title or f"DenseNAS path: {space.describe(arch)}", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def densenas_report_section(root: Path, out_dir: Path) -> tuple[str, str, list[tuple[str, str]]] | None:
+def densenas_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | None:
     """The derived path over the dense space, with the last epoch's transition probabilities."""
-    if not (root / "store.sqlite").is_file():
-        return None
-    exp = Experiment(root)
-    try:
-        search = exp.store.epochs("search")
-    finally:
-        exp.close()
-    arch_dict = None
-    if (root / "arch.json").is_file():
-        try:
-            arch_dict = json.loads((root / "arch.json").read_text())
-        except (OSError, ValueError):
-            arch_dict = None
-    if arch_dict is None and search:
-        arch_dict = search[-1].get("arch")
+    run = as_run(run)
+    search = run.search
+    arch_dict = run.arch if run.arch is not None else (search[-1].get("arch") if search else None)
     if not isinstance(arch_dict, dict) or arch_dict.get("space") != DenseSpace.name:
         return None
     try:
@@ -98,11 +87,10 @@ def densenas_report_section(root: Path, out_dir: Path) -> tuple[str, str, list[t
     name = "densenas_path.png"
     plot_path(space, arch, probs, out_dir / name)
     summary = space.summary(arch)
-    body = (f"<p><code>{html.escape(space.describe(arch))}</code></p>"
+    body = (f"<p><code>{escape(space.describe(arch))}</code></p>"
             f"<p>kept blocks (widths): {summary['widths']}; depth {summary['depth']} MBConv layers; "
             f"downsampling at layers {summary['downsample_at']}.</p>")
     caption = ("Blocks of the dense space (x: position, y: width, shading: stage and its downsampling); "
                "line width: transition probability" + (" after the last search epoch" if probs else "")
                + "; red: the Viterbi path kept in the architecture.")
-    return "DenseNAS path", body, [(name, caption)]
-
+    return Section("DenseNAS path", body, [(name, caption)])

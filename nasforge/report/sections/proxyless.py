@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import html
-import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from nasforge.experiment import Experiment
-from nasforge.report import _figure, _integer_epochs, _save
+from nasforge.report.figures import escape, figure, integer_epochs, optional_figure, save_figure
+from nasforge.report.run import Run, Section, as_run
 from nasforge.strategies.proxyless import TRADEOFF_FILE, ProxylessStrategy
+
+__all__ = ["plot_latency", "plot_layer_probs", "plot_tradeoff", "proxyless_section"]
+
 
 def _layer_rows(history: Sequence[dict[str, Any]]) -> list[tuple[int, dict[str, dict[str, float]]]]:
     out = []
@@ -22,18 +24,13 @@ def _layer_rows(history: Sequence[dict[str, Any]]) -> list[tuple[int, dict[str, 
 
 def plot_layer_probs(history: Sequence[dict[str, Any]], path: Path) -> Path:
     """One panel per searchable layer: each op's probability per epoch."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     rows = _layer_rows(history)
     if not rows:
         raise ValueError("no per-layer op probabilities recorded")
     labels = list(rows[-1][1])
     ncols = min(4, len(labels))
     nrows = -(-len(labels) // ncols)
-    fig = Figure(figsize=(3.2 * ncols, 2.4 * nrows + 0.6), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = figure(3.2 * ncols, 2.4 * nrows + 0.6, ncols=ncols, nrows=nrows)
     epochs = [e for e, _ in rows]
     for ax, label in zip(axes, labels):
         ops = list(rows[-1][1][label])
@@ -41,14 +38,14 @@ def plot_layer_probs(history: Sequence[dict[str, Any]], path: Path) -> Path:
             ax.plot(epochs, [w.get(label, {}).get(op, float("nan")) for _, w in rows], marker="o", markersize=2,
                     label=op, linestyle="--" if op == "zero" else "-")
         ax.set_title(label, fontsize="small")
-        _integer_epochs(ax, epochs)
+        integer_epochs(ax, epochs)
         ax.set_ylim(0, 1)
     for ax in axes[len(labels):]:
         ax.set_visible(False)
     handles, names = max((ax.get_legend_handles_labels() for ax in axes[:len(labels)]), key=lambda h: len(h[1]))
     fig.legend(handles, names, loc="outside lower center", ncols=min(7, len(names)), fontsize="small")
     fig.suptitle("op probability per layer (softmax of alpha) per search epoch")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_latency(history: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -57,7 +54,7 @@ def plot_latency(history: Sequence[dict[str, Any]], path: Path) -> Path:
     if not rows:
         raise ValueError("no expected latency recorded")
     epochs = [e for e, _ in rows]
-    fig, (ax,) = _figure(7.0, 3.5)
+    fig, (ax,) = figure(7.0, 3.5)
     ax.plot(epochs, [m["expected_latency_ms"] for _, m in rows], marker="o", markersize=3, label="expected E[lat]")
     ax.plot(epochs, [m.get("derived_latency_ms", float("nan")) for _, m in rows], marker="s", markersize=3,
             label="derived network (table)")
@@ -69,16 +66,16 @@ def plot_latency(history: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.axvspan(min(warm) - 0.5, max(warm) + 0.5, color="grey", alpha=0.12, label="warm-up (weights only)")
     ax.set_ylabel("latency (ms, lookup table)")
     ax.set_title("latency of the search")
-    _integer_epochs(ax, epochs)
+    integer_epochs(ax, epochs)
     ax.legend(fontsize="small", loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_tradeoff(points: Sequence[dict[str, Any]], path: Path, highlight: str | None = None) -> Path:
     """Test accuracy against measured latency of the networks found at several latency weights."""
     if not points:
         raise ValueError("no trade-off points")
-    fig, (ax,) = _figure(6.0, 4.0)
+    fig, (ax,) = figure(6.0, 4.0)
     xs = [p["measured_latency_ms"] for p in points]
     ys = [100 * p["test_acc"] for p in points]
     ax.plot(xs, ys, color="lightgrey", zorder=1)
@@ -91,42 +88,25 @@ def plot_tradeoff(points: Sequence[dict[str, Any]], path: Path, highlight: str |
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("ProxylessNAS: accuracy vs latency by latency weight")
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def proxyless_report_section(root: Path, out_dir: Path) -> tuple[str, str, list[tuple[str, str]]] | None:
+def proxyless_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | None:
     """Per-layer op probabilities and latency per epoch of a proxyless search; the trade-off plot if present."""
-    history: list[dict[str, Any]] = []
-    try:
-        import yaml
-
-        config = yaml.safe_load((root / "config.yaml").read_text()) or {}
-        ours = (config.get("strategy") or {}).get("name") == ProxylessStrategy.name
-    except (OSError, AttributeError, yaml.YAMLError):
-        ours = False
-    if ours and (root / "store.sqlite").is_file():
-        exp = Experiment(root)
-        try:
-            history = exp.store.epochs("search")
-        finally:
-            exp.close()
+    run = as_run(run)
+    history = run.search if run.strategy.get("name") == ProxylessStrategy.name else []
     pictures: list[tuple[str, str]] = []
-    if _layer_rows(history):
-        plot_layer_probs(history, out_dir / "proxyless_layer_probs.png")
-        pictures.append(("proxyless_layer_probs.png", "Probability of each op of every searchable layer per "
-                                                       "search epoch (dashed: zero, the layer skipped)."))
-    try:
-        plot_latency(history, out_dir / "proxyless_latency.png")
-        pictures.append(("proxyless_latency.png", "Expected latency of the supernet (softmax-weighted lookup "
-                                                   "table) and the table latency of the derived network per epoch."))
-    except ValueError:
-        pass
-    tradeoff = root / TRADEOFF_FILE
+    pictures += optional_figure(out_dir, "proxyless_layer_probs.png",
+                                "Probability of each op of every searchable layer per search epoch (dashed: "
+                                "zero, the layer skipped).", lambda p: plot_layer_probs(history, p))
+    pictures += optional_figure(out_dir, "proxyless_latency.png",
+                                "Expected latency of the supernet (softmax-weighted lookup table) and the table "
+                                "latency of the derived network per epoch.", lambda p: plot_latency(history, p))
+    data = run.read_json(TRADEOFF_FILE)
     points: list[dict[str, Any]] = []
-    if tradeoff.is_file():
+    if isinstance(data, dict):
         try:
-            data = json.loads(tradeoff.read_text())
-            points = data.get("points", []) if isinstance(data, dict) else []
+            points = data.get("points", [])
             plot_tradeoff(points, out_dir / "proxyless_pareto.png", highlight=data.get("this_run"))
             pictures.append(("proxyless_pareto.png", "Test accuracy against measured latency of the networks "
                                                       "found with different latency weights (red: this run)."))
@@ -143,8 +123,8 @@ def proxyless_report_section(root: Path, out_dir: Path) -> tuple[str, str, list[
     body += "</p>"
     if points:
         rows = "".join(f"<tr><td>{p['latency_weight']:g}</td><td>{p['measured_latency_ms']:.4f}</td>"
-                       f"<td>{100 * p['test_acc']:.2f}%</td><td><code>{html.escape(str(p.get('arch_summary', '')))}"
+                       f"<td>{100 * p['test_acc']:.2f}%</td><td><code>{escape(p.get('arch_summary', ''))}"
                        "</code></td></tr>" for p in points)
         body += ("<table><tr><th>latency weight</th><th>measured latency (ms)</th><th>test accuracy</th>"
                  f"<th>architecture</th></tr>{rows}</table>")
-    return "ProxylessNAS", body, pictures
+    return Section("ProxylessNAS", body, pictures)
