@@ -25,6 +25,25 @@ app = typer.Typer(
 console = Console(stderr=True)
 out = Console()
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        import platform
+
+        import torch
+
+        from nasforge import __version__
+
+        typer.echo(f"nasforge {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the nasforge, torch and Python versions and exit.")) -> None:
+    pass
+
+
 SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                       help="Override any config field, e.g. --set strategy.epochs=10 --set train.channels=24 (repeatable).")
 

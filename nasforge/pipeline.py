@@ -26,6 +26,7 @@ from nasforge.strategies import Strategy, make_strategy
 from nasforge.train import TrainConfig, build_options, save_model, train_arch
 from nasforge.runners import RunnerConfig
 from nasforge.trials import TrialsConfig, search_options
+from nasforge.utils import environment_info
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
     space = build_space(cfg)
     store = exp.store
     store.set_meta("dataset", data.describe())
+    versions = environment_info(getattr(cfg, "device", None) or "cpu")
+    store.set_meta("versions", versions)
 
     if (exp.path / "arch.json").exists():
         arch = Arch.from_json(exp.path / "arch.json")
@@ -185,6 +188,7 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
         "train_seconds": sum(h.get("seconds", 0.0) for h in trained.metrics["history"]),
         "search_info": store.get_meta("search_info", {}),
         "finished": time.time(),
+        "versions": versions,
     }
     exp.write_json("result.json", result)
     return result

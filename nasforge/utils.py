@@ -56,3 +56,13 @@ def apply_gradients(loss: Any, opt: Any, params: Any, grad_clip: float) -> None:
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     opt.step()
+
+
+def environment_info(device: str = "cpu") -> dict[str, str]:
+    """What a result was produced with: nasforge, torch and Python versions and the device."""
+    import platform
+
+    from nasforge import __version__
+
+    return {"nasforge": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "device": str(device)}
