@@ -192,7 +192,8 @@ def resume(
         exp.close()
         _resume_quantize(exp_dir, raw["quantize"], quiet, verbose)
         return
-    cfg = resolve_config(raw, _runner_overrides(runner, address, workers))
+    cfg = resolve_config(raw, _runner_overrides(runner, address, workers),
+                         search=not (exp.path / "arch.json").exists())
     _check_runner(cfg)
     _run(exp, cfg, quiet)
 
@@ -224,7 +225,7 @@ def train(
     if epochs is not None:
         overrides.append((["train", "epochs"], epochs))
     overrides += [parse_override(s) for s in set_ or []]
-    cfg = resolve_config(raw, overrides)
+    cfg = resolve_config(raw, overrides, search=False)  # the architecture is given: no search
     out_dir = out_dir or Path("runs") / f"train-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
     dataset = load_data(cfg)
     exp = Experiment.create(out_dir, config_dict(cfg), force=force)
@@ -448,7 +449,7 @@ def report(
 
 @app.command("list")
 def list_() -> None:
-    """List search spaces, strategies and datasets."""
+    """List search spaces, strategies, datasets, evaluators, runners, and which strategy searches which space."""
     from nasforge.data import dataset_names
     from nasforge.spaces import get_space_class, space_names
     from nasforge.strategies import get_strategy_class, strategy_names
@@ -461,13 +462,29 @@ def list_() -> None:
         table.add_row("space", name, get_space_class(name).description)
     for name in strategy_names():
         table.add_row("strategy", name, get_strategy_class(name).description)
+    from nasforge.data.datasets import DATASETS
+
     for name in dataset_names():
-        table.add_row("dataset", name, "")
+        table.add_row("dataset", name, DATASETS.description(name))
     from nasforge.evaluators import evaluator_description, evaluator_names
 
     for name in evaluator_names():
         table.add_row("evaluator", name, evaluator_description(name))
+    from nasforge.runners import RUNNERS
+
+    for name in RUNNERS.names():
+        table.add_row("runner", name, RUNNERS.description(name))
     out.print(table)
+    from nasforge.registry import support_matrix
+
+    mark = "✓" if (out.encoding or "").lower().startswith("utf") else "x"
+    grid = Table(title=f"strategy x space ({mark}: the strategy can search the space)")
+    grid.add_column("strategy")
+    for name in space_names():
+        grid.add_column(name, justify="center")
+    for name, row in support_matrix().items():
+        grid.add_row(name, *(mark if row[space] is None else "" for space in space_names()))
+    out.print(grid)
 
 
 def main() -> None:

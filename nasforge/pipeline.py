@@ -21,6 +21,7 @@ from nasforge.experiment import Experiment
 from nasforge.hardware import count_flops, count_params, measure_latency
 from nasforge.profiles import fill_auto
 from nasforge.progress import Progress
+from nasforge.registry import check_supported
 from nasforge.spaces import SearchSpace, make_space
 from nasforge.strategies import Strategy, make_strategy
 from nasforge.train import TrainConfig, build_options, save_model, train_arch
@@ -71,8 +72,12 @@ class RunConfig:
 SECTIONS = tuple(f.name for f in fields(RunConfig))
 
 
-def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list[str], Any]] = ()) -> RunConfig:
-    """Check a raw config (YAML mapping plus ``--set`` overrides) and fill its "auto" fields."""
+def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list[str], Any]] = (),
+                   search: bool = True) -> RunConfig:
+    """Check a raw config (YAML mapping plus ``--set`` overrides) and fill its "auto" fields.
+
+    With ``search`` (a run that will search) the strategy and evaluator must support the space.
+    """
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (raw or {}).items()}
     for path, value in overrides:
         apply_override(raw, path, value)
@@ -97,8 +102,10 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
     strategy = dict(raw.get("strategy") or {})
     strategy.setdefault("name", DEFAULT_STRATEGY)
     # Instantiate once to check names, options and ranges; store the resolved options.
-    make_space(space["name"], **{k: v for k, v in space.items() if k != "name"})
+    space_obj = make_space(space["name"], **{k: v for k, v in space.items() if k != "name"})
     strat = make_strategy(strategy["name"], {k: v for k, v in strategy.items() if k != "name"}, cfg.data.name)
+    if search:  # an incompatible pair fails before a run directory exists
+        check_supported(type(strat), space_obj)
     cfg.space = space
     cfg.strategy = {"name": strategy["name"], **to_dict(strat.config)}
     fill_auto(cfg.train, cfg.data.name, "train")
@@ -109,12 +116,14 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
     cfg.trials.fill_auto(cfg.data.name)
     if "trials" in cfg.strategy and "trials" not in strategy and cfg.trials.max_trials:
         cfg.strategy["trials"] = cfg.trials.max_trials  # schedules over the budget (MetaQNN's epsilon) span it
-    from nasforge.evaluators import resolve_evaluator_options
+    from nasforge.evaluators import EVALUATORS, resolve_evaluator_options
 
     evaluator = dict(raw.get("evaluator") or {})
     evaluator.setdefault("name", "train")
     cfg.evaluator = {"name": evaluator["name"], **resolve_evaluator_options(
         evaluator["name"], {k: v for k, v in evaluator.items() if k != "name"}, cfg.data.name)}
+    if search and strat.kind == "sample":  # only sample-based strategies use the evaluator
+        check_supported(EVALUATORS.get(evaluator["name"]), space_obj)
     return cfg
 
 
@@ -156,6 +165,7 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
         arch = Arch.from_json(exp.path / "arch.json")
     else:
         strategy = build_strategy(cfg)
+        check_supported(type(strategy), space)
         extra = search_options(cfg, space, data) if strategy.kind == "sample" else {}
         result = strategy.search(space, data, experiment=exp, progress=progress, seed=cfg.seed, **extra)
         arch = result.arch

@@ -7,6 +7,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -14,9 +15,11 @@ from torch import Tensor
 
 from nasforge.data.augment import Augment
 from nasforge.errors import DataError
+from nasforge.registry import Registry
 
 __all__ = [
     "CIFAR10_CLASSES",
+    "DATASETS",
     "Dataset",
     "dataset_names",
     "load_dataset",
@@ -72,9 +75,29 @@ class Dataset:
         )
 
 
+#: dataset loaders ``(data_dir, seed, valid_fraction) -> Dataset``, by name
+DATASETS: Registry[Callable[[str | os.PathLike | None, int, float | None], Dataset]] = Registry(
+    "dataset", error=DataError)
+
+
+@DATASETS.register("digits", description="scikit-learn's 8x8 handwritten digits, embedded (no download)")
+def _digits(data_dir: str | os.PathLike | None, seed: int, valid_fraction: float | None) -> Dataset:
+    return _load_digits(seed, _check_fraction(valid_fraction, 0.125))
+
+
+@DATASETS.register("synthetic", description="small seeded 8x8 task with noisy class prototypes (tests)")
+def _synthetic(data_dir: str | os.PathLike | None, seed: int, valid_fraction: float | None) -> Dataset:
+    return synthetic_dataset(seed=seed, valid_fraction=valid_fraction)
+
+
+@DATASETS.register("cifar10", description="CIFAR-10, 32x32 colour, from --data-dir (python batches or .npz)")
+def _cifar10(data_dir: str | os.PathLike | None, seed: int, valid_fraction: float | None) -> Dataset:
+    return _load_cifar10(data_dir, seed, _check_fraction(valid_fraction, 0.1))
+
+
 def dataset_names() -> list[str]:
     """Names accepted by :func:`load_dataset`."""
-    return ["cifar10", "digits", "synthetic"]
+    return DATASETS.names()
 
 
 def load_dataset(
@@ -84,14 +107,7 @@ def load_dataset(
     valid_fraction: float | None = None,
 ) -> Dataset:
     """Load a dataset by name, split it by ``seed`` and normalise it with train statistics."""
-    key = str(name).strip().lower()
-    if key == "digits":
-        return _load_digits(seed, _check_fraction(valid_fraction, 0.125))
-    if key == "synthetic":
-        return synthetic_dataset(seed=seed, valid_fraction=valid_fraction)
-    if key == "cifar10":
-        return _load_cifar10(data_dir, seed, _check_fraction(valid_fraction, 0.1))
-    raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
+    return DATASETS.get(str(name).strip().lower())(data_dir, seed, valid_fraction)
 
 
 def split_half(x: Tensor, y: Tensor, seed: int) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from nasforge.arch import Arch
 from nasforge.config import option
-from nasforge.errors import ConfigError, NasforgeError, TrainingError
+from nasforge.errors import NasforgeError, TrainingError
+from nasforge.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -139,18 +140,34 @@ class Runner:
         self.close()
 
 
+#: runner factories ``(RunnerConfig, evaluator) -> Runner``, by name
+RUNNERS: Registry[Callable[[RunnerConfig, Callable[..., dict[str, Any]]], Runner]] = Registry("runner")
+
+
+@RUNNERS.register("local", description="in this process, one trial at a time")
+def _local(config: RunnerConfig, evaluator: Callable[..., dict[str, Any]]) -> Runner:
+    from nasforge.runners.local import LocalRunner
+
+    return LocalRunner(evaluator, workers=config.workers)
+
+
+@RUNNERS.register("ray", description="each trial a Ray task, `workers` at a time (local Ray or --address)")
+def _ray(config: RunnerConfig, evaluator: Callable[..., dict[str, Any]]) -> Runner:
+    from nasforge.runners.ray import RayRunner
+
+    return RayRunner(evaluator, workers=config.workers, address=config.address,
+                     max_retries=config.max_retries, connect_timeout=config.connect_timeout)
+
+
+def runner_names() -> list[str]:
+    """Names accepted by ``runner.name``."""
+    return RUNNERS.names()
+
+
 def make_runner(config: RunnerConfig, evaluator: Callable[..., dict[str, Any]]) -> Runner:
     """The runner a config names, evaluating trials with ``evaluator``."""
-    if config.name == "local":
-        from nasforge.runners.local import LocalRunner
-
-        return LocalRunner(evaluator, workers=config.workers)
-    if config.name == "ray":
-        from nasforge.runners.ray import RayRunner
-
-        return RayRunner(evaluator, workers=config.workers, address=config.address,
-                         max_retries=config.max_retries, connect_timeout=config.connect_timeout)
-    raise ConfigError(f"unknown runner '{config.name}'; use local or ray")
+    return RUNNERS.get(config.name)(config, evaluator)
 
 
-__all__ = ["Outcome", "Runner", "RunnerConfig", "evaluate_trial", "make_runner", "worker_name"]
+__all__ = ["RUNNERS", "Outcome", "Runner", "RunnerConfig", "evaluate_trial", "make_runner", "runner_names",
+           "worker_name"]

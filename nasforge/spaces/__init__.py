@@ -1,6 +1,7 @@
 """Search spaces. Importing this package registers the built-in spaces."""
 
 from nasforge.spaces.base import (
+    SPACES,
     Choice,
     InputChoice,
     OpChoice,
@@ -18,6 +19,6 @@ from nasforge.spaces import layers  # noqa: F401  (registers the space)
 from nasforge.spaces import nb201  # noqa: F401  (registers the space)
 
 __all__ = [
-    "Choice", "InputChoice", "OpChoice", "SearchSpace", "ValueChoice",
+    "SPACES", "Choice", "InputChoice", "OpChoice", "SearchSpace", "ValueChoice",
     "get_space_class", "make_space", "register_space", "space_names",
 ]

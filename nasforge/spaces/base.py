@@ -18,6 +18,7 @@ from torch import nn
 
 from nasforge.arch import Arch
 from nasforge.errors import ArchError, ConfigError
+from nasforge.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -178,27 +179,24 @@ class SearchSpace:
         return str(arch)
 
 
-_SPACES: dict[str, type[SearchSpace]] = {}
+#: every registered space class, by name
+SPACES: Registry[type[SearchSpace]] = Registry("search space")
 
 
 def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
     """Class decorator: make a space available by its ``name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} needs a name")
-    _SPACES[cls.name] = cls
-    return cls
+    return SPACES.register(cls.name, cls, description=cls.description)
 
 
 def space_names() -> list[str]:
-    return sorted(_SPACES)
+    return SPACES.names()
 
 
 def get_space_class(name: str) -> type[SearchSpace]:
-    """The registered space class called ``name`` (``ArchError`` listing the names otherwise)."""
-    try:
-        return _SPACES[name]
-    except KeyError:
-        raise ConfigError(f"unknown search space '{name}'; choose one of {space_names()}") from None
+    """The registered space class called ``name`` (``ConfigError`` listing the names otherwise)."""
+    return SPACES.get(name)
 
 
 def make_space(name: str, **options: Any) -> SearchSpace:

@@ -1,6 +1,8 @@
 """Search strategies. Importing this package registers the built-in strategies."""
 
+from nasforge.registry import check_supported
 from nasforge.strategies.base import (
+    STRATEGIES,
     SampleStrategy,
     SearchResult,
     Strategy,
@@ -16,5 +18,5 @@ from nasforge.strategies import densenas  # noqa: F401  (registers the strategy)
 from nasforge.strategies import haq  # noqa: F401  (HAQ quantization)
 from nasforge.strategies import reinforce, qlearning  # noqa: F401  (NAS-RL, MetaQNN)
 
-__all__ = ["SampleStrategy", "SearchResult", "Strategy", "get_strategy_class", "make_strategy", "register_strategy",
-           "strategy_names"]
+__all__ = ["STRATEGIES", "SampleStrategy", "SearchResult", "Strategy", "check_supported", "get_strategy_class",
+           "make_strategy", "register_strategy", "strategy_names"]

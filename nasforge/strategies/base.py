@@ -1,9 +1,10 @@
-"""Strategies and their registry.
+"""Strategies, their registry and their capabilities.
 
 A strategy chooses architectures. One-shot strategies (``kind = "oneshot"``) train a
 supernet of the space and derive an ``Arch`` from its architecture parameters;
 sample-based ones (``kind = "sample"``) only see an evaluator callable. Each strategy has
-a typed ``Config`` dataclass, so the CLI and YAML configs can name and check its options.
+a typed ``Config`` dataclass, so the CLI and YAML configs can name and check its options,
+and says which spaces it can search (``supports``; ``check_supported`` raises the reason).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any, Callable, ClassVar
 
 from nasforge.arch import Arch
 from nasforge.config import load_section
-from nasforge.errors import ConfigError
 from nasforge.profiles import fill_auto
+from nasforge.registry import Registry, check_supported
 
 
 @dataclass
@@ -42,6 +43,13 @@ class Strategy:
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
 
+    @classmethod
+    def supports(cls, space: Any) -> str | None:
+        """``None`` when this strategy can search ``space`` (an instance), else a one-line reason
+        naming what is missing and the fix. Checked when a config is resolved, before any run
+        directory exists; the base class supports every space."""
+        return None
+
     def search(self, space: Any, data: Any, **kwargs: Any) -> SearchResult:
         raise NotImplementedError
 
@@ -65,6 +73,7 @@ class SampleStrategy(Strategy):
         """Run the trial loop (``nasforge.trials.sample_search``; ``evaluator``, ``budget``, ``runner`` in kwargs)."""
         from nasforge.trials import sample_search
 
+        check_supported(type(self), space)
         return sample_search(self, space, data, **kwargs)
 
     def setup(self, space: Any, seed: int) -> None:
@@ -116,24 +125,22 @@ def load_search_state(experiment: Any, model: Any, arch_params: list, w_opt: Any
     return start, extra
 
 
-_STRATEGIES: dict[str, type[Strategy]] = {}
+#: every registered strategy class, by name
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: make a strategy available by its ``name``."""
-    _STRATEGIES[cls.name] = cls
-    return cls
+    return STRATEGIES.register(cls.name, cls, description=cls.description)
 
 
 def strategy_names() -> list[str]:
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def get_strategy_class(name: str) -> type[Strategy]:
-    try:
-        return _STRATEGIES[name]
-    except KeyError:
-        raise ConfigError(f"unknown strategy '{name}'; choose one of {strategy_names()}") from None
+    """The registered strategy class called ``name`` (``ConfigError`` listing the names otherwise)."""
+    return STRATEGIES.get(name)
 
 
 def make_strategy(name: str, options: dict[str, Any] | None = None, dataset: str = "digits") -> Strategy:

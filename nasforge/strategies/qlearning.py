@@ -39,6 +39,7 @@ import numpy as np
 from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.errors import ConfigError
+from nasforge.registry import check_supported
 from nasforge.spaces.layers import NONE, Layer, LayerSpace, conv_out, pool_out
 from nasforge.strategies.base import SampleStrategy, register_strategy
 
@@ -118,11 +119,17 @@ class MetaQNNStrategy(SampleStrategy):
         self.batch = self.config.batch
         self.space: LayerSpace | None = None
 
+    @classmethod
+    def supports(cls, space: Any) -> str | None:
+        """Q-learning walks the layer grammar's transition rules: a layer space."""
+        if not isinstance(space, LayerSpace):
+            return (f"strategy 'metaqnn' needs the layer space (a layer grammar); "
+                    f"'{getattr(space, 'name', space)}' has none: pass --space layers")
+        return None
+
     def setup(self, space: Any, seed: int) -> None:
         """Empty Q-table and replay memory for ``space`` (a layer space), seeded."""
-        if not isinstance(space, LayerSpace):
-            raise ConfigError(f"strategy 'metaqnn' needs the layer space, not '{getattr(space, 'name', space)}'; "
-                              "pass --space layers")
+        check_supported(type(self), space)
         self.space = space
         self._actions: dict[tuple, list[Action]] = {}
         self.rng = np.random.default_rng(seed)

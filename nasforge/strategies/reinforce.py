@@ -40,7 +40,8 @@ from torch import Tensor, nn
 
 from nasforge.arch import Arch
 from nasforge.config import option
-from nasforge.errors import ArchError, ConfigError
+from nasforge.errors import ArchError
+from nasforge.registry import check_supported
 from nasforge.spaces.layers import Layer, LayerSpace
 from nasforge.strategies.base import SampleStrategy, register_strategy
 
@@ -111,13 +112,19 @@ class ReinforceStrategy(SampleStrategy):
         self.space: LayerSpace | None = None
 
     # --- setup -----------------------------------------------------------------
+    @classmethod
+    def supports(cls, space: Any) -> str | None:
+        """The controller emits a layer grammar with conv tokens: a layer space whose types include conv."""
+        if not isinstance(space, LayerSpace):
+            return (f"strategy 'reinforce' needs the layer space (a layer grammar); "
+                    f"'{getattr(space, 'name', space)}' has none: pass --space layers")
+        if "conv" not in space.types:
+            return "strategy 'reinforce' emits conv layers but space.types has no 'conv'; add it"
+        return None
+
     def setup(self, space: Any, seed: int) -> None:
         """Build the controller for ``space`` (a layer space with conv layers), seeded."""
-        if not isinstance(space, LayerSpace):
-            raise ConfigError(f"strategy 'reinforce' needs the layer space, not '{getattr(space, 'name', space)}'; "
-                              "pass --space layers")
-        if "conv" not in space.types:
-            raise ConfigError("strategy 'reinforce' emits conv layers but space.types has no 'conv'; add it")
+        check_supported(type(self), space)
         cfg = self.config
         self.space = space
         self.tokens = [t for t in TOKENS if len(space.param_values(t)) > 1]
