@@ -1,15 +1,17 @@
 """Final training of a found architecture: the DARTS evaluation recipe.
 
 A fresh network is built from the architecture at the chosen depth and width and trained
-with SGD (momentum 0.9, weight decay 3e-4, cosine learning rate, gradient clip 5),
-optionally with cutout, drop-path (probability ramped linearly over training) and an
-auxiliary head (loss weight 0.4). It is then scored on the test split.
+with SGD (momentum 0.9, weight decay 3e-4, cosine learning rate annealed per step, gradient
+clip 5), optionally with cutout, drop-path (probability ramped linearly over the epochs) and
+an auxiliary head (loss weight 0.4). The loop is ``nasforge.training.fit`` on the run's
+``Engine`` (device, precision, optional ``torch.compile``). Before it is scored on the test
+split, its BatchNorm statistics are re-estimated on training batches (``recalibrate_bn``):
+the running averages of a short training lag far behind the weights.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,11 +25,13 @@ from torch import Tensor, nn
 from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.data import Dataset, iterate_batches, num_batches
-from nasforge.errors import ExperimentError, TrainingError
+from nasforge.errors import ExperimentError
 from nasforge.experiment import Experiment
 from nasforge.progress import Progress
 from nasforge.spaces import SearchSpace, get_space_class
-from nasforge.utils import apply_gradients, atomic_torch_save, epoch_seed
+from nasforge import training
+from nasforge.training import Engine, FitConfig, engine_for, fit, recalibrate_bn
+from nasforge.utils import atomic_torch_save, epoch_seed
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ class TrainConfig:
     batch_size: int | None = option(None, lo=1, hi=65536, help="batch size (auto; paper 96)")
     layers: int | None = option(None, lo=1, hi=256, help="cells of the final network (auto; paper 20)")
     channels: int | None = option(None, lo=2, hi=4096, help="initial channels of the final network (auto; paper 36)")
-    lr: float = option(0.025, lo=0.0, hi=10.0, help="SGD learning rate (cosine-annealed)")
+    lr: float = option(0.025, lo=0.0, hi=10.0, help="SGD learning rate (cosine-annealed per step)")
     lr_min: float = option(0.0, lo=0.0, hi=10.0, help="final learning rate")
     momentum: float = option(0.9, lo=0.0, hi=1.0, help="SGD momentum")
     weight_decay: float = option(3e-4, lo=0.0, hi=1.0, help="weight decay")
@@ -70,78 +74,90 @@ def _loss(model: nn.Module, logits: Tensor, y: Tensor, aux_weight: float) -> Ten
     return loss
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on ``x, y`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    correct, total_loss = 0, 0.0
-    for xb, yb in iterate_batches(x, y, batch_size):
-        logits = model(xb)
-        correct += (logits.argmax(1) == yb).sum().item()
-        total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
-    model.train(was_training)
-    n = max(len(y), 1)
-    return correct / n, total_loss / n
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256,
+             engine: Engine | None = None) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on ``x, y`` in eval mode (``training.evaluate`` on tensors)."""
+    return training.evaluate(model, iterate_batches(x, y, batch_size), engine or engine_for(model))
+
+
+def calibrate_bn(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, engine: Engine, seed: int) -> int:
+    """Fresh BatchNorm statistics from up to ``engine.config.bn_recalibration`` shuffled training
+    batches (seeded; no augmentation, no drop-path: the statistics of what evaluation sees).
+    Leaves the model in eval mode; returns the number of batches used."""
+    gen = torch.Generator().manual_seed(seed)
+    drop = getattr(model, "drop_path_prob", None)
+    if drop is not None:
+        model.drop_path_prob = 0.0
+    try:
+        return recalibrate_bn(model, model, iterate_batches(x, y, batch_size, generator=gen), engine,
+                              engine.config.bn_recalibration)
+    finally:
+        if drop is not None:
+            model.drop_path_prob = drop
 
 
 def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, *,
-               experiment: Experiment | None = None, progress: Progress | None = None, seed: int = 0) -> TrainResult:
-    """Build ``arch`` fresh, train it, and score it on the test split (resumes from a checkpoint)."""
+               experiment: Experiment | None = None, progress: Progress | None = None, seed: int = 0,
+               engine: Engine | None = None) -> TrainResult:
+    """Build ``arch`` fresh, train it, and score it on the test split (resumes from a checkpoint).
+
+    ``engine``: device and precision (default ``Engine()``: the GPU when there is one); with
+    ``engine.compile`` the training steps run a ``torch.compile``d network.
+    """
     progress = progress or Progress()
+    engine = engine or Engine()
     torch.manual_seed(seed)
-    model = space.build(arch, data.input_shape, data.num_classes, **build_options(cfg))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    model = engine.module(space.build(arch, data.input_shape, data.num_classes, **build_options(cfg)))
+    net = engine.compile(model)
     if cfg.train_on == "train+valid":
         x, y = torch.cat([data.x_train, data.x_valid]), torch.cat([data.y_train, data.y_valid])
     else:
         x, y = data.x_train, data.y_train
     augment = data.augment.replace(cutout=cfg.cutout or 0)
-    start = 0
-    history: list[dict[str, Any]] = []
+    resume, history, start = None, [], 0
     if experiment is not None:
-        state = experiment.load_checkpoint("train")
-        if state is not None:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            start = state["epoch"] + 1
+        resume = experiment.load_checkpoint("train")
+        start = resume["epoch"] + 1 if resume is not None else 0
         experiment.store.truncate_epochs("train", start - 1)
         history = [r["metrics"] for r in experiment.store.epochs("train")]
     steps = num_batches(len(y), cfg.batch_size)
+    fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_min=cfg.lr_min,
+                        momentum=cfg.momentum, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip)
+
+    def seed_epoch(epoch: int) -> None:
+        torch.manual_seed(epoch_seed(seed, epoch, 11))
+
+    def drop_path_ramp(epoch: int) -> None:
+        if hasattr(model, "drop_path_prob"):
+            model.drop_path_prob = (cfg.drop_path or 0.0) * epoch / cfg.epochs
+
+    def epoch_batches(epoch: int):
+        gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 12))
+        return iterate_batches(x, y, cfg.batch_size, generator=gen, augment=augment)
+
+    def valid_accuracy(epoch: int) -> dict[str, Any]:
+        if cfg.train_on != "train":
+            return {}
+        calibrate_bn(model, x, y, cfg.batch_size, engine, epoch_seed(seed, epoch, 13))
+        return {"valid_acc": evaluate(model, data.x_valid, data.y_valid, engine=engine)[0]}
+
+    def log_epoch(epoch: int, metrics: dict[str, Any]) -> None:
+        if experiment is not None:
+            experiment.store.log_epoch("train", epoch, metrics)
+
+    def checkpoint(epoch: int, state: dict[str, Any]) -> None:
+        if experiment is not None:
+            experiment.save_checkpoint("train", state)
+
     tic = time.time()
     with progress.task("train", total=cfg.epochs * steps, completed=start * steps) as bar:
-        for epoch in range(start, cfg.epochs):
-            lr = cfg.lr_min + (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
-            for group in opt.param_groups:
-                group["lr"] = lr
-            if hasattr(model, "drop_path_prob"):
-                model.drop_path_prob = (cfg.drop_path or 0.0) * epoch / cfg.epochs
-            torch.manual_seed(epoch_seed(seed, epoch, 11))
-            gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 12))
-            model.train()
-            loss_sum, correct, seen, t0 = 0.0, 0, 0, time.time()
-            for xb, yb in iterate_batches(x, y, cfg.batch_size, generator=gen, augment=augment):
-                opt.zero_grad(set_to_none=True)
-                logits = model(xb)
-                loss = _loss(model, logits, yb, cfg.auxiliary_weight)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"training loss became NaN/inf at epoch {epoch}; lower the learning rate "
-                                        f"(e.g. --set train.lr={cfg.lr / 4:g}); the last epoch checkpoint is kept")
-                apply_gradients(loss, opt, model.parameters(), cfg.grad_clip)
-                loss_sum += loss.item() * len(yb)
-                correct += (logits.argmax(1) == yb).sum().item()
-                seen += len(yb)
-                bar.advance(1, epoch=epoch, loss=loss.item())
-            metrics = {"train_loss": loss_sum / seen, "train_acc": correct / seen, "lr": lr,
-                       "seconds": time.time() - t0}
-            if cfg.train_on == "train":
-                metrics["valid_acc"] = evaluate(model, data.x_valid, data.y_valid)[0]
-            history.append(metrics)
-            if experiment is not None:
-                experiment.store.log_epoch("train", epoch, metrics)
-                experiment.save_checkpoint("train", {"epoch": epoch, "model": model.state_dict(),
-                                                     "opt": opt.state_dict()})
-    test_acc, test_loss = evaluate(model, data.x_test, data.y_test)
+        _, history = fit(model, epoch_batches, steps, fit_cfg, engine=engine, forward=net,
+                         loss_fn=lambda logits, yb: _loss(model, logits, yb, cfg.auxiliary_weight),
+                         seed_epoch=seed_epoch, on_epoch_start=drop_path_ramp, end_of_epoch=valid_accuracy,
+                         log_epoch=log_epoch, checkpoint=checkpoint, resume=resume, history=history,
+                         progress_bar=bar, nan_hint=f"lower the learning rate (e.g. --set train.lr={cfg.lr / 4:g})")
+    calibrate_bn(model, x, y, cfg.batch_size, engine, epoch_seed(seed, cfg.epochs, 13))
+    test_acc, test_loss = evaluate(model, data.x_test, data.y_test, engine=engine)
     return TrainResult(model, {"test_acc": test_acc, "test_loss": test_loss, "epochs": cfg.epochs,
                                "train_seconds": time.time() - tic, "history": history})
 
@@ -149,8 +165,9 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
 def save_model(model: nn.Module, arch: Arch, input_shape: tuple[int, ...], num_classes: int,
                build: dict[str, Any], path: str | os.PathLike) -> Path:
     """Save the trained network with everything needed to rebuild it (``load_model``)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # loads anywhere (map_location cpu)
     return atomic_torch_save({"arch": arch.to_dict(), "input_shape": list(input_shape), "num_classes": num_classes,
-                              "build": build, "state_dict": model.state_dict()}, path)
+                              "build": build, "state_dict": state}, path)
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, Arch, tuple[int, ...]]:

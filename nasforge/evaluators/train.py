@@ -8,29 +8,32 @@ and its CPU latency when ``latency`` is on. A NaN/inf loss raises ``TrainingErro
 the trial loop records the trial as failed and the search goes on.
 
 Recipe (the DARTS evaluation recipe, shortened): SGD with momentum 0.9, weight decay
-3e-4, learning rate cosine-annealed over the budget, gradient clip 5, no augmentation
-beyond the dataset's own. Widths and depth (``layers``, ``channels``) default to the
-dataset profile's "evaluate" section (small on digits, so a trial takes about a second).
+3e-4, learning rate cosine-annealed per step over the budget, gradient clip 5, no augmentation
+beyond the dataset's own (``nasforge.training.fit``). Before scoring, BatchNorm statistics are
+re-estimated on ``engine.bn_recalibration`` training batches: after a budget this short the
+running averages lag far behind the weights. Widths and depth (``layers``, ``channels``)
+default to the dataset profile's "evaluate" section (small on digits, so a trial takes about
+a second). The device and precision come from an ``EngineConfig`` (the run's ``engine``
+section); the ``Engine`` is built inside each call, so the evaluator stays picklable.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.data import Dataset, iterate_batches, num_batches
-from nasforge.errors import TrainingError
 from nasforge.hardware import count_flops, count_params, measure_latency
 from nasforge.profiles import fill_auto
-from nasforge.train import evaluate
-from nasforge.utils import apply_gradients, epoch_seed
+from nasforge.train import calibrate_bn, evaluate
+from nasforge.training import Engine, EngineConfig, FitConfig, fit
+from nasforge.utils import epoch_seed
 
 
 @dataclass
@@ -52,54 +55,47 @@ class TrainEvalConfig:
 class TrainEvaluator:
     """``arch -> metrics`` by short training; objective = valid accuracy (higher is better).
 
-    Picklable (the space, the dataset and the config), so parallel runners can ship it
-    to their workers once.
+    Picklable (the space, the dataset, the config and the engine config), so parallel
+    runners can ship it to their workers once.
     """
 
-    def __init__(self, space: Any, data: Dataset, config: TrainEvalConfig | None = None):
+    def __init__(self, space: Any, data: Dataset, config: TrainEvalConfig | None = None,
+                 engine: EngineConfig | None = None):
         self.space = space
         self.data = data
         self.config = config or TrainEvalConfig()
         fill_auto(self.config, data.name, "evaluate")  # only "auto" (None) fields take the profile's value
+        self.engine_config = engine or EngineConfig()
 
     def __call__(self, arch: Arch, seed: int = 0) -> dict[str, Any]:
         """Train ``arch`` from scratch (seeded) and score it on the valid split."""
         cfg, data = self.config, self.data
         self.space.validate(arch)
+        engine = Engine(dataclasses.replace(self.engine_config, compile=False))  # compile: final training only
         tic = time.time()
         torch.manual_seed(seed)
-        model = self.space.build(arch, data.input_shape, data.num_classes, layers=cfg.layers,
-                                 channels=cfg.channels, auxiliary=False)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        model = engine.module(self.space.build(arch, data.input_shape, data.num_classes, layers=cfg.layers,
+                                               channels=cfg.channels, auxiliary=False))
         per_epoch = num_batches(len(data.y_train), cfg.batch_size)
-        total = min(cfg.steps, cfg.epochs * per_epoch) if cfg.steps else cfg.epochs * per_epoch
-        step, loss_sum, seen = 0, 0.0, 0
-        model.train()
-        for epoch in range(cfg.epochs):
-            if step >= total:
-                break
+
+        def epoch_batches(epoch: int):
             gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 21))
-            for xb, yb in iterate_batches(data.x_train, data.y_train, cfg.batch_size, generator=gen,
-                                          augment=data.augment):
-                if step >= total:
-                    break
-                lr = cfg.lr * (1 + math.cos(math.pi * step / total)) / 2
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(xb), yb)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"training loss became NaN/inf at step {step}; lower evaluator.lr "
-                                        f"(e.g. --set evaluator.lr={cfg.lr / 4:g})")
-                apply_gradients(loss, opt, model.parameters(), cfg.grad_clip)
-                loss_sum += loss.item() * len(yb)
-                seen += len(yb)
-                step += 1
+            return iterate_batches(data.x_train, data.y_train, cfg.batch_size, generator=gen, augment=data.augment)
+
+        fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_min=0.0,
+                            momentum=cfg.momentum, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
+                            steps=cfg.steps)
+        _, history = fit(model, epoch_batches, per_epoch, fit_cfg, engine=engine,
+                         nan_hint=f"lower evaluator.lr (e.g. --set evaluator.lr={cfg.lr / 4:g})")
         train_seconds = time.time() - tic
-        valid_acc, valid_loss = evaluate(model, data.x_valid, data.y_valid)
+        seen = sum(h["samples"] for h in history)
+        calibrate_bn(model, data.x_train, data.y_train, cfg.batch_size, engine, epoch_seed(seed, cfg.epochs, 22))
+        valid_acc, valid_loss = evaluate(model, data.x_valid, data.y_valid, engine=engine)
         metrics: dict[str, Any] = {
             "objective": valid_acc, "valid_acc": valid_acc, "valid_loss": valid_loss,
-            "train_loss": loss_sum / max(seen, 1), "steps": step, "train_seconds": train_seconds,
+            "train_loss": sum(h["train_loss"] * h["samples"] for h in history) / max(seen, 1),
+            "steps": min(cfg.steps or per_epoch * cfg.epochs, per_epoch * cfg.epochs),
+            "train_seconds": train_seconds,
             "params": count_params(model), "flops": count_flops(model, data.input_shape),
         }
         if cfg.latency:
