@@ -13,19 +13,19 @@ activation decision is that width (weight-only search, e.g. under a size budget)
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nasforge.data import iterate_batches
 from nasforge.errors import ConfigError
 from nasforge.hardware.accelerators import Accelerator, LayerInfo
 from nasforge.quant.budget import Budget, format_value
 from nasforge.quant.modules import quantized_size_bytes, set_policy
+from nasforge.training import Engine, FitConfig, engine_for, evaluate, fit
 
 __all__ = ["Policy", "PolicyCost", "QuantEnv", "action_to_bits", "state_features"]
 
@@ -67,9 +67,10 @@ class QuantEnv:
     def __init__(self, qmodel: nn.Module, infos: Sequence[LayerInfo], accelerator: Accelerator, budget: Budget,
                  train: tuple[Tensor, Tensor], valid: tuple[Tensor, Tensor], *, bmin: int = 2, bmax: int = 8,
                  finetune_steps: int = 0, finetune_lr: float = 1e-3, batch_size: int = 64,
-                 fixed_abits: int | None = None):
+                 fixed_abits: int | None = None, engine: Engine | None = None):
         if bmin > bmax:
             raise ConfigError(f"bmin={bmin} is above bmax={bmax}; swap them")
+        self.engine = engine or engine_for(qmodel)
         self.fixed_abits = fixed_abits
         self.model, self.infos, self.acc_model, self.budget = qmodel, list(infos), accelerator, budget
         self.train, self.valid = train, valid
@@ -152,13 +153,11 @@ class QuantEnv:
         return [(self.bits[2 * i], self.bits[2 * i + 1]) for i in range(self.n_layers)]
 
     # --- scoring ------------------------------------------------------------------
-    @torch.no_grad()
     def accuracy(self, x: Tensor, y: Tensor, batch: int = 512) -> float:
         """Top-1 accuracy of the wrapped model (eval mode) on ``x, y``."""
+        acc = evaluate(self.model, iterate_batches(x, y, batch), self.engine)[0]
         self.model.eval()
-        correct = sum(int((self.model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
-                      for i in range(0, len(y), batch))
-        return correct / max(len(y), 1)
+        return acc
 
     def evaluate(self, policy: Policy, seed: int) -> float:
         """Float weights restored, ``policy`` applied, ``finetune_steps`` SGD steps, validation accuracy."""
@@ -166,7 +165,7 @@ class QuantEnv:
         set_policy(self.model, policy)
         if self.finetune_steps > 0:
             finetune_steps(self.model, *self.train, steps=self.finetune_steps, lr=self.finetune_lr,
-                           batch_size=self.batch_size, seed=seed)
+                           batch_size=self.batch_size, seed=seed, engine=self.engine)
         return self.accuracy(*self.valid)
 
     def reward(self, acc: float) -> float:
@@ -175,25 +174,29 @@ class QuantEnv:
 
 
 def finetune_steps(model: nn.Module, x: Tensor, y: Tensor, *, steps: int, lr: float, batch_size: int, seed: int,
-                   momentum: float = 0.9, weight_decay: float = 4e-5, cosine: bool = False) -> None:
-    """``steps`` SGD steps on seeded random batches (straight-through gradients through the fake quantizers)."""
+                   momentum: float = 0.9, weight_decay: float = 4e-5, cosine: bool = False,
+                   engine: Engine | None = None) -> None:
+    """``steps`` SGD steps on seeded random batches (straight-through gradients through the fake quantizers).
+
+    ``nasforge.training.fit`` over one pass of ``steps`` batches: a constant ``lr``, or with
+    ``cosine`` annealed per step to 0; no gradient clip. A NaN/inf loss raises ``TrainingError``.
+    """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=momentum,
-                          weight_decay=weight_decay)
-    model.train()
     n = len(y)
-    perm, pos = torch.randperm(n, generator=gen), 0
-    for step in range(steps):
-        if cosine:
-            for group in opt.param_groups:
-                group["lr"] = lr * (1 + math.cos(math.pi * step / steps)) / 2
-        if pos + batch_size > n:
-            perm, pos = torch.randperm(n, generator=gen), 0
-        idx = perm[pos:pos + batch_size]
-        pos += batch_size
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+
+    def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        perm, pos = torch.randperm(n, generator=gen), 0
+        for _ in range(steps):
+            if pos + batch_size > n:
+                perm, pos = torch.randperm(n, generator=gen), 0
+            idx = perm[pos:pos + batch_size]
+            pos += batch_size
+            yield x[idx], y[idx]
+
+    cfg = FitConfig(epochs=1, batch_size=batch_size, lr=lr, lr_min=0.0 if cosine else lr, momentum=momentum,
+                    weight_decay=weight_decay, grad_clip=0.0, steps=steps)
+    if steps > 0:
+        fit(model, batches, steps, cfg, engine=engine or engine_for(model),
+            nan_hint="lower the fine-tune learning rate (haq.finetune_lr or haq.final_lr)")
     model.eval()

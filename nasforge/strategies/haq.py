@@ -41,6 +41,7 @@ from nasforge.quant.ddpg import DDPGAgent, DDPGConfig
 from nasforge.quant.env import Policy, QuantEnv, finetune_steps
 from nasforge.quant.linear import check_bits
 from nasforge.quant.modules import calibrate, layer_infos, set_policy, wrap_model
+from nasforge.training import Engine, EngineConfig
 from nasforge.utils import atomic_torch_save, epoch_seed
 
 log = logging.getLogger(__name__)
@@ -105,23 +106,26 @@ class HaqSearch:
 
     def __init__(self, model: nn.Module, data: Dataset, budget: str | Budget, *,
                  accelerator: str | Accelerator = "bitserial", config: HaqConfig | Mapping[str, Any] | None = None,
-                 seed: int = 0, input_shape: tuple[int, ...] | None = None):
+                 seed: int = 0, input_shape: tuple[int, ...] | None = None,
+                 engine: Engine | EngineConfig | None = None):
+        self.engine = engine if isinstance(engine, Engine) else Engine(engine)
         self.cfg = make_haq_config(config)
         self.budget = parse_budget(budget)
         self.accelerator = make_accelerator(accelerator)
         self.data, self.seed = data, seed
         self.input_shape = tuple(input_shape or data.input_shape)
         torch.manual_seed(seed)
-        self.qmodel = wrap_model(model).eval()
+        self.qmodel = wrap_model(model).cpu().eval()
         for p in self.qmodel.parameters():  # a model loaded for inference may have grads switched off
             p.requires_grad_(True)
         self.infos = layer_infos(self.qmodel, self.input_shape)
         calibrate(self.qmodel, data.x_train[: self.cfg.calib_samples])
+        self.qmodel = self.engine.module(self.qmodel)  # calibrated on the CPU, searched and fine-tuned on the device
         self.env = QuantEnv(self.qmodel, self.infos, self.accelerator, self.budget,
                             (data.x_train, data.y_train), (data.x_valid, data.y_valid),
                             bmin=self.cfg.bmin, bmax=self.cfg.bmax, finetune_steps=self.cfg.finetune_steps,
                             finetune_lr=self.cfg.finetune_lr, batch_size=self.cfg.batch_size,
-                            fixed_abits=self.cfg.abits)
+                            fixed_abits=self.cfg.abits, engine=self.engine)
 
     def _agent(self) -> DDPGAgent:
         c = self.cfg
@@ -225,7 +229,8 @@ class HaqSearch:
         steps = cfg.finetune_epochs * math.ceil(len(data.y_train) / cfg.batch_size)
         if steps:
             finetune_steps(qmodel, data.x_train, data.y_train, steps=steps, lr=cfg.final_lr,
-                           batch_size=cfg.batch_size, seed=epoch_seed(self.seed, 0, 31), cosine=True)
+                           batch_size=cfg.batch_size, seed=epoch_seed(self.seed, 0, 31), cosine=True,
+                           engine=self.engine)
         test_acc = env.accuracy(data.x_test, data.y_test)
         cost = env.cost(policy)
         layers = []
@@ -263,21 +268,23 @@ class HaqSearch:
         if experiment is not None:
             experiment.write_json("result.json", metrics)
             atomic_torch_save({"policy": metrics["policy"], "layers": [f.name for f in self.infos],
-                               "state_dict": self.qmodel.state_dict()}, experiment.path / "quantized.pt")
+                               "state_dict": {k: v.detach().cpu() for k, v in self.qmodel.state_dict().items()}},
+                              experiment.path / "quantized.pt")
         return QuantResult(self.qmodel, [tuple(p) for p in policy], metrics, history)
 
 
 def quantize(model: nn.Module, data: Dataset, budget: str | Budget, *, accelerator: str | Accelerator = "bitserial",
              config: HaqConfig | Mapping[str, Any] | None = None, experiment: Experiment | None = None,
-             progress: Progress | None = None, seed: int = 0,
-             input_shape: tuple[int, ...] | None = None) -> QuantResult:
+             progress: Progress | None = None, seed: int = 0, input_shape: tuple[int, ...] | None = None,
+             engine: Engine | EngineConfig | None = None) -> QuantResult:
     """Search a mixed-precision policy for ``model`` under ``budget`` with HAQ and fine-tune it.
 
     ``budget``: ``"size=0.25"`` (fraction of the 8-bit model), ``"size=12kB"``, ``"latency=0.5"``,
-    ``"latency=2ms"``, ``"energy=1uJ"``; ``config``: ``HaqConfig`` fields (e.g. ``{"episodes": 50}``).
+    ``"latency=2ms"``, ``"energy=1uJ"``; ``config``: ``HaqConfig`` fields (e.g. ``{"episodes": 50}``);
+    ``engine``: device and precision of the fine-tunes and evaluations (default: the GPU when there is one).
     """
     search = HaqSearch(model, data, budget, accelerator=accelerator, config=config, seed=seed,
-                       input_shape=input_shape)
+                       input_shape=input_shape, engine=engine)
     return search.run(experiment, progress)
 
 
