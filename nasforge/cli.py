@@ -48,6 +48,23 @@ SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                       help="Override any config field, e.g. --set strategy.epochs=10 --set train.channels=24 (repeatable).")
 
 
+DeviceOpt = typer.Option(None, "--device", help="Where networks train: auto | cpu | cuda | cuda:N | mps "
+                         "(shortcut for --set engine.device=...). [default: auto, the GPU when there is one]")
+PrecisionOpt = typer.Option(None, "--precision", help="32 | bf16 (bfloat16 autocast) | 16-mixed (float16 autocast "
+                            "and gradient scaling, GPU only). [default: 32]")
+CompileOpt = typer.Option(False, "--compile", help="torch.compile the final training's network.")
+
+
+def _engine_overrides(device: str | None, precision: str | None = None,
+                      compile_: bool = False) -> list[tuple[list[str], Any]]:
+    """Config overrides of the --device/--precision/--compile options (checked when the config is resolved)."""
+    out: list[tuple[list[str], Any]] = []
+    for key, value in (("device", device), ("precision", precision), ("compile", True if compile_ else None)):
+        if value is not None:
+            out.append((["engine", key], value))
+    return out
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -115,6 +132,9 @@ def search(
     runner: Optional[str] = typer.Option(None, help="Where trials run: local | ray. [default: local]"),
     address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (implies --runner ray)."),
     workers: Optional[int] = typer.Option(None, help="Trials at the same time (ray: CPUs of a local Ray). [default: 1]"),
+    device: Optional[str] = DeviceOpt,
+    precision: Optional[str] = PrecisionOpt,
+    compile_: bool = CompileOpt,
     set_: Optional[list[str]] = SetOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing experiment directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -136,6 +156,7 @@ def search(
         if value is not None:
             overrides.append((key.split("."), value))
     overrides += _runner_overrides(runner, address, workers)
+    overrides += _engine_overrides(device, precision, compile_)
     overrides += [parse_override(s) for s in set_ or []]
     cfg = resolve_config(raw, overrides)
     if out_dir is None:
@@ -178,6 +199,8 @@ def resume(
     runner: Optional[str] = typer.Option(None, help="Where the remaining trials run: local | ray. [default: as before]"),
     address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (implies --runner ray)."),
     workers: Optional[int] = typer.Option(None, help="Trials at the same time. [default: as before]"),
+    device: Optional[str] = typer.Option(None, "--device", help="Continue on another device: auto | cpu | cuda | "
+                                         "cuda:N | mps (checkpoints load anywhere). [default: as before]"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every epoch."),
 ) -> None:
@@ -192,7 +215,7 @@ def resume(
         exp.close()
         _resume_quantize(exp_dir, raw["quantize"], quiet, verbose)
         return
-    cfg = resolve_config(raw, _runner_overrides(runner, address, workers),
+    cfg = resolve_config(raw, _runner_overrides(runner, address, workers) + _engine_overrides(device),
                          search=not (exp.path / "arch.json").exists())
     _check_runner(cfg)
     _run(exp, cfg, quiet)
@@ -207,6 +230,9 @@ def train(
     config: Optional[Path] = typer.Option(None, help="YAML config (its train and latency sections are used)."),
     seed: int = typer.Option(0, help="Seed."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (shortcut for --set train.epochs=N)."),
+    device: Optional[str] = DeviceOpt,
+    precision: Optional[str] = PrecisionOpt,
+    compile_: bool = CompileOpt,
     set_: Optional[list[str]] = SetOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -224,6 +250,7 @@ def train(
         overrides.append((["data", "dir"], str(data_dir)))
     if epochs is not None:
         overrides.append((["train", "epochs"], epochs))
+    overrides += _engine_overrides(device, precision, compile_)
     overrides += [parse_override(s) for s in set_ or []]
     cfg = resolve_config(raw, overrides, search=False)  # the architecture is given: no search
     out_dir = out_dir or Path("runs") / f"train-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -331,10 +358,11 @@ def _resume_quantize(exp_dir: Path, q: dict[str, Any], quiet: bool, verbose: boo
     source = model.parent if (model.parent / "config.yaml").is_file() else model
     data = q.get("data") or {}
     sets = [f"haq.{k}={json.dumps(v)}" for k, v in (q.get("haq") or {}).items()]
+    engine = q.get("engine") or {}
     quantize_cmd(model_or_run=source, budget=str(q.get("budget")), accelerator=q.get("accelerator", "bitserial"),
                  episodes=None, data=data.get("name"), data_dir=Path(data["dir"]) if data.get("dir") else None,
-                 out_dir=exp_dir, finetune_epochs=None, seed=q.get("seed", 0), set_=sets, force=False,
-                 quiet=quiet, verbose=verbose)
+                 out_dir=exp_dir, finetune_epochs=None, seed=q.get("seed", 0), device=engine.get("device"),
+                 precision=engine.get("precision"), set_=sets, force=False, quiet=quiet, verbose=verbose)
 
 
 # --- command: quantize (HAQ) ---
@@ -351,6 +379,9 @@ def quantize_cmd(
                                            "settings is resumed. [default: runs/haq-KIND-TIME]"),
     finetune_epochs: Optional[int] = typer.Option(None, help="Epochs of the final fine-tune of the best policy. [default: 3]"),
     seed: int = typer.Option(0, help="Seed."),
+    device: Optional[str] = typer.Option(None, "--device", help="Where the fine-tunes and evaluations run: auto | cpu "
+                                         "| cuda | cuda:N | mps. [default: auto, the GPU when there is one]"),
+    precision: Optional[str] = PrecisionOpt,
     set_: Optional[list[str]] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                                              help="Override a HAQ option, e.g. --set haq.finetune_steps=20 (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
@@ -358,15 +389,18 @@ def quantize_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every episode."),
 ) -> None:
     """Search a mixed-precision (per-layer weight/activation bits) policy with HAQ under a budget and fine-tune it."""
-    from nasforge.config import parse_override, read_yaml
+    from nasforge.config import load_section, parse_override, read_yaml
     from nasforge.data import load_dataset
     from nasforge.errors import ConfigError, ExperimentError
     from nasforge.experiment import Experiment
     from nasforge.quant.budget import format_value, parse_budget
     from nasforge.strategies.haq import HaqSearch, haq_config_dict, make_haq_config
     from nasforge.train import load_model
+    from nasforge.training import Engine, EngineConfig
 
     _setup_logging(verbose)
+    engine_options = {k: v for (_, k), v in _engine_overrides(device, precision)}
+    engine = Engine(load_section(EngineConfig, engine_options, "engine"))  # a bad device fails before any file
     path = model_or_run / "model.pt" if model_or_run.is_dir() else model_or_run
     parsed_budget = parse_budget(budget)
     options: dict[str, Any] = {}
@@ -395,8 +429,10 @@ def quantize_cmd(
                            "seed": seed, "data": {"name": data_name, "dir": str(data_path) if data_path else None,
                                                   "seed": data_seed},
                            "haq": haq_config_dict(cfg)}}
+    if engine_options:  # recorded only when chosen, so runs made before the option resume as they were
+        config["quantize"]["engine"] = engine_options
     search = HaqSearch(model, dataset, parsed_budget, accelerator=accelerator, config=cfg, seed=seed,
-                       input_shape=input_shape)  # checks the budget before anything is written
+                       input_shape=input_shape, engine=engine)  # checks the budget before anything is written
     out_dir = out_dir or Path("runs") / f"haq-{parsed_budget.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = None
     if (out_dir / "config.yaml").is_file() and not force:
@@ -492,7 +528,7 @@ def main() -> None:
     try:
         app()
     except NasforgeError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
         sys.exit(exc.exit_code)
 
 

@@ -8,6 +8,7 @@ its last checkpoint, so ``nasforge resume DIR`` is just running it again.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field, fields
@@ -25,6 +26,7 @@ from nasforge.registry import check_supported
 from nasforge.spaces import SearchSpace, make_space
 from nasforge.strategies import Strategy, make_strategy
 from nasforge.train import TrainConfig, build_options, save_model, train_arch
+from nasforge.training import Engine, EngineConfig, check_engine
 from nasforge.runners import RunnerConfig
 from nasforge.trials import TrialsConfig, search_options
 from nasforge.utils import environment_info
@@ -67,6 +69,8 @@ class RunConfig:
     evaluator: dict[str, Any] = field(default_factory=lambda: {"name": "train"})
     trials: TrialsConfig = field(default_factory=TrialsConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
+    # device, precision, torch.compile, BatchNorm recalibration of every network the run trains
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
 
 SECTIONS = tuple(f.name for f in fields(RunConfig))
@@ -84,7 +88,7 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
     for key in raw:
         if key not in SECTIONS:
             raise ConfigError(f"unknown config section '{key}'; valid sections are {list(SECTIONS)}")
-    for key in ("data", "space", "strategy", "train", "latency", "evaluator", "trials", "runner"):
+    for key in ("data", "space", "strategy", "train", "latency", "evaluator", "trials", "runner", "engine"):
         if key in raw and not isinstance(raw[key], dict):
             raise ConfigError(f"config section '{key}' must be a mapping, got {raw[key]!r}")
     cfg = RunConfig(
@@ -94,7 +98,9 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
         latency=load_section(LatencyConfig, raw.get("latency"), "latency"),
         trials=load_section(TrialsConfig, raw.get("trials"), "trials"),
         runner=load_section(RunnerConfig, raw.get("runner"), "runner"),
+        engine=load_section(EngineConfig, raw.get("engine"), "engine"),
     )
+    check_engine(cfg.engine)  # a device, precision or compile this machine lacks fails before a run directory exists
     if cfg.data.name not in dataset_names():
         raise ConfigError(f"unknown dataset '{cfg.data.name}'; choose one of {dataset_names()}")
     space = dict(raw.get("space") or {})
@@ -158,7 +164,8 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
     space = build_space(cfg)
     store = exp.store
     store.set_meta("dataset", data.describe())
-    versions = environment_info(getattr(cfg, "device", None) or "cpu")
+    engine = Engine(cfg.engine)
+    versions = environment_info(str(engine.device))
     store.set_meta("versions", versions)
 
     if (exp.path / "arch.json").exists():
@@ -166,7 +173,9 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
     else:
         strategy = build_strategy(cfg)
         check_supported(type(strategy), space)
-        extra = search_options(cfg, space, data) if strategy.kind == "sample" else {}
+        extra = search_options(cfg, space, data, engine=engine) if strategy.kind == "sample" else {}
+        if "engine" in inspect.signature(strategy.search).parameters:
+            extra["engine"] = engine
         result = strategy.search(space, data, experiment=exp, progress=progress, seed=cfg.seed, **extra)
         arch = result.arch
         store.set_meta("search_info", result.info)
@@ -176,7 +185,8 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
     if final is not None and (exp.path / "model.pt").exists():
         return final
 
-    trained = train_arch(space, arch, data, cfg.train, experiment=exp, progress=progress, seed=cfg.seed)
+    trained = train_arch(space, arch, data, cfg.train, experiment=exp, progress=progress, seed=cfg.seed,
+                         engine=engine)
     save_model(trained.model, arch, data.input_shape, data.num_classes, build_options(cfg.train), exp.path / "model.pt")
     measured = measure_model(trained.model, data.input_shape, cfg.latency)
     search_epochs = store.epochs("search")

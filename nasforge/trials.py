@@ -397,12 +397,19 @@ def sample_search(strategy: SampleStrategy, space: Any, data: Any = None, *, exp
                       seed=seed, dedupe=dedupe, callbacks=callbacks)
 
 
-def search_options(config: Any, space: Any, data: Any) -> dict[str, Any]:
-    """Keyword arguments of ``SampleStrategy.search`` from a ``RunConfig`` (evaluator, budget, runner)."""
+def search_options(config: Any, space: Any, data: Any, engine: Any = None) -> dict[str, Any]:
+    """Keyword arguments of ``SampleStrategy.search`` from a ``RunConfig`` (evaluator, budget, runner).
+
+    ``engine``: the run's ``Engine``; an evaluator that trains (``engine_config``) gets its
+    config (a plain dataclass, so the evaluator still pickles for Ray workers).
+    """
     from nasforge.evaluators import make_evaluator
 
     options = {k: v for k, v in config.evaluator.items() if k != "name"}
-    return {"evaluator": make_evaluator(config.evaluator["name"], options, space, data),
+    evaluator = make_evaluator(config.evaluator["name"], options, space, data)
+    if engine is not None and hasattr(evaluator, "engine_config"):
+        evaluator.engine_config = engine.config
+    return {"evaluator": evaluator,
             "budget": config.trials.budget(data.name), "runner": config.runner, "dedupe": config.trials.dedupe}
 
 
