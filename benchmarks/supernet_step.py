@@ -1,11 +1,12 @@
 """Seconds per search step and peak memory of one-shot supernet search steps.
 
-A *search step* is what a bi-level one-shot search does per iteration. For DARTS
-(``DartsStrategy.search_step``): one architecture step on a valid batch (first order: the
-gradient of the valid loss w.r.t. the alphas; second order: ``unrolled_arch_grads``;
-then Adam), followed by one weight step on a train batch (SGD, momentum 0.9, weight
-decay 3e-4, gradient-norm clip 5). For GDAS (``GdasStrategy.search_step``): the same two
-steps, weights first, each running only one Gumbel-sampled op per edge (weight decay 5e-4).
+A *search step* is one step of the shared one-shot loop (``nasforge.oneshot.loop.search_step``):
+the method's architecture step on a valid batch and the weight step on a train batch
+(``nasforge.training.weight_step``), in the method's order. DARTS: architecture first (first
+order: the gradient of the valid loss w.r.t. the alphas; second order: ``unrolled_arch_grads``;
+then Adam), then SGD (momentum 0.9, weight decay 3e-4, gradient-norm clip 5). GDAS: weights
+first, each step running only one Gumbel-sampled op per edge (weight decay 5e-4). Steps run on
+``--device`` in ``--precision`` (the engine's autocast).
 
 Rows: ``darts-1st``, ``darts-2nd`` (DARTS, first / second order), ``gdas`` (GDAS, all
 cells searched), ``gdas-frc`` (GDAS with its hand-designed fixed reduction cell); on the
@@ -32,17 +33,14 @@ Memory:
     the first step, minus ``memory_allocated`` at that point (tensor memory only, not
     the caching allocator's reserve or the CUDA context).
 
-Adding a method: write a *step maker* ``maker(cfg: BenchConfig, device) -> (model,
-step_fn)`` that builds the supernet, optimizers and batches for ``cfg`` and returns the
-supernet module and a no-argument callable doing one full search step; register it in
-``STEP_MAKERS`` under the row name (e.g. "gdas"). DARTS subclasses (GDAS) can reuse
-``darts_family_maker``.
+Adding a one-shot method: register a row in ``STEP_MAKERS`` with ``oneshot_maker(name,
+space_factory, **options)``; the supernet, optimisers and step are those of the shared loop.
 
 Usage::
 
     python benchmarks/supernet_step.py                      # both configs, every row, CPU
     python benchmarks/supernet_step.py --configs small --steps 50 --warmup 5
-    python benchmarks/supernet_step.py --device cuda --json out.json
+    python benchmarks/supernet_step.py --device cuda --precision bf16 --json out.json
 """
 
 from __future__ import annotations
@@ -65,9 +63,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from nasforge.spaces.darts import DartsSpace, num_edges
-from nasforge.strategies.darts import DartsStrategy
-from nasforge.strategies.gdas import GdasStrategy
+from nasforge.oneshot.loop import make_optimizers, search_step
+from nasforge.spaces.darts import DartsSpace
+from nasforge.strategies import get_strategy_class
+from nasforge.training import Engine, EngineConfig, weight_step
 
 RESULT_TAG = "@@SUPERNET_STEP_RESULT@@"
 MiB = 2 ** 20
@@ -87,6 +86,7 @@ class BenchConfig:
     nodes: int = 4
     steps: int = 3
     warmup: int = 1
+    mbconv_preset: str = "small"
 
     def describe(self) -> str:
         c, h, w = self.input_shape
@@ -97,6 +97,12 @@ class BenchConfig:
 CONFIGS: dict[str, BenchConfig] = {
     # The DARTS paper's CIFAR-10 search supernet.
     "paper": BenchConfig("paper", layers=8, channels=16, batch=64, input_shape=(3, 32, 32), steps=3, warmup=1),
+    # GDAS's official CIFAR search batch (256) on the same supernet.
+    "paper-b256": BenchConfig("paper-b256", layers=8, channels=16, batch=256, input_shape=(3, 32, 32), steps=3,
+                              warmup=1),
+    # ProxylessNAS's ImageNet setting: the imagenet mbconv preset at 224x224, batch 256 (mbconv rows only).
+    "imagenet": BenchConfig("imagenet", layers=0, channels=0, batch=256, input_shape=(3, 224, 224), num_classes=1000,
+                            steps=3, warmup=1, mbconv_preset="imagenet"),
     # The supernet of the digits main job (profiles.PROFILES["digits"]["search"]).
     "small": BenchConfig("small", layers=5, channels=8, batch=64, input_shape=(1, 8, 8), steps=20, warmup=3),
 }
@@ -111,105 +117,87 @@ def random_batches(cfg: BenchConfig, device: torch.device) -> tuple[tuple[Tensor
     return one(), one()
 
 
-# --------------------------------------------------------------------------- DARTS step
-def build_darts_search(strategy: DartsStrategy, cfg: BenchConfig, device: torch.device):
-    """Supernet, alphas and optimizers exactly as ``DartsStrategy.search`` sets them up."""
-    space = DartsSpace(nodes=cfg.nodes)
-    data_info = SimpleNamespace(input_shape=cfg.input_shape, num_classes=cfg.num_classes)
-    model = strategy.build_supernet(space, data_info).to(device)
-    edges, ops = num_edges(space.nodes), len(space.primitives)
-    strategy.alphas = [nn.Parameter(1e-3 * torch.randn(edges, ops, device=device)) for _ in range(2)]
-    c = strategy.config
-    w_opt = torch.optim.SGD(model.parameters(), lr=c.w_lr, momentum=c.w_momentum, weight_decay=c.w_wd)
-    a_opt = torch.optim.Adam(strategy.alphas, lr=c.a_lr, betas=(c.a_beta1, c.a_beta2), weight_decay=c.a_wd)
-    model.train()
-    return space, model, w_opt, a_opt
-
-
-def darts_family_maker(strategy_cls: type[DartsStrategy], order: int, **options: Any):
-    """A step maker for DARTS or a DARTS subclass that keeps its step loop (e.g. GDAS)."""
-    def make(cfg: BenchConfig, device: torch.device) -> tuple[nn.Module, Callable[[], Any]]:
-        config = strategy_cls.Config(epochs=1, batch_size=cfg.batch, layers=cfg.layers,
-                                     channels=cfg.channels, order=order, **options)
-        strategy = strategy_cls(config)
-        _, model, w_opt, a_opt = build_darts_search(strategy, cfg, device)
+# --------------------------------------------------------------------------- one-shot search steps
+def oneshot_maker(name: str, space_factory: Callable[[BenchConfig], Any], arch: bool = True, **options: Any):
+    """A step maker for a one-shot strategy: its supernet, architecture parameters and optimisers as the
+    shared loop builds them (``nasforge.oneshot.loop.make_optimizers``), and one loop step
+    (``search_step``: the architecture step and the weight step, in the method's order)."""
+    def make(cfg: BenchConfig, engine: Engine) -> tuple[nn.Module, Callable[[], Any]]:
+        strategy = get_strategy_class(name)(get_strategy_class(name).Config(epochs=1, batch_size=cfg.batch, **options))
+        strategy.engine = engine
+        space = space_factory(cfg)
+        data_info = SimpleNamespace(input_shape=cfg.input_shape, num_classes=cfg.num_classes)
+        model = engine.module(strategy.build_supernet(space, data_info))
+        strategy.init_arch(space, model)
         params = list(model.parameters())
-        train_batch, valid_batch = random_batches(cfg, device)
+        make_optimizers(strategy, params)
+        train_batch, valid_batch = random_batches(cfg, engine.device)
         strategy.epoch_started(0)
-        lr = config.w_lr  # cosine_lr at epoch 0
+        model.train()
 
         def step() -> dict[str, float]:
-            loss, acc, arch_loss = strategy.search_step(model, params, w_opt, a_opt, train_batch, valid_batch, lr)
-            return {"train_loss": loss, "train_acc": acc, "arch_loss": arch_loss}
+            res, values = search_step(strategy, engine, model, params, train_batch, valid_batch if arch else None)
+            return {"train_loss": res.loss, "train_acc": res.acc, **(values or {})}
         return model, step
     return make
 
 
-#: Row name -> step maker. Other strategies (GDAS, ProxylessNAS) add their rows here.
-STEP_MAKERS: dict[str, Callable[[BenchConfig, torch.device], tuple[nn.Module, Callable[[], Any]]]] = {
-    "darts-1st": darts_family_maker(DartsStrategy, order=1),
-    "darts-2nd": darts_family_maker(DartsStrategy, order=2),
-    "gdas": darts_family_maker(GdasStrategy, order=1),
-    "gdas-frc": darts_family_maker(GdasStrategy, order=1, fixed_reduce=True),
-}
+def _darts_space(cfg: BenchConfig) -> DartsSpace:
+    return DartsSpace(nodes=cfg.nodes)
 
 
-# --------------------------------------------------------------------------- ProxylessNAS on the mbconv space
+def _mbconv_space(cfg: BenchConfig) -> Any:
+    from nasforge.spaces.mbconv import MBConvSpace
+
+    return MBConvSpace(preset=cfg.mbconv_preset)
+
+
+def darts_family_maker(name: str, order: int, **options: Any):
+    """DARTS or GDAS on the darts cell space (``layers``/``channels`` from the bench config)."""
+    def make(cfg: BenchConfig, engine: Engine) -> tuple[nn.Module, Callable[[], Any]]:
+        return oneshot_maker(name, _darts_space, layers=cfg.layers, channels=cfg.channels, order=order,
+                             **options)(cfg, engine)
+    return make
+
+
 def mbconv_maker(kind: str):
-    """Step makers on the mbconv space (preset ``small``, which fits 8x8 and 32x32 inputs), for the rows
+    """Step makers on the mbconv space (the config's preset; ``small`` fits 8x8 and 32x32 inputs), for the rows
     ``proxyless-w`` (weight step: one sampled path per layer), ``proxyless`` (weight step + two-path
     binary architecture step), ``mbconv-largest`` (training step of the all-``mb_k7_e6`` network) and
     ``mbconv-allpaths`` (DARTS-style: every op of every layer runs, softmax-weighted; weights and alphas
     from one backward)."""
-    def make(cfg: BenchConfig, device: torch.device) -> tuple[nn.Module, Callable[[], Any]]:
-        from nasforge.spaces.mbconv import LARGEST_OP, MBConvSpace
-        from nasforge.strategies.proxyless import ProxylessConfig, ProxylessStrategy
+    def make(cfg: BenchConfig, engine: Engine) -> tuple[nn.Module, Callable[[], Any]]:
+        from nasforge.spaces.mbconv import LARGEST_OP
 
-        space = MBConvSpace(preset="small")
-        train_batch, valid_batch = random_batches(cfg, device)
-        x, y = train_batch
+        if kind in ("proxyless-w", "proxyless"):
+            return oneshot_maker("proxyless", _mbconv_space, arch=kind == "proxyless", warmup_epochs=0,
+                                 latency_loss="none")(cfg, engine)
+        space = _mbconv_space(cfg)
+        train_batch, _ = random_batches(cfg, engine.device)
         if kind == "mbconv-largest":
-            model = space.build(space.uniform_arch(LARGEST_OP), cfg.input_shape, cfg.num_classes).to(device)
-            opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=4e-5)
-
-            def step() -> dict[str, float]:
-                opt.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(model(x), y)
-                loss.backward()
-                opt.step()
-                return {"train_loss": loss.item()}
-            return model, step
-        if kind == "mbconv-allpaths":
-            model = space.all_paths_supernet(cfg.input_shape, cfg.num_classes).to(device)
-            alphas = [nn.Parameter(1e-3 * torch.randn(len(c), device=device)) for c in model.base.candidates]
-            opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=4e-5)
-
-            def step() -> dict[str, float]:
-                opt.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(model(x, [torch.softmax(a, 0) for a in alphas]), y)
-                loss.backward()
-                opt.step()
-                return {"train_loss": loss.item()}
-            return model, step
-        strategy = ProxylessStrategy(ProxylessConfig(epochs=1, warmup_epochs=0, latency_loss="none"))
-        model = space.supernet(cfg.input_shape, cfg.num_classes).to(device)
-        strategy.alphas = [nn.Parameter(1e-3 * torch.randn(len(c), device=device)) for c in model.candidates]
-        c = strategy.config
-        w_opt = torch.optim.SGD(model.parameters(), lr=c.w_lr, momentum=c.w_momentum, nesterov=True,
-                                weight_decay=c.w_wd)
-        a_opt = torch.optim.Adam(strategy.alphas, lr=c.a_lr, betas=(c.a_beta1, c.a_beta2), eps=c.a_eps)
+            model = engine.module(space.build(space.uniform_arch(LARGEST_OP), cfg.input_shape, cfg.num_classes))
+            forward = model
+        else:
+            model = engine.module(space.all_paths_supernet(cfg.input_shape, cfg.num_classes))
+            alphas = [nn.Parameter(1e-3 * torch.randn(len(c), device=engine.device)) for c in model.base.candidates]
+            forward = lambda x: model(x, [torch.softmax(a, 0) for a in alphas])  # noqa: E731
         params = list(model.parameters())
+        opt = torch.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=4e-5)
 
         def step() -> dict[str, float]:
-            loss, acc = strategy.weight_step(model, params, w_opt, train_batch)
-            out = {"train_loss": loss, "train_acc": acc}
-            if kind == "proxyless":
-                out["arch_loss"] = strategy.binary_step(model, a_opt, valid_batch)
-            return out
+            res = weight_step(engine, opt, params, forward, train_batch, grad_clip=0.0)
+            return {"train_loss": res.loss}
         return model, step
     return make
 
 
+#: Row name -> step maker ``(config, engine) -> (supernet, step)``.
+STEP_MAKERS: dict[str, Callable[[BenchConfig, Engine], tuple[nn.Module, Callable[[], Any]]]] = {
+    "darts-1st": darts_family_maker("darts", order=1),
+    "darts-2nd": darts_family_maker("darts", order=2),
+    "gdas": darts_family_maker("gdas", order=1),
+    "gdas-frc": darts_family_maker("gdas", order=1, fixed_reduce=True),
+}
 for _row in ("proxyless-w", "proxyless", "mbconv-largest", "mbconv-allpaths"):
     STEP_MAKERS[_row] = mbconv_maker(_row)
 
@@ -252,21 +240,23 @@ def _hwm_mib() -> float:
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Build one (method, config), run warm-up + timed steps, measure time and memory."""
     method, cfg = spec["method"], BenchConfig(**{**spec["config"], "input_shape": tuple(spec["config"]["input_shape"])})
-    device = torch.device(spec["device"])
+    engine = Engine(EngineConfig(device=spec["device"], precision=spec.get("precision", "32"), bn_recalibration=0))
+    device = engine.device
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    model, step = STEP_MAKERS[method](cfg, device)
+    model, step = STEP_MAKERS[method](cfg, engine)
     param_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / MiB
     num_params = sum(p.numel() for p in model.parameters())
     sync()
 
     out: dict[str, Any] = {"method": method, "config": cfg.name, "params": num_params, "param_mib": param_mib,
                            "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-                           "device": str(device), "steps": spec["steps"], "warmup": spec["warmup"]}
+                           "device": str(device), "precision": engine.precision, "steps": spec["steps"],
+                           "warmup": spec["warmup"]}
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device) / MiB
@@ -430,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: per config; paper 3, small 20)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: per config; paper 1, small 3)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--precision", choices=("32", "bf16", "16-mixed"), default="32",
+                   help="autocast precision of the steps (the engine's --precision)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=None, help="seconds per row before giving up (default: none)")
@@ -475,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- machine: {info['cpu']}, {info['usable_cpus']} usable / {info['logical_cpus']} logical CPUs, "
         f"{info.get('mem_total_gib', '?')} GiB RAM; {info['platform']}"
         + (f"; GPU: {info['gpu']}" if "gpu" in info else ""),
-        f"- python {info['python']}, torch {info['torch']}, device {args.device}, intra-op threads {threads}",
+        f"- python {info['python']}, torch {info['torch']}, device {args.device}, precision {args.precision}, "
+        f"intra-op threads {threads}",
         f"- at start: 1-min load average {os.getloadavg()[0]:.2f}, CPU pressure (PSI some) {cpu_pressure()}",
     ]
 
@@ -483,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     for cname in configs:
         cfg = CONFIGS[cname]
         for method in methods:
-            spec = {"method": method, "config": asdict(cfg), "device": args.device, "threads": args.threads,
+            spec = {"method": method, "config": asdict(cfg), "device": args.device, "precision": args.precision,
+                    "threads": args.threads,
                     "seed": args.seed, "steps": args.steps or cfg.steps,
                     "warmup": cfg.warmup if args.warmup is None else args.warmup}
             print(f"running {method} on {cname} ...", file=sys.stderr, flush=True)
@@ -504,8 +498,9 @@ def main(argv: list[str] | None = None) -> int:
                      "peak** = that RSS high-water mark of the whole worker process (Python + torch runtime, "
                      "model, batches).")
     notes = [
-        "- one **search step** = the strategy's own `search_step`: one architecture step (Adam) and one weight "
-        "step (SGD momentum 0.9, grad clip 5). DARTS: architecture first (1st order: grad of the valid loss "
+        "- one **search step** = one step of the shared one-shot loop (`nasforge.oneshot.loop.search_step`): "
+        "the method's architecture step (Adam) and the weight step (`nasforge.training.weight_step`: SGD "
+        "momentum 0.9, grad clip 5). DARTS: architecture first (1st order: grad of the valid loss "
         "w.r.t. alphas; 2nd order: `unrolled_arch_grads`), all 8 ops of every edge run. GDAS: weights first "
         "(as its official code), one Gumbel-sampled op per edge runs (gdas-frc: reduction cells fixed). "
         "Fixed random batches; each row in a fresh subprocess.",
@@ -526,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         payload = {"date": started.isoformat(timespec="seconds"), "command": command, "argv": sys.argv,
-                   "machine": info, "device": args.device, "threads_flag": args.threads,
+                   "machine": info, "device": args.device, "precision": args.precision,
+                   "threads_flag": args.threads,
                    "total_wall_s": total, "configs": {c: asdict(CONFIGS[c]) for c in configs},
                    "results": results}
         with open(args.json, "w") as fh:

@@ -55,10 +55,10 @@ def _strategy(**options) -> DenseNasStrategy:
 class _Spy(DenseNasStrategy):
     """Keeps a copy of the architecture parameters at the start of every epoch."""
 
-    def _epoch(self, *args, **kwargs):
+    def epoch_started(self, epoch):
         self.snapshots = getattr(self, "snapshots", [])
-        self.snapshots.append([p.detach().clone() for p in self.arch_params()])
-        return super()._epoch(*args, **kwargs)
+        self.snapshots.append([p.detach().clone() for p in self.arch_parameters()])
+        super().epoch_started(epoch)
 
 
 # --------------------------------------------------------------------------- pieces
@@ -151,10 +151,11 @@ def test_latency_term_pulls_towards_cheaper_paths(tmp_path, data):
     strategy.init_arch(space)
     strategy.setup_latency(space, data, None, None)
     model = space.supernet(data.input_shape, data.num_classes)
-    opt = torch.optim.Adam(strategy.arch_params(), lr=0.05, betas=(0.5, 0.999))
+    opt = torch.optim.Adam(strategy.arch_parameters(), lr=0.05, betas=(0.5, 0.999))
     before = strategy.expected_latency().item()
     for k in range(8):
-        strategy.arch_step(model, opt, (data.x_train[:16], data.y_train[:16]))
+        strategy.a_opt = opt
+        strategy.arch_step(model, (data.x_train[:16], data.y_train[:16]))
     assert strategy.expected_latency().item() < before * 0.95
     skip = torch.softmax(strategy.alpha.detach(), -1)[:, OPS.index("skip")]
     assert (skip > 1 / len(OPS)).all()  # skip (no latency) gained in every layer
@@ -203,7 +204,7 @@ def test_resume_replays_exactly_and_reuses_the_table(tmp_path, data):
         run("cut", [stop])
     resumed, resumed_result = run("cut")
     assert resumed_result.arch == full_result.arch
-    for a, b in zip(full.arch_params(), resumed.arch_params()):
+    for a, b in zip(full.arch_parameters(), resumed.arch_parameters()):
         assert torch.equal(a, b)
     assert [h["metrics"]["train_loss"] for h in resumed_result.history] == \
            [h["metrics"]["train_loss"] for h in full_result.history]

@@ -26,7 +26,9 @@ from nasforge.oneshot.binary import BinaryMixedOp, PathSample, rescale_two_paths
 from nasforge.spaces import make_space
 from nasforge.spaces.mbconv import ZERO, op_spec
 from nasforge.strategies import get_strategy_class, make_strategy
-from nasforge.strategies.proxyless import LatencyModel, ProxylessStrategy, latency_penalty
+from nasforge.hardware.penalty import LatencyPenalty, LayerLatency
+from nasforge.strategies.proxyless import ProxylessStrategy
+from nasforge.training import weight_step
 
 SHAPE = (1, 8, 8)
 
@@ -89,7 +91,8 @@ def test_weight_step_runs_one_op_per_layer_and_updates_only_it(table_path, data)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     torch.manual_seed(1)
-    strategy.weight_step(model, list(model.parameters()), opt, (data.x_train[:16], data.y_train[:16]))
+    weight_step(strategy.engine, opt, list(model.parameters()), lambda x: strategy.train_forward(model, x, False),
+                (data.x_train[:16], data.y_train[:16]), grad_clip=5.0)
     ran = {li: [k for (l2, k), n in calls.items() if l2 == li] for li in range(len(model.layers))}
     for li, layer in enumerate(model.layers):
         assert len(ran[li]) <= 1 and all(calls[(li, k)] == 1 for k in ran[li])
@@ -222,7 +225,7 @@ def test_binary_arch_step_moves_only_the_sampled_pairs(table_path, data, latency
 def test_expected_latency_equals_the_hand_sum(table_path):
     space = make_space("mbconv")
     table = LatencyTable.load(table_path)
-    model = LatencyModel(space, table)
+    model = LayerLatency(space, table)
     torch.manual_seed(0)
     probs = [torch.softmax(torch.randn(len(keys)), 0) for _, keys in space.layer_latency_keys()]
     hand = table.overhead_ms + sum(table.entries[k] for k in ("stem", "first", "head"))
@@ -243,7 +246,7 @@ def test_expected_latency_equals_the_hand_sum(table_path):
 @pytest.mark.parametrize("form", ["add", "mul"])
 def test_latency_loss_alone_lowers_expected_latency(table_path, form):
     space = make_space("mbconv")
-    model = LatencyModel(space, LatencyTable.load(table_path))
+    model = LayerLatency(space, LatencyTable.load(table_path))
     torch.manual_seed(0)
     alphas = [nn.Parameter(0.01 * torch.randn(len(v))) for v in model.vectors]
     opt = torch.optim.Adam(alphas, lr=0.05)
@@ -252,7 +255,7 @@ def test_latency_loss_alone_lowers_expected_latency(table_path, form):
     ce = torch.tensor(1.0)  # CE off: a constant
     for _ in range(100):
         opt.zero_grad()
-        loss = latency_penalty(ce, model.expected([torch.softmax(a, 0) for a in alphas]), target, form, 0.5)
+        loss = LatencyPenalty(form, 0.5, target)(ce, model.expected([torch.softmax(a, 0) for a in alphas]))
         loss.backward()
         opt.step()
     end = float(model.expected([torch.softmax(a.detach(), 0) for a in alphas]))
@@ -279,7 +282,7 @@ def test_table_errors(tmp_path, data):
         _strategy(str(path)).search(space, data, seed=0)
     table = fake_table(space)
     table.save(path)
-    smallest = LatencyModel(space, table).smallest
+    smallest = LayerLatency(space, table).smallest
     with pytest.raises(ConfigError, match=f"smallest network.*{smallest:.4f} ms"):
         _strategy(str(path), target_latency_ms=smallest * 0.9).search(space, data, seed=0)
     with pytest.raises(ConfigError, match="needs the mbconv space"):

@@ -9,7 +9,6 @@ and says which spaces it can search (``supports``; ``check_supported`` raises th
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -90,39 +89,6 @@ class SampleStrategy(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
-
-
-def save_search_state(experiment: Any, epoch: int, model: Any, arch_params: list, w_opt: Any, a_opt: Any,
-                      **extra: Any) -> None:
-    """Checkpoint a one-shot search after ``epoch``: supernet, architecture parameters, both optimisers
-    and any strategy state in ``extra`` (atomic write)."""
-    experiment.save_checkpoint("search", {
-        "epoch": epoch, "model": model.state_dict(), "alphas": [a.detach().clone() for a in arch_params],
-        "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(), "extra": extra})
-
-
-def load_search_state(experiment: Any, model: Any, arch_params: list, w_opt: Any, a_opt: Any
-                      ) -> tuple[int, dict[str, Any]]:
-    """Restore the last search checkpoint in place; return (first epoch to run, the saved ``extra``).
-
-    Epoch rows logged past the checkpoint (a crash between logging and checkpointing) are
-    forgotten, so they are recomputed exactly.
-    """
-    import torch
-
-    start, extra = 0, {}
-    state = experiment.load_checkpoint("search")
-    if state is not None:
-        model.load_state_dict(state["model"])
-        with torch.no_grad():
-            for a, saved in zip(arch_params, state["alphas"]):
-                a.copy_(saved)
-        w_opt.load_state_dict(state["w_opt"])
-        a_opt.load_state_dict(state["a_opt"])
-        start, extra = state["epoch"] + 1, state.get("extra", {})
-        logging.getLogger(__name__).info("resuming search at epoch %d", start)
-    experiment.store.truncate_epochs("search", start - 1)
-    return start, extra
 
 
 #: every registered strategy class, by name

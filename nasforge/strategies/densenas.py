@@ -36,6 +36,9 @@ architecture for one pass over the valid half, then the weights for one pass ove
 train half. Derivation: per layer the op with the largest weight; the path is the Viterbi
 path (largest product of transition probabilities) from node 0 to the tail.
 
+The bi-level loop is the shared one (``nasforge.oneshot.loop``, schedule ``passes``); the
+table loading and the ``log`` loss form are ``nasforge.hardware.penalty``'s.
+
 Defaults: architecture Adam betas (0.5, 0.999), weight decay 1e-3, weight SGD momentum 0.9,
 cosine schedule, are the official ones; the learning rates are raised for short CPU runs
 (official: weights 0.2 at batch 352 on ImageNet, architecture 3e-4 over 100 epochs).
@@ -44,11 +47,8 @@ cosine schedule, are the official ones; the learning rates are raised for short 
 from __future__ import annotations
 
 import logging
-import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,26 +56,25 @@ from torch import Tensor, nn
 
 from nasforge.arch import Arch
 from nasforge.config import option
-from nasforge.data import Dataset, iterate_batches, num_batches, split_half
-from nasforge.errors import ConfigError, TrainingError
+from nasforge.data import Dataset
+from nasforge.errors import ConfigError
 from nasforge.experiment import Experiment
 from nasforge.hardware.latency import DEVICES
+from nasforge.hardware.penalty import TABLE_FILE, LatencyPenalty, load_or_build_table
 from nasforge.oneshot.dense import expected_latency, viterbi
+from nasforge.oneshot.loop import OneShotConfig
 from nasforge.progress import Progress
-from nasforge.spaces.dense import OPS, SKIP, DenseSpace
-from nasforge.strategies.base import (EpochCallback, SearchResult, Strategy, load_search_state, register_strategy,
-                                      save_search_state)
-from nasforge.strategies.darts import accuracy, cosine_lr
-from nasforge.utils import apply_gradients, epoch_seed
+from nasforge.spaces.dense import OPS, DenseSpace
+from nasforge.strategies.base import register_strategy
+from nasforge.strategies.oneshot import OneShotStrategy
 
 log = logging.getLogger(__name__)
 
-#: File name of the lookup table built at search start inside the experiment directory.
-TABLE_FILE = "latency_table.json"
+__all__ = ["TABLE_FILE", "DenseNasConfig", "DenseNasStrategy", "rescale_"]
 
 
 @dataclass
-class DenseNasConfig:
+class DenseNasConfig(OneShotConfig):
     epochs: int | None = option(None, lo=1, hi=100000, help="search epochs (auto: dataset profile; paper 150)")
     batch_size: int | None = option(None, lo=1, hi=65536, help="batch size (auto; paper 352)")
     warmup_fraction: float = option(1 / 3, lo=0.0, hi=1.0,
@@ -110,22 +109,30 @@ def rescale_(alpha: Tensor, old: Tensor, indices: Tensor) -> None:
 
 
 @register_strategy
-class DenseNasStrategy(Strategy):
+class DenseNasStrategy(OneShotStrategy):
     """DenseNAS: path and op search in the dense space with a latency lookup table."""
 
     name = "densenas"
     kind = "oneshot"
     description = "DenseNAS: densely connected space, Viterbi path of widths/resolutions, latency-aware"
     Config = DenseNasConfig
+    schedule = "passes"
+
+    @classmethod
+    def supports(cls, space: Any) -> str | None:
+        if isinstance(space, DenseSpace):
+            return None
+        return (f"strategy 'densenas' needs a densely connected space of blocks (successors, head and stacking "
+                f"layers: dense), and '{getattr(space, 'name', space)}' has none; pass --space dense")
 
     # --- architecture parameters -------------------------------------------
-    def init_arch(self, space: DenseSpace) -> None:
+    def init_arch(self, space: DenseSpace, model: nn.Module | None = None) -> None:
         """``betas[i]`` over node ``i``'s successors and ``alpha`` ``[layers, ops]`` (1e-3 * randn, official)."""
         self.space = space
-        self.betas = [nn.Parameter(1e-3 * torch.randn(len(s))) for s in space.successors]
-        self.alpha = nn.Parameter(1e-3 * torch.randn(len(space.layer_index), len(OPS)))
+        self.betas = [self.new_arch_param(len(s)) for s in space.successors]
+        self.alpha = self.new_arch_param(len(space.layer_index), len(OPS))
 
-    def arch_params(self) -> list[nn.Parameter]:
+    def arch_parameters(self) -> list[Tensor]:
         return [*self.betas, self.alpha]
 
     def path_probs(self) -> list[Tensor]:
@@ -163,32 +170,22 @@ class DenseNasStrategy(Strategy):
 
     # --- latency ---------------------------------------------------------------
     def setup_latency(self, space: DenseSpace, data: Dataset, experiment: Experiment | None,
-                      progress: Progress) -> None:
+                      progress: Progress | None) -> None:
         """Load or build the lookup table and turn it into per-head and per-layer-op latencies."""
         self.table = None
-        if self.config.lat_weight <= 0:
-            return
-        from nasforge.hardware.lut import LatencyTable, build_table
-
         cfg = self.config
-        path = Path(cfg.latency_table) if cfg.latency_table else None
-        if path is None and experiment is not None and (experiment.path / TABLE_FILE).is_file():
-            path = experiment.path / TABLE_FILE  # built by this run before an interruption: reuse it
-        if path is not None:
-            table = LatencyTable.load(path)
-            table.check(space, data.input_shape, cfg.latency_device)
-        else:
-            table = build_table(space, data.input_shape, data.num_classes, device=cfg.latency_device,
-                                warmup=cfg.table_warmup, repeats=cfg.table_repeats, threads=cfg.table_threads,
-                                progress=progress)
-            if experiment is not None:
-                table.save(experiment.path / TABLE_FILE)
-        self.table = table
+        if cfg.lat_weight <= 0:
+            return
+        self.table = table = load_or_build_table(
+            space, data, cfg.latency_device, table=cfg.latency_table, experiment=experiment,
+            threads=cfg.table_threads, warmup=cfg.table_warmup, repeats=cfg.table_repeats, progress=progress)
         keys = space.latency_keys()
         self.head_latency = {edge: table.get(key) for edge, key in keys.heads.items()}
         self.op_latency = torch.tensor([[table.get(k) if k else 0.0 for k in (layer[op] for op in OPS)]
-                                        for layer in keys.layers], dtype=torch.float32).reshape(-1, len(OPS))
+                                        for layer in keys.layers], dtype=torch.float32,
+                                       device=self.engine.device).reshape(-1, len(OPS))
         self.fixed_latency = table.overhead_ms + sum(table.get(k) for k in keys.fixed)
+        self.penalty = LatencyPenalty("log", cfg.lat_weight, base=cfg.lat_base)
 
     def expected_latency(self, probs: Sequence[Tensor] | None = None) -> Tensor:
         """Expected latency (ms) of the supernet under the current path and op distributions."""
@@ -212,7 +209,7 @@ class DenseNasStrategy(Strategy):
         ops = {key: OPS[best[k]] for k, key in enumerate(space.layer_index)}
         return space.arch_from_path(path, ops)
 
-    def arch_weights(self) -> dict[str, Any]:
+    def arch_weights(self, space: DenseSpace | None = None) -> dict[str, Any]:
         """Transition probabilities per node and op probabilities per stacking layer, for the record."""
         return {"paths": [p.detach().tolist() for p in self.path_probs()],
                 "ops": F.softmax(self.alpha.detach(), dim=-1).tolist(), "op_names": list(OPS)}
@@ -222,163 +219,78 @@ class DenseNasStrategy(Strategy):
         space = self.space
         path = space.path(arch)
         prev = {b: a for a, b in zip(path, path[1:])}
-        one = torch.ones(1)
+        one = torch.ones(1, device=self.engine.device)
         incoming = [([prev[j]] if j in prev else [space.predecessors[j][0]], one) for j in range(1, space.tail + 1)]
         layer_ops = [([OPS.index(arch[f"block{b}.layer{l}"])], one) for b, l in space.layer_index]
         return incoming, layer_ops
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, arch: Arch, x: Tensor, y: Tensor, batch_size: int) -> float:
-        """Accuracy of the derived sub-network with the supernet's shared weights."""
-        incoming, layer_ops = self.path_inputs(arch)
-        model.eval()
-        correct = 0
-        for xb, yb in iterate_batches(x, y, max(batch_size, 256)):
-            correct += (model(xb, incoming, layer_ops).argmax(1) == yb).sum().item()
-        model.train()
-        return correct / max(len(y), 1)
+    # --- the loop's hooks ----------------------------------------------------------
+    def setup(self, space: DenseSpace, data: Dataset, experiment: Experiment | None, progress: Progress) -> None:
+        self.space = space
+        self.setup_latency(space, data, experiment, progress)
+        if experiment is not None and self.table is not None and self.config.latency_table is None:
+            experiment.store.set_meta("latency_table", str(experiment.path / TABLE_FILE))
+
+    def build_supernet(self, space: DenseSpace, data: Dataset) -> nn.Module:
+        return space.supernet(data.input_shape, data.num_classes)
+
+    def warmup_epochs(self) -> int:
+        return int(self.config.epochs * self.config.warmup_fraction)
+
+    def epoch_started(self, epoch: int) -> None:
+        self.warm = epoch < self.warmup_epochs()
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = {"stage": "warmup" if self.warm else "search"}
+        if self.table is not None:
+            with torch.no_grad():
+                metrics["expected_latency_ms"] = self.expected_latency().item()
+            metrics["predicted_latency_ms"] = self.table.predict(self.space, self.derive())
+        return metrics
+
+    def search_info(self, space: DenseSpace, experiment: Experiment | None) -> dict[str, Any]:
+        arch = self.derive(space)
+        info: dict[str, Any] = {"warmup_epochs": self.warmup_epochs(), "summary": space.summary(arch)}
+        if self.table is not None:
+            info["expected_latency_ms"] = self.expected_latency().item()
+            info["predicted_latency_ms"] = self.table.predict(space, arch)
+            info["latency_table"] = self.config.latency_table or (
+                str(experiment.path / TABLE_FILE) if experiment else None)
+        return info
+
+    def eval_forward(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
+        """The derived sub-network with the supernet's shared weights."""
+        incoming, layer_ops = self.path_inputs(self.derive())
+        return lambda x: model(x, incoming, layer_ops)
 
     # --- steps ------------------------------------------------------------------
-    def weight_step(self, model: nn.Module, params: Sequence[Tensor], opt: torch.optim.Optimizer,
-                    batch: tuple[Tensor, Tensor], warm: bool) -> tuple[float, float]:
-        """One weight update on a sampled sub-network (uniform sampling during the warm-up)."""
+    def train_forward(self, model: nn.Module, x: Tensor, warm: bool) -> Tensor:
+        """A sampled sub-network (uniform sampling during the warm-up)."""
         with torch.no_grad():
             incoming = self.sample_incoming(self.path_probs(), uniform=warm)
             _, layer_ops = self.sample_ops(1, uniform=warm)
-        x, y = batch
-        opt.zero_grad(set_to_none=True)
-        logits = model(x, incoming, layer_ops)
-        loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            return float("nan"), 0.0
-        apply_gradients(loss, opt, params, self.config.grad_clip)
-        return loss.item(), accuracy(logits, y)
+        return model(x, incoming, layer_ops)
 
-    def arch_step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: tuple[Tensor, Tensor]
-                  ) -> tuple[float, float, float]:
-        """One architecture update: CE on sampled paths plus the latency term. Returns (loss, CE, latency ms)."""
+    def arch_step(self, model: nn.Module, batch: tuple[Tensor, Tensor],
+                  train_batch: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
+        """One architecture update: CE on sampled paths plus the latency term, Adam, re-offset of the sampled ops."""
         cfg = self.config
         probs = self.path_probs()
         incoming = self.sample_incoming(probs, uniform=False)
         idx, layer_ops = self.sample_ops(cfg.arch_op_samples, uniform=False)
         x, y = batch
-        ce = F.cross_entropy(model(x, incoming, layer_ops), y)
-        loss = ce
-        lat = float("nan")
-        if self.table is not None:
-            expected = self.expected_latency(probs)
-            loss = loss + cfg.lat_weight * torch.log(expected) / math.log(cfg.lat_base)
-            lat = expected.item()
+        with self.engine.autocast():
+            ce = F.cross_entropy(model(x, incoming, layer_ops), y)
+        loss = self.penalty(ce, self.expected_latency(probs)) if self.table is not None else ce
         if not torch.isfinite(loss):
-            return float("nan"), float("nan"), lat
-        params = self.arch_params()
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+            return {"arch_loss": float("nan")}
+        params = self.arch_parameters()
+        grads = self.engine.grad(loss, params, allow_unused=True)
         old = self.alpha.detach().clone()
-        opt.zero_grad(set_to_none=True)
+        self.a_opt.zero_grad(set_to_none=True)
         for p, g in zip(params, grads):
             p.grad = g if g is not None else torch.zeros_like(p)
-        opt.step()
+        self.a_opt.step()
         if idx.numel():
             rescale_(self.alpha.data, old, idx)
-        return loss.item(), ce.item(), lat
-
-    # --- the loop ------------------------------------------------------------------
-    def warmup_epochs(self) -> int:
-        return int(self.config.epochs * self.config.warmup_fraction)
-
-    def search(self, space: DenseSpace, data: Dataset, *, experiment: Experiment | None = None,
-               progress: Progress | None = None, seed: int = 0,
-               callbacks: Sequence[EpochCallback] = ()) -> SearchResult:
-        """Run (or resume from the experiment's checkpoint) the two-stage DenseNAS search."""
-        if not isinstance(space, DenseSpace):
-            raise ConfigError(f"strategy 'densenas' needs the densely connected space, not '{space.name}'; "
-                              "pass --space dense")
-        cfg = self.config
-        progress = progress or Progress()
-        torch.manual_seed(seed)
-        model = space.supernet(data.input_shape, data.num_classes)
-        self.init_arch(space)
-        self.setup_latency(space, data, experiment, progress)
-        params = list(model.parameters())
-        w_opt = torch.optim.SGD(params, lr=cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_wd)
-        a_opt = torch.optim.Adam(self.arch_params(), lr=cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2),
-                                 weight_decay=cfg.a_wd)
-        (xw, yw), (xa, ya) = split_half(data.x_train, data.y_train, seed)
-
-        start = 0
-        if experiment is not None:
-            start, _ = load_search_state(experiment, model, self.arch_params(), w_opt, a_opt)
-            if self.table is not None and cfg.latency_table is None:
-                experiment.store.set_meta("latency_table", str(experiment.path / TABLE_FILE))
-
-        warmup = self.warmup_epochs()
-        w_steps, a_steps = num_batches(len(yw), cfg.batch_size), num_batches(len(ya), cfg.batch_size)
-        total = cfg.epochs * w_steps + (cfg.epochs - warmup) * a_steps
-        done = start * w_steps + max(start - warmup, 0) * a_steps
-        history = experiment.store.epochs("search") if experiment is not None else []
-        started = time.time()
-        with progress.task(f"search ({self.name})", total=total, completed=done) as bar:
-            for epoch in range(start, cfg.epochs):
-                record = self._epoch(model, params, data, epoch, (xw, yw), (xa, ya), w_opt, a_opt, seed, bar,
-                                     warm=epoch < warmup)
-                history.append(record)
-                if experiment is not None:
-                    experiment.store.log_epoch("search", epoch, record["metrics"], record["arch_weights"],
-                                               record["arch"])
-                    save_search_state(experiment, epoch, model, self.arch_params(), w_opt, a_opt)
-                for cb in callbacks:
-                    cb(self, epoch, record)
-        arch = self.derive(space)
-        info: dict[str, Any] = {"epochs": len(history), "warmup_epochs": warmup, "seconds": time.time() - started,
-                                "summary": space.summary(arch)}
-        if self.table is not None:
-            info["expected_latency_ms"] = self.expected_latency().item()
-            info["predicted_latency_ms"] = self.table.predict(space, arch)
-            info["latency_table"] = cfg.latency_table or (str(experiment.path / TABLE_FILE) if experiment else None)
-        return SearchResult(arch, history, info)
-
-    def _epoch(self, model: nn.Module, params: Sequence[Tensor], data: Dataset, epoch: int, w_half, a_half,
-               w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer, seed: int, bar: Any,
-               warm: bool) -> dict[str, Any]:
-        cfg = self.config
-        lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min)
-        for group in w_opt.param_groups:
-            group["lr"] = lr
-        torch.manual_seed(epoch_seed(seed, epoch))
-        g_w = torch.Generator().manual_seed(epoch_seed(seed, epoch, 1))
-        g_a = torch.Generator().manual_seed(epoch_seed(seed, epoch, 2))
-        model.train()
-        tic = time.time()
-        metrics: dict[str, Any] = {"stage": "warmup" if warm else "search"}
-        if not warm:
-            sums, n = [0.0, 0.0, 0.0], 0
-            for step, batch in enumerate(iterate_batches(*a_half, cfg.batch_size, generator=g_a,
-                                                         augment=data.augment)):
-                loss, ce, lat = self.arch_step(model, a_opt, batch)
-                if not math.isfinite(loss):
-                    raise TrainingError(f"architecture loss became NaN/inf at epoch {epoch} step {step}; lower "
-                                        f"strategy.a_lr (e.g. {cfg.a_lr / 4:g}); earlier epochs are checkpointed")
-                sums = [sums[0] + loss, sums[1] + ce, sums[2] + (lat if math.isfinite(lat) else 0.0)]
-                n += 1
-                bar.advance(1, epoch=epoch, arch_loss=loss)
-            metrics.update(arch_loss=sums[0] / max(n, 1), arch_ce=sums[1] / max(n, 1))
-        loss_sum, acc_sum, n = 0.0, 0.0, 0
-        for step, batch in enumerate(iterate_batches(*w_half, cfg.batch_size, generator=g_w, augment=data.augment)):
-            loss, acc = self.weight_step(model, params, w_opt, batch, warm)
-            if not math.isfinite(loss):
-                raise TrainingError(f"search loss became NaN/inf at epoch {epoch} step {step}; lower the weight "
-                                    f"learning rate (e.g. --set strategy.w_lr={cfg.w_lr / 4:g}); earlier epochs "
-                                    "are checkpointed, resume after fixing the config")
-            loss_sum, acc_sum, n = loss_sum + loss, acc_sum + acc, n + 1
-            bar.advance(1, epoch=epoch, loss=loss)
-        metrics.update(train_loss=loss_sum / max(n, 1), train_acc=acc_sum / max(n, 1), lr=lr)
-        arch = self.derive()
-        metrics["valid_acc"] = self.evaluate(model, arch, data.x_valid, data.y_valid, cfg.batch_size)
-        if self.table is not None:
-            with torch.no_grad():
-                metrics["expected_latency_ms"] = self.expected_latency().item()
-            metrics["predicted_latency_ms"] = self.table.predict(self.space, arch)
-        metrics["seconds"] = time.time() - tic
-        bar.update(epoch=epoch, valid_acc=metrics["valid_acc"])
-        log.info("search epoch %d: %s", epoch, metrics)
-        return {"epoch": epoch, "metrics": metrics, "arch_weights": self.arch_weights(), "arch": arch.to_dict()}
+        return {"arch_loss": loss.item(), "arch_ce": ce.item()}

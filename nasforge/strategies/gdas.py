@@ -53,7 +53,7 @@ final network trained from that arch uses this stand-in, not the FRC itself;
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,13 +62,10 @@ from torch import Tensor, nn
 from nasforge.config import option
 from nasforge.data import Dataset
 from nasforge.errors import ConfigError, TrainingError
-from nasforge.experiment import Experiment
 from nasforge.oneshot.mixed import EdgeWeights
-from nasforge.progress import Progress
 from nasforge.spaces.darts import DartsSpace, GdasReductionCell, Genotype, derive_cell
-from nasforge.strategies.base import EpochCallback, SearchResult, register_strategy
-from nasforge.strategies.darts import DartsConfig, DartsStrategy, accuracy
-from nasforge.utils import apply_gradients
+from nasforge.strategies.base import register_strategy
+from nasforge.strategies.darts import DartsConfig, DartsStrategy
 
 #: The darts-Arch stand-in for GDAS's fixed reduction cell (4 nodes; ``(op, input)`` pairs).
 FRC_STANDIN_REDUCE: tuple[tuple[str, int], ...] = (
@@ -140,6 +137,7 @@ class GdasStrategy(DartsStrategy):
     kind = "oneshot"
     description = "GDAS: Gumbel-max sampled sub-network per step (one op per edge), first order"
     Config = GdasConfig
+    arch_first = False  # the official code: a weight step, then an architecture step
 
     def __init__(self, config: GdasConfig | None = None):
         super().__init__(config)
@@ -168,8 +166,8 @@ class GdasStrategy(DartsStrategy):
                               channels=self.config.channels,
                               fixed_reduce=GdasReductionCell if self.config.fixed_reduce else None)
 
-    def arch_weights(self) -> dict[str, list[list[float]]]:
-        weights = super().arch_weights()
+    def arch_weights(self, space: Any = None) -> dict[str, list[list[float]]]:
+        weights = super().arch_weights(space)
         if self.config.fixed_reduce:
             del weights["reduce"]  # not searched: its alphas mean nothing
         return weights
@@ -180,11 +178,9 @@ class GdasStrategy(DartsStrategy):
         normal = derive_cell(F.softmax(self.alphas[0].detach(), dim=-1).cpu().numpy(), space.nodes, space.primitives)
         return space.arch_from_genotype(Genotype(normal, FRC_STANDIN_REDUCE))
 
-    # --- the loop ---------------------------------------------------------------
-    def search(self, space: DartsSpace, data: Dataset, *, experiment: Experiment | None = None,
-               progress: Progress | None = None, seed: int = 0,
-               callbacks: Sequence[EpochCallback] = ()) -> SearchResult:
-        """The DARTS loop with GDAS's relaxation, schedule and step."""
+    # --- the loop's hooks -----------------------------------------------------------
+    def setup(self, space: Any, data: Dataset, experiment: Any, progress: Any) -> None:
+        super().setup(space, data, experiment, progress)
         if self.config.fixed_reduce and not isinstance(space, DartsSpace):
             raise ConfigError(f"strategy.fixed_reduce replaces the searched reduction cell of the darts space; "
                               f"space '{getattr(space, 'name', space)}' searches none, set strategy.fixed_reduce=false")
@@ -192,40 +188,28 @@ class GdasStrategy(DartsStrategy):
             raise ConfigError(f"strategy.fixed_reduce needs a {FRC_NODES}-node darts space (the hand-designed "
                               f"reduction cell has {FRC_NODES} outputs), not nodes={space.nodes}; "
                               f"set space.nodes={FRC_NODES} or strategy.fixed_reduce=false")
-        result = super().search(space, data, experiment=experiment, progress=progress, seed=seed,
-                                 callbacks=callbacks)
-        result.info["fixed_reduce"] = self.config.fixed_reduce
+
+    def search_info(self, space: Any, experiment: Any) -> dict[str, Any]:
+        info: dict[str, Any] = {"fixed_reduce": self.config.fixed_reduce}
         if self.config.fixed_reduce:
-            result.info["reduce_cell"] = ("not searched: GDAS hand-designed reduction cell in the supernet; the arch's "
-                                          "reduce choices are the fixed darts stand-in FRC_STANDIN_REDUCE")
-        return result
+            info["reduce_cell"] = ("not searched: GDAS hand-designed reduction cell in the supernet; the arch's "
+                                   "reduce choices are the fixed darts stand-in FRC_STANDIN_REDUCE")
+        return info
 
     def epoch_metrics(self) -> dict[str, Any]:
         return {"tau": self.tau}  # set by epoch_started at the start of this epoch
 
-    def search_step(self, model: nn.Module, params: Sequence[Tensor], w_opt: torch.optim.Optimizer,
-                    a_opt: torch.optim.Optimizer, train_batch: tuple[Tensor, Tensor],
-                    valid_batch: tuple[Tensor, Tensor], lr: float) -> tuple[float, float, float]:
-        """One GDAS iteration: a weight step on ``train_batch``, then an architecture step on
-        ``valid_batch``, each on its own sampled sub-network. Returns (train loss, train
-        accuracy, architecture loss); a non-finite loss stops the step before any update
-        that would use it (the caller reports it)."""
-        cfg = self.config
-        w_opt.zero_grad(set_to_none=True)
-        x, y = train_batch
-        logits = self.forward(model, x)
-        loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            return float("nan"), 0.0, float("nan")
-        apply_gradients(loss, w_opt, params, cfg.grad_clip)
-
-        a_opt.zero_grad(set_to_none=True)
+    def arch_step(self, model: nn.Module, batch: tuple[Tensor, Tensor],
+                  train_batch: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
+        """The architecture step on its own sampled sub-network (first order), then Adam; a fixed
+        reduction cell's alphas get no gradient, so Adam leaves them untouched, decay included."""
+        self.a_opt.zero_grad(set_to_none=True)
         learned = self.learned_alphas()
-        loss_v = self.loss(model, valid_batch)
+        loss_v = self.loss(model, batch)
         if not torch.isfinite(loss_v):
-            return loss.item(), accuracy(logits, y), float("nan")
-        grads = torch.autograd.grad(loss_v, learned)
+            return {"arch_loss": float("nan")}
+        grads = self.engine.grad(loss_v, learned)
         for a, g in zip(learned, grads):
             a.grad = g
-        a_opt.step()  # alphas left with grad None (a fixed reduce cell's) are skipped, decay included
-        return loss.item(), accuracy(logits, y), loss_v.item()
+        self.a_opt.step()
+        return {"arch_loss": loss_v.item()}

@@ -20,6 +20,9 @@ candidate op). Training alternates, on the two halves of the training split:
     ``b += rl_baseline_decay * (mean reward - b)`` (the official update), gradient
     ``-(r - b) * grad log p(path)`` averaged over the samples, Adam.
 
+The bi-level loop is the shared one (``nasforge.oneshot.loop``, schedule ``every``); the
+loss forms and the table loading are ``nasforge.hardware.penalty``'s.
+
 **Latency** comes from a lookup table (``nasforge.hardware.lut``) of the space on
 ``latency_device``: the expected latency of the supernet is
 ``E[lat] = overhead + fixed parts + sum_layers sum_j p_j * table(op j at that layer)``
@@ -58,10 +61,8 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -69,20 +70,21 @@ from torch import Tensor, nn
 
 from nasforge.arch import Arch
 from nasforge.config import option
-from nasforge.data import Dataset, iterate_batches, num_batches, split_half
-from nasforge.errors import ConfigError, TrainingError
+from nasforge.data import Dataset
+from nasforge.errors import ConfigError
 from nasforge.experiment import Experiment
+from nasforge.hardware.penalty import TABLE_FILE, LatencyPenalty, LayerLatency, load_or_build_table
 from nasforge.oneshot.binary import PathSample, rescale_two_paths, sample_one, sample_two, two_path_alpha_grad
+from nasforge.oneshot.loop import OneShotConfig
 from nasforge.progress import Progress
 from nasforge.spaces.mbconv import MBConvSpace, MBConvSupernet
-from nasforge.strategies.base import (EpochCallback, SearchResult, Strategy, load_search_state, register_strategy,
-                                      save_search_state)
-from nasforge.strategies.darts import accuracy, cosine_lr
-from nasforge.utils import apply_gradients, epoch_seed
+from nasforge.strategies.base import register_strategy
+from nasforge.strategies.oneshot import OneShotStrategy
 
 log = logging.getLogger(__name__)
 
-TABLE_FILE = "latency_table.json"
+__all__ = ["TABLE_FILE", "TRADEOFF_FILE", "ProxylessConfig", "ProxylessStrategy"]
+
 TRADEOFF_FILE = "proxyless_tradeoff.json"
 #: ``latency_weight`` left empty: per (estimator, loss form), from the official defaults.
 DEFAULT_WEIGHTS = {("binary", "add"): 0.1, ("binary", "mul"): 0.3, ("reinforce", "add"): 0.1,
@@ -90,7 +92,7 @@ DEFAULT_WEIGHTS = {("binary", "add"): 0.1, ("binary", "mul"): 0.3, ("reinforce",
 
 
 @dataclass
-class ProxylessConfig:
+class ProxylessConfig(OneShotConfig):
     epochs: int | None = option(None, lo=1, hi=100000, help="epochs, warm-up included (auto: dataset profile)")
     warmup_epochs: int | None = option(None, lo=0, hi=100000,
                                        help="first epochs that train only the weights (auto: a quarter of epochs; "
@@ -102,7 +104,8 @@ class ProxylessConfig:
     w_lr: float = option(0.05, lo=0.0, hi=10.0,
                          help="weight SGD learning rate (cosine-annealed; paper 0.05 warm-up, 0.025 search)")
     w_lr_min: float = option(0.0, lo=0.0, hi=10.0, help="final weight learning rate")
-    w_momentum: float = option(0.9, lo=0.0, hi=1.0, help="weight SGD momentum (Nesterov)")
+    w_momentum: float = option(0.9, lo=0.0, hi=1.0, help="weight SGD momentum")
+    w_nesterov: bool = option(True, help="Nesterov momentum for the weights (paper: on)")
     w_wd: float = option(4e-5, lo=0.0, hi=1.0, help="weight decay of the weights (paper 4e-5)")
     grad_clip: float = option(5.0, lo=0.0, hi=1e6, help="gradient-norm clip of the weights (0: off)")
     a_lr: float = option(0.02, lo=0.0, hi=10.0,
@@ -135,68 +138,14 @@ class ProxylessConfig:
             self.latency_weight = DEFAULT_WEIGHTS[(self.grad_estimator, self.latency_loss)]
 
 
-class LatencyModel:
-    """Per-layer latency vectors from a table: expected latency (differentiable) and bounds."""
-
-    def __init__(self, space: MBConvSpace, table: Any):
-        self.table = table
-        self.base = table.overhead_ms + sum(table.get(k) for k in space.fixed_latency_keys())
-        self.labels: list[str] = []
-        self.vectors: list[Tensor] = []
-        for label, keys in space.layer_latency_keys():
-            self.labels.append(label)
-            self.vectors.append(torch.tensor([0.0 if k is None else table.get(k) for k in keys.values()],
-                                             dtype=torch.float64))
-
-    def expected(self, probs: Sequence[Tensor]) -> Tensor:
-        """``base + sum_layers sum_j p_j * lat_j`` (ms), differentiable in ``probs``."""
-        total = torch.tensor(self.base, dtype=torch.float64)
-        for p, v in zip(probs, self.vectors):
-            total = total + (p.to(torch.float64) * v).sum()
-        return total
-
-    def of_indices(self, indices: Sequence[int]) -> float:
-        """Latency (ms) of the network with op ``indices[l]`` at layer ``l``."""
-        return float(self.base + sum(float(v[i]) for v, i in zip(self.vectors, indices)))
-
-    @property
-    def smallest(self) -> float:
-        return float(self.base + sum(float(v.min()) for v in self.vectors))
-
-    @property
-    def largest(self) -> float:
-        return float(self.base + sum(float(v.max()) for v in self.vectors))
-
-
-def latency_penalty(ce: Tensor, expected_ms: Tensor, target_ms: float, form: str, weight: float,
-                    alpha: float = 0.2) -> Tensor:
-    """The architecture loss with a latency term: ``none`` (CE), ``add`` (CE + w E/T) or
-    ``mul`` (alpha CE (log E_us / log T_us)^w, latencies in microseconds)."""
-    if form == "none" or weight == 0.0 and form == "add":
-        return ce
-    e = expected_ms.to(ce.dtype)
-    if form == "add":
-        return ce + weight * e / target_ms
-    if form == "mul":
-        ratio = torch.log(e * 1000.0) / math.log(target_ms * 1000.0)
-        return alpha * ce * ratio.clamp_min(1e-6) ** weight
-    raise ConfigError(f"strategy.latency_loss={form!r} is not allowed; use one of ['none', 'add', 'mul']")
-
-
-def _cycle(x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator, augment: Any) -> Iterator:
-    """Batches of an endless stream of shuffled epochs (one generator, so it replays exactly)."""
-    while True:
-        yield from iterate_batches(x, y, batch_size, generator=generator, augment=augment)
-
-
 @register_strategy
-class ProxylessStrategy(Strategy):
+class ProxylessStrategy(OneShotStrategy):
     """ProxylessNAS: binarized paths (one per weight step, two per architecture step), latency from a table."""
 
     name = "proxyless"
-    kind = "oneshot"
     description = "ProxylessNAS: binarized paths, two-path or REINFORCE arch gradient, latency-table loss (mbconv)"
     Config = ProxylessConfig
+    schedule = "every"
 
     def __init__(self, config: ProxylessConfig | None = None):
         super().__init__(config)
@@ -207,9 +156,18 @@ class ProxylessStrategy(Strategy):
             raise ConfigError(f"strategy.warmup_epochs={cfg.warmup_epochs} leaves no search epoch of "
                               f"strategy.epochs={cfg.epochs}; lower warmup_epochs or raise epochs")
         self.alphas: list[nn.Parameter] = []
-        self.latency: LatencyModel | None = None
+        self.latency: LayerLatency | None = None
+        self.penalty = LatencyPenalty()
         self.target_ms: float = 0.0
         self.baseline: float | None = None
+        self.warm = False
+
+    @classmethod
+    def supports(cls, space: Any) -> str | None:
+        if isinstance(space, MBConvSpace):
+            return None
+        return (f"strategy 'proxyless' needs a space of binarized layer choices with per-layer latency keys "
+                f"(mbconv), and '{getattr(space, 'name', space)}' has none; pass --space mbconv")
 
     # --- architecture parameters ----------------------------------------------------
     def probs(self) -> list[Tensor]:
@@ -232,33 +190,11 @@ class ProxylessStrategy(Strategy):
         return float(sum(-(p * p.clamp_min(1e-12).log()).sum() for p in self.probs()).detach()) / max(len(self.alphas), 1)
 
     # --- latency ------------------------------------------------------------------
-    def load_table(self, space: MBConvSpace, data: Dataset, experiment: Experiment | None,
-                   progress: Progress) -> Any:
-        """The latency table: given, saved in the experiment (resume), or built now and saved."""
-        from nasforge.hardware.lut import LatencyTable, build_table
-
-        cfg = self.config
-        saved = experiment.path / TABLE_FILE if experiment is not None else None
-        if cfg.latency_table:
-            table = LatencyTable.load(cfg.latency_table)
-        elif saved is not None and saved.is_file():
-            table = LatencyTable.load(saved)
-        else:
-            log.info("building the latency table of %s on %s", space.name, cfg.latency_device)
-            table = build_table(space, data.input_shape, data.num_classes, device=cfg.latency_device,
-                                threads=cfg.latency_threads, progress=progress)
-            if saved is not None:
-                table.save(saved)
-            return table
-        table.check(space, data.input_shape, cfg.latency_device)
-        if saved is not None and not saved.is_file():
-            table.save(saved)
-        return table
-
     def setup_latency(self, space: MBConvSpace, table: Any) -> None:
         """Latency vectors from ``table``, the target (auto or checked against the smallest network)."""
-        self.latency = model = LatencyModel(space, table)
-        target = self.config.target_latency_ms
+        cfg = self.config
+        self.latency = model = LayerLatency(space, table, self.engine.device)
+        target = cfg.target_latency_ms
         if target is None:
             target = math.sqrt(model.smallest * model.largest)
         elif target < model.smallest:
@@ -266,148 +202,92 @@ class ProxylessStrategy(Strategy):
                               f"({model.smallest:.4f} ms on {table.device} by the latency table); "
                               f"set it to at least {model.smallest:.4f}")
         self.target_ms = float(target)
+        self.penalty = LatencyPenalty(cfg.latency_loss, cfg.latency_weight, self.target_ms, cfg.latency_alpha)
 
-    # --- the loop -------------------------------------------------------------------
-    def search(self, space: MBConvSpace, data: Dataset, *, experiment: Experiment | None = None,
-               progress: Progress | None = None, seed: int = 0,
-               callbacks: Sequence[EpochCallback] = ()) -> SearchResult:
-        """Warm-up, then alternating weight and architecture steps; resumes from the experiment's checkpoint."""
-        if not isinstance(space, MBConvSpace):
-            raise ConfigError(f"strategy 'proxyless' needs the mbconv space (binarized MBConv layers), not "
-                              f"'{space.name}'; pass --space mbconv")
+    # --- the loop's hooks -------------------------------------------------------------
+    def setup(self, space: MBConvSpace, data: Dataset, experiment: Experiment | None, progress: Progress) -> None:
         cfg = self.config
-        if cfg.epochs is None or cfg.batch_size is None:
-            raise ConfigError("strategy.epochs and strategy.batch_size must be set (make the strategy with "
-                              "make_strategy to fill them from the dataset profile)")
         if cfg.warmup_epochs is None:
             cfg.warmup_epochs = cfg.epochs // 4
-        progress = progress or Progress()
         self.baseline = None
-        self.setup_latency(space, self.load_table(space, data, experiment, progress))
-        torch.manual_seed(seed)
-        model = space.supernet(data.input_shape, data.num_classes)
-        self.alphas = [nn.Parameter(cfg.alpha_init_std * torch.randn(len(ops))) for ops in model.candidates]
-        w_opt = torch.optim.SGD(model.parameters(), lr=cfg.w_lr, momentum=cfg.w_momentum,
-                                nesterov=cfg.w_momentum > 0, weight_decay=cfg.w_wd)
-        a_opt = torch.optim.Adam(self.alphas, lr=cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2), eps=cfg.a_eps,
-                                 weight_decay=cfg.a_wd)
-        (xw, yw), (xa, ya) = split_half(data.x_train, data.y_train, seed)
-
-        start = 0
+        self.setup_latency(space, load_or_build_table(space, data, cfg.latency_device, table=cfg.latency_table,
+                                                      experiment=experiment, threads=cfg.latency_threads,
+                                                      progress=progress))
         if experiment is not None:
-            start, extra = load_search_state(experiment, model, self.alphas, w_opt, a_opt)
-            self.baseline = extra.get("baseline", self.baseline)
             experiment.store.set_meta("latency_target_ms", self.target_ms)
 
-        steps = num_batches(len(yw), cfg.batch_size)
-        history = experiment.store.epochs("search") if experiment is not None else []
-        started = time.time()
-        with progress.task(f"search ({self.name})", total=cfg.epochs * steps, completed=start * steps) as bar:
-            for epoch in range(start, cfg.epochs):
-                record = self._epoch(model, space, data, epoch, (xw, yw), (xa, ya), w_opt, a_opt, seed, bar)
-                history.append(record)
-                if experiment is not None:
-                    experiment.store.log_epoch("search", epoch, record["metrics"], record["arch_weights"],
-                                               record["arch"])
-                    save_search_state(experiment, epoch, model, self.alphas, w_opt, a_opt, baseline=self.baseline)
-                for cb in callbacks:
-                    cb(self, epoch, record)
-        arch = self.derive(space)
-        info = {"epochs": len(history), "seconds": time.time() - started, "grad_estimator": cfg.grad_estimator,
-                "latency_loss": cfg.latency_loss, "target_latency_ms": self.target_ms,
+    def build_supernet(self, space: MBConvSpace, data: Dataset) -> nn.Module:
+        return space.supernet(data.input_shape, data.num_classes)
+
+    def init_arch(self, space: MBConvSpace, model: nn.Module) -> None:
+        self.alphas = [self.new_arch_param(len(ops), std=self.config.alpha_init_std) for ops in model.candidates]
+
+    def arch_parameters(self) -> list[Tensor]:
+        return list(self.alphas)
+
+    def warmup_epochs(self) -> int:
+        return self.config.warmup_epochs
+
+    def arch_every(self) -> int:
+        return self.config.arch_every
+
+    def epoch_started(self, epoch: int) -> None:
+        self.warm = epoch < self.config.warmup_epochs
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"baseline": self.baseline}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.baseline = state.get("baseline", self.baseline)
+
+    def epoch_metrics(self) -> dict[str, Any]:
+        with torch.no_grad():
+            expected = float(self.latency.expected(self.probs()))
+        return {"expected_latency_ms": expected, "derived_latency_ms": self.latency.of_indices(self.derive_indices()),
+                "target_latency_ms": self.target_ms, "entropy": self.entropy(),
+                "phase": "warmup" if self.warm else "search"}
+
+    def search_info(self, space: MBConvSpace, experiment: Experiment | None) -> dict[str, Any]:
+        cfg = self.config
+        return {"grad_estimator": cfg.grad_estimator, "latency_loss": cfg.latency_loss,
+                "target_latency_ms": self.target_ms,
                 "predicted_latency_ms": self.latency.of_indices(self.derive_indices()),
                 "smallest_latency_ms": self.latency.smallest, "largest_latency_ms": self.latency.largest,
                 "latency_device": cfg.latency_device}
-        return SearchResult(arch, history, info)
 
-    def _epoch(self, model: MBConvSupernet, space: MBConvSpace, data: Dataset, epoch: int, w_half, a_half,
-               w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer, seed: int, bar: Any) -> dict[str, Any]:
-        cfg = self.config
-        lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min)
-        for group in w_opt.param_groups:
-            group["lr"] = lr
-        warmup = epoch < cfg.warmup_epochs
-        torch.manual_seed(epoch_seed(seed, epoch))
-        g_w = torch.Generator().manual_seed(epoch_seed(seed, epoch, 1))
-        g_a = torch.Generator().manual_seed(epoch_seed(seed, epoch, 2))
-        valid_stream = _cycle(*a_half, cfg.batch_size, g_a, data.augment)
-        model.train()
-        tic = time.time()
-        sums = {"train_loss": 0.0, "train_acc": 0.0, "arch_loss": 0.0}
-        n = n_arch = 0
-        params = list(model.parameters())
-        for step, batch in enumerate(iterate_batches(*w_half, cfg.batch_size, generator=g_w, augment=data.augment)):
-            loss, acc = self.weight_step(model, params, w_opt, batch)
-            if not math.isfinite(loss):
-                raise TrainingError(f"search loss became NaN/inf at epoch {epoch} step {step}; lower the learning "
-                                    f"rate (e.g. --set strategy.w_lr={cfg.w_lr / 4:g}); earlier epochs are "
-                                    "checkpointed, resume after fixing the config")
-            sums["train_loss"] += loss
-            sums["train_acc"] += acc
-            n += 1
-            if not warmup and (step + 1) % cfg.arch_every == 0:
-                value = self.arch_step(model, a_opt, next(valid_stream))
-                if not math.isfinite(value):
-                    raise TrainingError(f"architecture loss became NaN/inf at epoch {epoch} step {step}; lower "
-                                        f"strategy.a_lr (now {cfg.a_lr:g}) and resume")
-                sums["arch_loss"] += value
-                n_arch += 1
-            bar.advance(1, epoch=epoch, loss=loss)
-        metrics: dict[str, Any] = {"train_loss": sums["train_loss"] / max(n, 1),
-                                   "train_acc": sums["train_acc"] / max(n, 1)}
-        if n_arch:
-            key = "arch_reward" if cfg.grad_estimator == "reinforce" else "arch_loss"
-            metrics[key] = sums["arch_loss"] / n_arch
-        metrics["valid_acc"] = self.evaluate(model, data.x_valid, data.y_valid)
-        with torch.no_grad():
-            metrics["expected_latency_ms"] = float(self.latency.expected(self.probs()))
-        metrics["derived_latency_ms"] = self.latency.of_indices(self.derive_indices())
-        metrics["target_latency_ms"] = self.target_ms
-        metrics["entropy"] = self.entropy()
-        metrics["phase"] = "warmup" if warmup else "search"
-        metrics["lr"] = lr
-        metrics["seconds"] = time.time() - tic
-        arch = self.derive(space)
-        bar.update(epoch=epoch, valid_acc=metrics["valid_acc"], lat=metrics["expected_latency_ms"])
-        log.info("search epoch %d: %s", epoch, metrics)
-        return {"epoch": epoch, "metrics": metrics, "arch_weights": self.arch_weights(space), "arch": arch.to_dict()}
+    def eval_forward(self, model: MBConvSupernet) -> Callable[[Tensor], Tensor]:
+        """The derived network inside the supernet."""
+        paths = [PathSample(i) for i in self.derive_indices()]
+        return lambda x: model(x, paths)
 
     # --- steps ------------------------------------------------------------------------
-    def weight_step(self, model: MBConvSupernet, params: Sequence[Tensor], w_opt: torch.optim.Optimizer,
-                    batch: tuple[Tensor, Tensor]) -> tuple[float, float]:
+    def train_forward(self, model: MBConvSupernet, x: Tensor, warm: bool) -> Tensor:
         """One path per layer from softmax(alpha); only those ops run and get gradients (SGD skips the rest)."""
-        x, y = batch
-        paths = [PathSample(sample_one(a)) for a in self.alphas]
-        w_opt.zero_grad(set_to_none=True)
-        logits = model(x, paths)
-        loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            return float("nan"), 0.0
-        apply_gradients(loss, w_opt, params, self.config.grad_clip)
-        return loss.item(), accuracy(logits, y)
+        return model(x, [PathSample(sample_one(a)) for a in self.alphas])
 
-    def arch_step(self, model: MBConvSupernet, a_opt: torch.optim.Optimizer, batch: tuple[Tensor, Tensor]) -> float:
-        """One architecture update; returns the architecture loss (binary) or the mean reward (reinforce)."""
+    def arch_step(self, model: MBConvSupernet, batch: tuple[Tensor, Tensor],
+                  train_batch: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
+        """One architecture update: the architecture loss (binary) or the mean reward (reinforce)."""
         if self.config.grad_estimator == "reinforce":
-            return self.reinforce_step(model, a_opt, batch)
-        return self.binary_step(model, a_opt, batch)
+            return {"arch_reward": self.reinforce_step(model, self.a_opt, batch)}
+        return {"arch_loss": self.binary_step(model, self.a_opt, batch)}
 
     def binary_step(self, model: MBConvSupernet, a_opt: torch.optim.Optimizer, batch: tuple[Tensor, Tensor]) -> float:
         """Two sampled paths per layer, binary gates, the paper's alpha gradient, Adam, re-offset."""
-        cfg = self.config
         x, y = batch
+        device = x.device
         pairs = [sample_two(a) for a in self.alphas]
-        gates = [torch.tensor([1.0, 0.0], requires_grad=True) for _ in pairs]
+        gates = [torch.tensor([1.0, 0.0], requires_grad=True, device=device) for _ in pairs]
         paths = [PathSample(act, inact, g) for (act, inact), g in zip(pairs, gates)]
-        ce = F.cross_entropy(model(x, paths), y)
+        with self.engine.autocast():
+            ce = F.cross_entropy(model(x, paths), y)
         latency_grads: list[Tensor | None] = [None] * len(self.alphas)
-        if cfg.latency_loss != "none":
+        if self.penalty.active:
             pair_probs = []
             for a, (i, j) in zip(self.alphas, pairs):
                 p = F.softmax(a[[i, j]], dim=-1)
-                pair_probs.append(torch.zeros_like(a).index_put((torch.tensor([i, j]),), p))
-            loss = latency_penalty(ce, self.latency.expected(pair_probs), self.target_ms, cfg.latency_loss,
-                                   cfg.latency_weight, cfg.latency_alpha)
+                pair_probs.append(torch.zeros_like(a).index_put((torch.tensor([i, j], device=a.device),), p))
+            loss = self.penalty(ce, self.latency.expected(pair_probs))
             out = torch.autograd.grad(loss, gates + list(self.alphas), allow_unused=True)
             gate_grads, latency_grads = out[:len(gates)], list(out[len(gates):])
         else:
@@ -437,14 +317,8 @@ class ProxylessStrategy(Strategy):
         for _ in range(cfg.rl_samples):
             indices = [sample_one(a) for a in self.alphas]
             with torch.no_grad():
-                acc = accuracy(model(x, [PathSample(i) for i in indices]), y)
-            lat = self.latency.of_indices(indices)
-            if cfg.latency_loss == "mul":
-                reward = acc * (self.target_ms / lat) ** cfg.latency_weight
-            elif cfg.latency_loss == "add":
-                reward = acc - cfg.latency_weight * lat / self.target_ms
-            else:
-                reward = acc
+                acc = (model(x, [PathSample(i) for i in indices]).argmax(1) == y).float().mean().item()
+            reward = self.penalty.reward(acc, self.latency.of_indices(indices))
             log_prob = sum(F.log_softmax(a, dim=-1)[i] for a, i in zip(self.alphas, indices))
             grads.append(torch.autograd.grad(-log_prob, self.alphas))
             rewards.append(reward)
@@ -456,13 +330,3 @@ class ProxylessStrategy(Strategy):
         a_opt.zero_grad(set_to_none=True)
         return mean
 
-    @torch.no_grad()
-    def evaluate(self, model: MBConvSupernet, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
-        """Accuracy of the derived network inside the supernet (BN in train mode, as the official code
-        validates: running statistics mix the sampled paths)."""
-        paths = [PathSample(i) for i in self.derive_indices()]
-        model.train()
-        correct = 0
-        for xb, yb in iterate_batches(x, y, batch_size):
-            correct += (model(xb, paths).argmax(1) == yb).sum().item()
-        return correct / max(len(y), 1)
