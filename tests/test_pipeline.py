@@ -13,6 +13,7 @@ import torch
 from nasforge.experiment import Experiment
 from nasforge.pipeline import config_dict, resolve_config, run_experiment
 from nasforge.progress import Progress, Task
+from nasforge.training import Engine
 from nasforge.utils import environment_info
 
 
@@ -72,7 +73,8 @@ def test_finished_run_is_not_recomputed(tmp_path):
     second = run_experiment(Experiment.open(tmp_path / "run"), cfg, _StopAfter("", 1))  # would raise if it trained
     assert first == second
     # what it ran with: in result.json and in the store
-    assert first["versions"] == environment_info() == exp.store.get_meta("versions")
+    device = str(Engine(cfg.engine).device)  # the run's device ("cpu" here; the GPU where there is one)
+    assert first["versions"] == environment_info(device) == exp.store.get_meta("versions")
 
 
 @pytest.mark.slow
