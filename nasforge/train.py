@@ -22,16 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nasforge import training
 from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.data import Dataset, iterate_batches, num_batches
 from nasforge.errors import ExperimentError
 from nasforge.experiment import Experiment
 from nasforge.progress import Progress
+from nasforge.seeds import seed_for
 from nasforge.spaces import SearchSpace, get_space_class
-from nasforge import training
 from nasforge.training import Engine, FitConfig, engine_for, fit, recalibrate_bn
-from nasforge.utils import atomic_torch_save, epoch_seed
+from nasforge.utils import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -125,20 +126,20 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
                         momentum=cfg.momentum, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip)
 
     def seed_epoch(epoch: int) -> None:
-        torch.manual_seed(epoch_seed(seed, epoch, 11))
+        torch.manual_seed(seed_for(seed, "train.epoch", epoch))
 
     def drop_path_ramp(epoch: int) -> None:
         if hasattr(model, "drop_path_prob"):
             model.drop_path_prob = (cfg.drop_path or 0.0) * epoch / cfg.epochs
 
     def epoch_batches(epoch: int):
-        gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 12))
+        gen = torch.Generator().manual_seed(seed_for(seed, "train.batches", epoch))
         return iterate_batches(x, y, cfg.batch_size, generator=gen, augment=augment)
 
     def valid_accuracy(epoch: int) -> dict[str, Any]:
         if cfg.train_on != "train":
             return {}
-        calibrate_bn(model, x, y, cfg.batch_size, engine, epoch_seed(seed, epoch, 13))
+        calibrate_bn(model, x, y, cfg.batch_size, engine, seed_for(seed, "train.bn_recalibration", epoch))
         return {"valid_acc": evaluate(model, data.x_valid, data.y_valid, engine=engine)[0]}
 
     def log_epoch(epoch: int, metrics: dict[str, Any]) -> None:
@@ -156,7 +157,7 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
                          seed_epoch=seed_epoch, on_epoch_start=drop_path_ramp, end_of_epoch=valid_accuracy,
                          log_epoch=log_epoch, checkpoint=checkpoint, resume=resume, history=history,
                          progress_bar=bar, nan_hint=f"lower the learning rate (e.g. --set train.lr={cfg.lr / 4:g})")
-    calibrate_bn(model, x, y, cfg.batch_size, engine, epoch_seed(seed, cfg.epochs, 13))
+    calibrate_bn(model, x, y, cfg.batch_size, engine, seed_for(seed, "train.bn_recalibration", cfg.epochs))
     test_acc, test_loss = evaluate(model, data.x_test, data.y_test, engine=engine)
     return TrainResult(model, {"test_acc": test_acc, "test_loss": test_loss, "epochs": cfg.epochs,
                                "train_seconds": time.time() - tic, "history": history})

@@ -39,8 +39,8 @@ from nasforge.errors import ConfigError, ExperimentError, TrainingError
 from nasforge.experiment import Experiment
 from nasforge.progress import Progress
 from nasforge.runners import Runner, RunnerConfig, make_runner
+from nasforge.seeds import seed_for
 from nasforge.strategies.base import EpochCallback, SampleStrategy, SearchResult
-from nasforge.utils import epoch_seed
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class Budget:
 
 def trial_seed(seed: int, index: int) -> int:
     """The seed of trial ``index`` of a search seeded with ``seed``."""
-    return epoch_seed(seed, index, 31)
+    return seed_for(seed, "trial", index)
 
 
 @dataclass

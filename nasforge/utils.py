@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes, seeding, the end of a training step."""
+"""Small shared helpers: atomic file writes and the environment a result was produced in."""
 
 from __future__ import annotations
 
@@ -43,19 +43,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through a temporary file and ``os.replace``."""
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def epoch_seed(seed: int, epoch: int, salt: int = 0) -> int:
-    """A seed derived from the run seed and the epoch, so an epoch replays identically on resume."""
-    return (seed * 1_000_003 + epoch * 7919 + salt) % (2**63 - 1)
-
-
-def apply_gradients(loss: Any, opt: Any, params: Any, grad_clip: float) -> None:
-    """The end of every training step: backward, clip the gradient norm (``grad_clip`` 0: off), step."""
-    loss.backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    opt.step()
 
 
 def environment_info(device: str = "cpu") -> dict[str, str]:

@@ -31,9 +31,9 @@ from nasforge.config import option
 from nasforge.data import Dataset, iterate_batches, num_batches
 from nasforge.hardware import count_flops, count_params, measure_latency
 from nasforge.profiles import fill_auto
+from nasforge.seeds import seed_for
 from nasforge.train import calibrate_bn, evaluate
 from nasforge.training import Engine, EngineConfig, FitConfig, fit
-from nasforge.utils import epoch_seed
 
 
 @dataclass
@@ -79,7 +79,7 @@ class TrainEvaluator:
         per_epoch = num_batches(len(data.y_train), cfg.batch_size)
 
         def epoch_batches(epoch: int):
-            gen = torch.Generator().manual_seed(epoch_seed(seed, epoch, 21))
+            gen = torch.Generator().manual_seed(seed_for(seed, "evaluate.batches", epoch))
             return iterate_batches(data.x_train, data.y_train, cfg.batch_size, generator=gen, augment=data.augment)
 
         fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_min=0.0,
@@ -89,7 +89,7 @@ class TrainEvaluator:
                          nan_hint=f"lower evaluator.lr (e.g. --set evaluator.lr={cfg.lr / 4:g})")
         train_seconds = time.time() - tic
         seen = sum(h["samples"] for h in history)
-        calibrate_bn(model, data.x_train, data.y_train, cfg.batch_size, engine, epoch_seed(seed, cfg.epochs, 22))
+        calibrate_bn(model, data.x_train, data.y_train, cfg.batch_size, engine, seed_for(seed, "evaluate.bn_recalibration", cfg.epochs))
         valid_acc, valid_loss = evaluate(model, data.x_valid, data.y_valid, engine=engine)
         metrics: dict[str, Any] = {
             "objective": valid_acc, "valid_acc": valid_acc, "valid_loss": valid_loss,

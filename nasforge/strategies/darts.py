@@ -119,8 +119,8 @@ class DartsStrategy(OneShotStrategy):
     def supports(cls, space: Any) -> str | None:
         if isinstance(space, (DartsSpace, OneShotSpace)):
             return None
-        return (f"strategy '{cls.name}' needs a space with cell architecture weights (alpha_shapes and a supernet: "
-                f"darts, nb201), and '{getattr(space, 'name', space)}' has none; pass --space darts or --space nb201")
+        return (f"strategy '{cls.name}' needs a space with a supernet and cell architecture weights (darts, "
+                f"nb201), not '{getattr(space, 'name', space)}'; pass --space darts or --space nb201")
 
     # --- the relaxation: subclasses (GDAS) change this ------------------------
     def edge_weights(self, alpha: Tensor) -> EdgeWeights:

@@ -122,8 +122,8 @@ class DenseNasStrategy(OneShotStrategy):
     def supports(cls, space: Any) -> str | None:
         if isinstance(space, DenseSpace):
             return None
-        return (f"strategy 'densenas' needs a densely connected space of blocks (successors, head and stacking "
-                f"layers: dense), and '{getattr(space, 'name', space)}' has none; pass --space dense")
+        return (f"strategy 'densenas' needs the densely connected space (blocks, head and stacking layers, "
+                f"path successors), not '{getattr(space, 'name', space)}'; pass --space dense")
 
     # --- architecture parameters -------------------------------------------
     def init_arch(self, space: DenseSpace, model: nn.Module | None = None) -> None:

@@ -41,8 +41,9 @@ from nasforge.quant.ddpg import DDPGAgent, DDPGConfig
 from nasforge.quant.env import Policy, QuantEnv, finetune_steps
 from nasforge.quant.linear import check_bits
 from nasforge.quant.modules import calibrate, layer_infos, set_policy, wrap_model
+from nasforge.seeds import seed_for
 from nasforge.training import Engine, EngineConfig
-from nasforge.utils import atomic_torch_save, epoch_seed
+from nasforge.utils import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ class HaqSearch:
         raw = env.raw_policy()
         policy = env.enforce(raw)
         cost = env.cost(policy)
-        acc = env.evaluate(policy, seed=epoch_seed(self.seed, episode, 21))
+        acc = env.evaluate(policy, seed=seed_for(self.seed, "haq.episode", episode))
         reward = env.reward(acc)
         losses = []
         for s, a, s2, d in transitions:
@@ -229,7 +230,7 @@ class HaqSearch:
         steps = cfg.finetune_epochs * math.ceil(len(data.y_train) / cfg.batch_size)
         if steps:
             finetune_steps(qmodel, data.x_train, data.y_train, steps=steps, lr=cfg.final_lr,
-                           batch_size=cfg.batch_size, seed=epoch_seed(self.seed, 0, 31), cosine=True,
+                           batch_size=cfg.batch_size, seed=seed_for(self.seed, "haq.finetune"), cosine=True,
                            engine=self.engine)
         test_acc = env.accuracy(data.x_test, data.y_test)
         cost = env.cost(policy)

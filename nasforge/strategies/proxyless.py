@@ -166,8 +166,8 @@ class ProxylessStrategy(OneShotStrategy):
     def supports(cls, space: Any) -> str | None:
         if isinstance(space, MBConvSpace):
             return None
-        return (f"strategy 'proxyless' needs a space of binarized layer choices with per-layer latency keys "
-                f"(mbconv), and '{getattr(space, 'name', space)}' has none; pass --space mbconv")
+        return (f"strategy 'proxyless' needs the mbconv space (binarized layer choices with per-layer latency "
+                f"keys), not '{getattr(space, 'name', space)}'; pass --space mbconv")
 
     # --- architecture parameters ----------------------------------------------------
     def probs(self) -> list[Tensor]:
