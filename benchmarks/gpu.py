@@ -46,6 +46,7 @@ from nasforge.spaces import make_space  # noqa: E402
 from nasforge.training import Engine, EngineConfig, weight_step  # noqa: E402
 
 TARGETS = {"gdas_hours": 1.0, "darts_hours": 2.0, "proxyless_s": 0.5}
+TAG = "@@TRAIN_ROW@@"
 GDAS_STEPS = 250 * math.ceil(25000 / 256)
 DARTS_STEPS = 50 * math.ceil(25000 / 64)
 
@@ -101,6 +102,21 @@ def train_throughput(device: str, quick: bool, compile_: bool, precision: str) -
             "images_per_s": steps * batch / dt, "warmup_s": first}
 
 
+def train_row(device: str, quick: bool, compile_: bool, precision: str, timeout: float) -> dict:
+    """``train_throughput`` in a fresh process (a compiler crash ends that row, not the script)."""
+    spec = json.dumps({"device": device, "quick": quick, "compile": compile_, "precision": precision})
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--train-worker", spec], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"compile": compile_, "precision": precision, "error": f"timeout after {timeout:.0f}s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(TAG):
+            return json.loads(line[len(TAG):])
+    tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+    return {"compile": compile_, "precision": precision, "error": f"exit {proc.returncode}: {tail[:80]}"}
+
+
 def main_job(device: str, timeout: float) -> dict:
     """``nasforge search`` (the main job) on ``device``: wall time and the result's figures."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=240.0, help="seconds per row before giving up")
     p.add_argument("--skip-main", action="store_true", help="skip the main job")
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
+    p.add_argument("--train-worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.train_worker:
+        spec = json.loads(args.train_worker)
+        try:
+            row = train_throughput(spec["device"], spec["quick"], spec["compile"], spec["precision"])
+        except Exception as exc:  # e.g. torch.compile without a working compiler: an error row
+            row = {"compile": spec["compile"], "precision": spec["precision"],
+                   "error": f"{type(exc).__name__}: {str(exc)[:80]}"}
+        print(TAG + json.dumps(row), flush=True)
+        return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA GPU is visible here; run with --device cpu")
     quick = args.quick or args.device == "cpu"
@@ -170,11 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     train = []
     for precision in ("32", "bf16"):
         for compile_ in (False, True):
-            try:
-                train.append(train_throughput(args.device, quick, compile_, precision))
-            except Exception as exc:  # compile may be unavailable (no compiler): report it as a row
-                train.append({"compile": compile_, "precision": precision, "error": f"{type(exc).__name__}: "
-                                                                                     f"{str(exc)[:80]}"})
+            print(f"train: {precision} compile={compile_} ...", file=sys.stderr, flush=True)
+            train.append(train_row(args.device, quick, compile_, precision, args.timeout))
     print("| final training | precision | torch.compile | images/s | first steps (s) |")
     print("|---|---|---|---:|---:|")
     for t in train:
