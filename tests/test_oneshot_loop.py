@@ -28,17 +28,12 @@ def small():
 
 def _method(name: str, tmp_path, **extra):
     """(strategy, space) of a short run of each one-shot method on tiny synthetic data."""
-    if name == "proxyless":
+    if name.startswith("proxyless"):
         table = tmp_path / "mbconv_table.json"
         mbconv_table(make_space("mbconv")).save(table)
-        options = {"epochs": 3, "warmup_epochs": 1, "batch_size": 16, "latency_table": str(table),
-                   "latency_loss": "mul", "arch_every": 2}
-        space = make_space("mbconv")
-    elif name == "proxyless-rl":
-        table = tmp_path / "mbconv_table.json"
-        mbconv_table(make_space("mbconv")).save(table)
-        options = {"epochs": 3, "warmup_epochs": 1, "batch_size": 16, "latency_table": str(table),
-                   "grad_estimator": "reinforce", "rl_samples": 2}
+        options = {"epochs": 3, "warmup_epochs": 1, "batch_size": 16, "latency_table": str(table)}
+        options.update({"grad_estimator": "reinforce", "rl_samples": 2} if name == "proxyless-rl"
+                       else {"latency_loss": "mul", "arch_every": 2})
         space = make_space("mbconv")
     elif name == "densenas":
         space = make_space("dense", **TINY)

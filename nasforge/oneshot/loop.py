@@ -123,7 +123,6 @@ class SearchLoop:
         method.init_arch(space, self.model)
         self.params = list(self.model.parameters())
         self.w_opt, self.a_opt = make_optimizers(method, self.params)
-        method.lr = cfg.w_lr
         self.w_half, self.a_half = split_half(data.x_train, data.y_train, seed)
         n_w = num_batches(len(self.w_half[1]), cfg.batch_size)
         n_a = num_batches(len(self.a_half[1]), cfg.batch_size)

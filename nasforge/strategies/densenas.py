@@ -81,13 +81,9 @@ class DenseNasConfig(OneShotConfig):
                                     help="share of the epochs that train only the weights (paper 50 of 150)")
     w_lr: float = option(0.1, lo=0.0, hi=10.0, help="weight SGD learning rate (cosine-annealed; paper 0.2)")
     w_lr_min: float = option(1e-4, lo=0.0, hi=10.0, help="final weight learning rate (paper 1e-4)")
-    w_momentum: float = option(0.9, lo=0.0, hi=1.0, help="weight SGD momentum")
     w_wd: float = option(4e-5, lo=0.0, hi=1.0, help="weight decay of the weights (paper 4e-5)")
-    grad_clip: float = option(5.0, lo=0.0, hi=1e6, help="gradient-norm clip of the weights (0: off)")
     a_lr: float = option(3e-3, lo=0.0, hi=10.0, help="architecture Adam learning rate (paper 3e-4)")
     a_wd: float = option(1e-3, lo=0.0, hi=1.0, help="architecture weight decay (paper 1e-3)")
-    a_beta1: float = option(0.5, lo=0.0, hi=1.0, help="architecture Adam beta1")
-    a_beta2: float = option(0.999, lo=0.0, hi=1.0, help="architecture Adam beta2")
     head_samples: int = option(2, lo=0, hi=64, help="incoming connections run per block and step (0: all)")
     arch_op_samples: int = option(2, lo=1, hi=len(OPS), help="ops run per stacking layer in an architecture step")
     lat_weight: float = option(0.15, lo=0.0, hi=100.0,

@@ -104,15 +104,11 @@ class ProxylessConfig(OneShotConfig):
     w_lr: float = option(0.05, lo=0.0, hi=10.0,
                          help="weight SGD learning rate (cosine-annealed; paper 0.05 warm-up, 0.025 search)")
     w_lr_min: float = option(0.0, lo=0.0, hi=10.0, help="final weight learning rate")
-    w_momentum: float = option(0.9, lo=0.0, hi=1.0, help="weight SGD momentum")
     w_nesterov: bool = option(True, help="Nesterov momentum for the weights (paper: on)")
     w_wd: float = option(4e-5, lo=0.0, hi=1.0, help="weight decay of the weights (paper 4e-5)")
-    grad_clip: float = option(5.0, lo=0.0, hi=1e6, help="gradient-norm clip of the weights (0: off)")
     a_lr: float = option(0.02, lo=0.0, hi=10.0,
                          help="architecture Adam learning rate (paper 1e-3 over ~1e5 steps; small data has ~1e2)")
     a_beta1: float = option(0.0, lo=0.0, hi=1.0, help="architecture Adam beta1 (paper 0: no momentum)")
-    a_beta2: float = option(0.999, lo=0.0, hi=1.0, help="architecture Adam beta2")
-    a_eps: float = option(1e-8, lo=0.0, hi=1.0, help="architecture Adam eps")
     a_wd: float = option(0.0, lo=0.0, hi=1.0, help="architecture weight decay (paper 0)")
     alpha_init_std: float = option(1e-3, lo=0.0, hi=10.0, help="std of the normal init of alpha (paper 1e-3)")
     arch_every: int = option(1, lo=1, hi=100000, help="weight steps per architecture step (paper 5 on ImageNet)")
