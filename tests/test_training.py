@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import run_main
 import torch
 from torch import nn
 
@@ -30,18 +30,8 @@ TINY_TRAIN = TrainConfig(epochs=1, batch_size=32, layers=3, channels=4, cutout=0
 
 def _cli(capsys, *args) -> tuple[int, str]:
     """``nasforge ARGS`` in-process: (exit code, stderr)."""
-    from nasforge.cli import main
-
     capsys.readouterr()
-    mp = pytest.MonkeyPatch()
-    mp.setattr(sys, "argv", ["nasforge", *[str(a) for a in args]])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        mp.undo()
+    code = run_main(*args)
     return code, capsys.readouterr().err
 
 
