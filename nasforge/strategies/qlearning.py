@@ -1,7 +1,18 @@
 """MetaQNN: Q-learning over layer sequences (Baker, Gupta, Naik & Raskar, "Designing Neural
-Network Architectures using Reinforcement Learning", ICLR 2017), on the layer space.
+Network Architectures using Reinforcement Learning", ICLR 2017), on the layer space and
+on any space's declared choices.
 
-The agent walks a state space from a start state to a termination: a state is the
+**Any space** (darts, nb201, mbconv, users' spaces): the walk visits the space's choices
+with more than one value in ``choices()`` order (``ChoiceSequence``, shared with NAS-RL;
+an ``InputChoice``'s actions are its sorted combinations, single-valued choices are
+filled in). A state is ``(position, index of the previous choice's value)`` (``-1`` at
+the start), an action an index into the next choice's values; the walk ends after the
+last choice, whose Q-value takes the reward. Spaces with cross-choice rules
+(``check_consistency``, e.g. the dense path) are refused. Epsilon schedule, replay and
+the Q-update below are the same on every space; ``size_bins`` and ``square`` only
+concern the layer space.
+
+**The layer space**: the agent walks a state space from a start state to a termination: a state is the
 layer just added (type and parameters), its depth, the bin of its representation size
 (MetaQNN's bins: above 7, 4 to 7, at most 3 pixels -> 8, 4, 1; ``size_bins``) and the
 number of fc layers so far. An action is the next layer, or the end (the softmax
@@ -41,6 +52,7 @@ from nasforge.config import option
 from nasforge.errors import ConfigError
 from nasforge.registry import check_supported
 from nasforge.spaces.layers import NONE, Layer, LayerSpace, conv_out, pool_out
+from nasforge.strategies.reinforce import ChoiceSequence, sequence_support
 from nasforge.strategies.base import SampleStrategy, register_strategy
 
 log = logging.getLogger(__name__)
@@ -51,7 +63,8 @@ PAPER_SCHEDULE: tuple[tuple[float, int], ...] = (
     (0.5, 150), (0.4, 150), (0.3, 150), (0.2, 150), (0.1, 150),
 )
 END = ("end",)
-#: walk state: (depth, layer key, size bin, fc layers so far); the start is depth 0
+#: walk state on the layer space: (depth, layer key, size bin, fc layers so far), the start is
+#: depth 0; on other spaces: (position, previous value index), the start is (0, -1)
 State = tuple
 Action = tuple
 
@@ -63,10 +76,12 @@ class MetaQNNConfig:
     discount: float = option(1.0, lo=0.0, hi=1.0, help="discount factor (paper 1)")
     q_init: float = option(0.5, lo=-1e6, hi=1e6, help="initial Q value (paper 0.5)")
     replay: int = option(100, lo=0, hi=100000, help="replayed models per result (paper 100)")
-    size_bins: list = option([8, 4, 1], help="representation-size bins, lower bounds, descending (paper 8,4,1)")
+    size_bins: list = option([8, 4, 1], help="layer space: representation-size bins, lower bounds, descending "
+                                             "(paper 8,4,1)")
     schedule: list = option([list(p) for p in PAPER_SCHEDULE],
                             help="epsilon schedule [[epsilon, models], ...] scaled to `trials` (paper's table)")
-    square: bool = option(True, help="conv kernels and strides square, as in the paper (false: every h x w)")
+    square: bool = option(True, help="layer space: conv kernels and strides square, as in the paper "
+                                     "(false: every h x w)")
     batch: int = option(1, lo=1, hi=10000, help="models that may be asked before their results are told")
 
     def __post_init__(self) -> None:
@@ -108,29 +123,34 @@ def epsilon_at(schedule: list[tuple[float, int]], model: int) -> float:
 
 @register_strategy
 class MetaQNNStrategy(SampleStrategy):
-    """MetaQNN: epsilon-greedy Q-learning over layer sequences with experience replay."""
+    """MetaQNN: epsilon-greedy Q-learning over layer sequences (the layer space) or over a
+    space's declared choices, with experience replay."""
 
     name = "metaqnn"
-    description = "MetaQNN: Q-learning with epsilon-greedy walks and replay on the layer space (Baker et al. 2017)"
+    description = ("MetaQNN: Q-learning with epsilon-greedy walks and replay over choices or the layer grammar "
+                   "(Baker et al. 2017)")
     Config = MetaQNNConfig
 
     def __init__(self, config: MetaQNNConfig | None = None):
         super().__init__(config)
         self.batch = self.config.batch
-        self.space: LayerSpace | None = None
+        self.space: Any = None
+        self.sequence: ChoiceSequence | None = None
 
     @classmethod
     def supports(cls, space: Any) -> str | None:
-        """Q-learning walks the layer grammar's transition rules: a layer space."""
-        if not isinstance(space, LayerSpace):
-            return (f"strategy 'metaqnn' needs the layer space (a layer grammar); "
-                    f"'{getattr(space, 'name', space)}' has none: pass --space layers")
-        return None
+        """The layer space (its grammar's transition rules), or any space with a choice of two or
+        more values and no cross-choice rules (one step per choice)."""
+        if isinstance(space, LayerSpace):
+            return None
+        return sequence_support(cls.name, space)
 
     def setup(self, space: Any, seed: int) -> None:
-        """Empty Q-table and replay memory for ``space`` (a layer space), seeded."""
+        """Empty Q-table and replay memory for ``space``, seeded."""
         check_supported(type(self), space)
         self.space = space
+        self.sequence = None if isinstance(space, LayerSpace) else ChoiceSequence(space)
+        self._indices: dict[Arch, list[int]] = {}
         self._actions: dict[tuple, list[Action]] = {}
         self.rng = np.random.default_rng(seed)
         self.q: dict[State, dict[Action, float]] = {}
@@ -224,19 +244,35 @@ class MetaQNNStrategy(SampleStrategy):
         steps.append((state, END, ctx))
         return steps
 
+    # --- the choice sequence of other spaces -----------------------------------------
+    def choice_path(self, arch: Arch) -> list[tuple[State, int]]:
+        """The walk of ``arch`` over the declared choices: ``(state, action)`` per choice."""
+        indices = self._indices.get(arch)
+        if indices is None:
+            indices = self._indices[arch] = self.sequence.indices(arch)
+        return [((i, indices[i - 1] if i else -1), k) for i, k in enumerate(indices)]
+
     # --- ask / tell ----------------------------------------------------------------
+    def choose(self, state: State, actions: list[Any], epsilon: float) -> Any:
+        """Epsilon-greedy on Q among ``actions`` (ties broken at random)."""
+        if self.rng.random() < epsilon:
+            return actions[int(self.rng.integers(len(actions)))]
+        values = np.array([self.q_value(state, a) for a in actions])
+        best = np.flatnonzero(values == values.max())
+        return actions[int(best[int(self.rng.integers(len(best)))])]
+
     def walk(self, epsilon: float) -> Arch:
         """One epsilon-greedy walk from the start to the end: a valid architecture."""
+        if self.sequence is not None:
+            indices: list[int] = []
+            for size in self.sequence.sizes:
+                indices.append(self.choose((len(indices), indices[-1] if indices else -1), list(range(size)),
+                                           epsilon))
+            return self.sequence.arch(indices)
         state, ctx = self.start()
         layers: list[Layer] = []
         while True:
-            actions = self.actions(ctx)
-            if self.rng.random() < epsilon:
-                action = actions[int(self.rng.integers(len(actions)))]
-            else:
-                values = np.array([self.q_value(state, a) for a in actions])
-                best = np.flatnonzero(values == values.max())
-                action = actions[int(best[int(self.rng.integers(len(best)))])]
+            action = self.choose(state, self.actions(ctx), epsilon)
             if action == END:
                 return self.space.arch_of(layers)
             layers.append(self.layer_of(action, len(layers)))
@@ -262,17 +298,31 @@ class MetaQNNStrategy(SampleStrategy):
         for arch, reward in replayed:
             self.update_sequence(arch, reward)
 
+    def transitions(self, arch: Arch) -> list[tuple[State, Action, State | None, list[Action]]]:
+        """``(state, action, next state, its actions)`` along the walk of ``arch``; the last step's
+        next state is ``None`` (its action ends the walk)."""
+        if self.sequence is not None:
+            steps = self.choice_path(arch)
+            sizes = self.sequence.sizes
+            return [(state, action, (i + 1, action), list(range(sizes[i + 1]))) if i + 1 < len(steps)
+                    else (state, action, None, []) for i, (state, action) in enumerate(steps)]
+        out = []
+        for state, action, ctx in self.path(arch):
+            if action == END:
+                out.append((state, action, None, []))
+            else:
+                nstate, nctx = self.transition(ctx, action)
+                out.append((state, action, nstate, self.actions(nctx)))
+        return out
+
     def update_sequence(self, arch: Arch, reward: float) -> None:
         """The paper's backward Q-update along one architecture's walk (reward at the end)."""
         cfg = self.config
-        steps = self.path(arch)
-        for i in reversed(range(len(steps))):
-            state, action, ctx = steps[i]
-            if action == END:
+        for state, action, nstate, nactions in reversed(self.transitions(arch)):
+            if nstate is None:
                 target = reward
             else:
-                nstate, nctx = self.transition(ctx, action)
-                target = cfg.discount * max(self.q_value(nstate, a) for a in self.actions(nctx))
+                target = cfg.discount * max(self.q_value(nstate, a) for a in nactions)
             old = self.q_value(state, action)
             self.q.setdefault(state, {})[action] = old + cfg.lr * (target - old)
 

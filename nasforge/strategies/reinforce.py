@@ -1,7 +1,16 @@
 """NAS-RL: an LSTM controller trained with REINFORCE (Zoph & Le, "Neural Architecture
-Search with Reinforcement Learning", ICLR 2017), on the sequential layer space.
+Search with Reinforcement Learning", ICLR 2017), on the sequential layer space and on any
+space's declared choices.
 
-The controller emits a network layer by layer: per conv layer the filter height, filter
+**Any space** (darts, nb201, mbconv, users' spaces): the controller emits one token per
+declared choice with more than one value, in ``choices()`` order, each from its own
+softmax head (NNI's policy-based RL; the NAS-Bench-201 paper's REINFORCE baseline); an
+``InputChoice`` token indexes the sorted list of its combinations (``ChoiceSequence``),
+single-valued choices are filled in without a token. Spaces with cross-choice rules
+(``check_consistency``, e.g. the dense path) are refused: independent tokens cannot
+follow them. Training (below) is the same on every space.
+
+On the layer space the controller emits a network layer by layer: per conv layer the filter height, filter
 width, stride height, stride width and number of filters, each from its own softmax
 over the space's values; the sampled token is embedded and fed as the next input
 (tokens whose value set has one element are not emitted). With ``space.skips`` each
@@ -28,10 +37,11 @@ Controller (paper's small setting): two LSTM layers of 35 units, weights uniform
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -40,8 +50,9 @@ from torch import Tensor, nn
 
 from nasforge.arch import Arch
 from nasforge.config import option
-from nasforge.errors import ArchError
+from nasforge.errors import ArchError, ConfigError
 from nasforge.registry import check_supported
+from nasforge.spaces.base import InputChoice, SearchSpace
 from nasforge.spaces.layers import Layer, LayerSpace
 from nasforge.strategies.base import SampleStrategy, register_strategy
 
@@ -63,24 +74,119 @@ class ReinforceConfig:
     baseline_decay: float = option(0.95, lo=0.0, hi=1.0, help="decay of the moving-average reward baseline")
     reward_power: float = option(3.0, lo=0.1, hi=10.0, help="reward = objective ** power (paper cubes accuracy)")
     entropy_weight: float = option(0.0, lo=0.0, hi=10.0, help="weight of the entropy bonus (0: off)")
-    start_layers: int | None = option(None, lo=1, hi=64, help="layers of the first children (auto; paper 6)")
-    layers_step: int = option(1, lo=0, hi=64, help="layers added at each growth step (paper 2)")
-    layers_every: int | None = option(None, lo=1, hi=10**7, help="children between growth steps (auto; paper 1600)")
+    start_layers: int | None = option(None, lo=1, hi=64,
+                                      help="layer space: layers of the first children (auto; paper 6)")
+    layers_step: int = option(1, lo=0, hi=64, help="layer space: layers added at each growth step (paper 2)")
+    layers_every: int | None = option(None, lo=1, hi=10**7,
+                                      help="layer space: children between growth steps (auto; paper 1600)")
+
+
+# ---------------------------------------------------------------------------
+# A space's declared choices as a sequence of decisions (shared with MetaQNN)
+# ---------------------------------------------------------------------------
+def choice_values(choice: Any) -> tuple[Any, ...]:
+    """Every value of a declared choice, in a fixed order: an ``InputChoice``'s sorted index
+    tuples in lexicographic order, otherwise the choice's ``values``."""
+    if isinstance(choice, InputChoice):
+        return tuple(itertools.combinations(range(choice.n_inputs), choice.k))
+    return tuple(choice.values)
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class ChoiceSequence:
+    """A space's declared choices as the decisions of a sequential policy.
+
+    ``labels[i]`` is the ``i``-th choice with more than one value (``choices()`` order) and
+    ``values[i]`` its values (``choice_values``); single-valued choices are ``fixed``. An
+    architecture is the list of value indices, one per decision (``arch``/``indices``).
+    """
+
+    def __init__(self, space: Any):
+        self.space = space
+        self.order: list[str] = []
+        self.labels: list[str] = []
+        self.values: list[tuple[Any, ...]] = []
+        self.fixed: dict[str, Any] = {}
+        for label, choice in space.choices().items():
+            values = choice_values(choice)
+            if not values:
+                raise ConfigError(f"choice '{label}' of space '{space.name}' has no values; give it at least one")
+            self.order.append(label)
+            if len(values) > 1:
+                self.labels.append(label)
+                self.values.append(values)
+            else:
+                self.fixed[label] = values[0]
+        self._lookup = [{_frozen(v): k for k, v in enumerate(values)} for values in self.values]
+
+    @property
+    def sizes(self) -> list[int]:
+        """Number of values of each decision."""
+        return [len(v) for v in self.values]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def arch(self, indices: Sequence[int]) -> Arch:
+        """The architecture taking value ``indices[i]`` at decision ``i`` (fixed choices filled in)."""
+        picked = dict(zip(self.labels, (values[k] for values, k in zip(self.values, indices))))
+        space = self.space
+        return Arch(space.name, {label: picked[label] if label in picked else self.fixed[label]
+                                 for label in self.order}, space.version)
+
+    def indices(self, arch: Arch) -> list[int]:
+        """The value index of every decision of ``arch``; ``ArchError`` naming the first bad choice."""
+        if arch.space != self.space.name:
+            raise ArchError(f"architecture belongs to space '{arch.space}', not '{self.space.name}'; "
+                            "score archs of this space only")
+        out = []
+        for label, lookup in zip(self.labels, self._lookup):
+            try:
+                value = arch[label]
+            except KeyError:
+                raise ArchError(f"choice '{label}' is missing from the architecture; add it") from None
+            k = lookup.get(_frozen(value))
+            if k is None:
+                raise ArchError(f"choice '{label}': {value!r} is not a value of the space; "
+                                "score archs of this space only")
+            out.append(k)
+        return out
+
+
+def sequence_support(strategy: str, space: Any) -> str | None:
+    """Why ``strategy`` cannot decide ``space``'s declared choices one by one (``None``: it can)."""
+    name = getattr(space, "name", space)
+    if not callable(getattr(space, "choices", None)):
+        return f"strategy '{strategy}' needs a space that declares its choices; '{name}' has no choices()"
+    if not any(c.size > 1 for c in space.choices().values()):
+        return (f"strategy '{strategy}' needs a choice with two or more values; space '{name}' has nothing to "
+                "decide")
+    rules = getattr(type(space), "check_consistency", None)
+    if rules is not None and rules is not SearchSpace.check_consistency:
+        return (f"strategy '{strategy}' decides each declared choice on its own, but space '{name}' has "
+                "cross-choice rules (check_consistency) it cannot follow: use random or evolution "
+                "(the space's own sample and mutate)")
+    return None
 
 
 class Controller(nn.Module):
-    """The NAS-RL LSTM controller: per-token softmax heads and embeddings, anchor attention."""
+    """The NAS-RL LSTM controller: per-token softmax heads and embeddings, and (``anchors``)
+    the anchor-point attention of the layer space's skip connections."""
 
-    def __init__(self, sizes: dict[str, int], hidden: int, layers: int):
+    def __init__(self, sizes: dict[str, int], hidden: int, layers: int, anchors: bool = True):
         super().__init__()
         self.hidden, self.layers = hidden, layers
         self.start = nn.Parameter(torch.zeros(1, hidden))
         self.lstm = nn.LSTM(hidden, hidden, layers)
         self.heads = nn.ModuleDict({k: nn.Linear(hidden, n) for k, n in sizes.items()})
         self.embed = nn.ModuleDict({k: nn.Embedding(n, hidden) for k, n in sizes.items()})
-        self.w_prev = nn.Linear(hidden, hidden, bias=False)
-        self.w_curr = nn.Linear(hidden, hidden, bias=False)
-        self.v = nn.Linear(hidden, 1, bias=False)
+        if anchors:
+            self.w_prev = nn.Linear(hidden, hidden, bias=False)
+            self.w_curr = nn.Linear(hidden, hidden, bias=False)
+            self.v = nn.Linear(hidden, 1, bias=False)
 
     def step(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         out, state = self.lstm(x.view(1, 1, -1), state)
@@ -89,10 +195,11 @@ class Controller(nn.Module):
 
 @dataclass
 class Rollout:
-    """One controller pass: the tokens, the summed log-probability and entropy, and the
-    probability of every decision taken (for checking)."""
+    """One controller pass: what it emitted (the layers, or one value index per decision of
+    a ``ChoiceSequence``), the summed log-probability and entropy, and the probability of
+    every decision taken (for checking)."""
 
-    layers: list[Layer]
+    decisions: list[Any]
     log_prob: Tensor
     entropy: Tensor
     probs: list[float]
@@ -100,35 +207,45 @@ class Rollout:
 
 @register_strategy
 class ReinforceStrategy(SampleStrategy):
-    """NAS-RL: LSTM controller, REINFORCE with a moving-average baseline, growing depth."""
+    """NAS-RL: LSTM controller, REINFORCE with a moving-average baseline; on the layer space a
+    layer grammar with growing depth, on any other space one token per declared choice."""
 
     name = "reinforce"
-    description = "NAS-RL: LSTM controller trained by REINFORCE on the layer space (Zoph & Le 2017)"
+    description = ("NAS-RL: LSTM controller trained by REINFORCE, one token per choice or the layer grammar "
+                   "(Zoph & Le 2017)")
     Config = ReinforceConfig
 
     def __init__(self, config: ReinforceConfig | None = None):
         super().__init__(config)
         self.batch = self.config.batch
-        self.space: LayerSpace | None = None
+        self.space: Any = None
+        self.sequence: ChoiceSequence | None = None
 
     # --- setup -----------------------------------------------------------------
     @classmethod
     def supports(cls, space: Any) -> str | None:
-        """The controller emits a layer grammar with conv tokens: a layer space whose types include conv."""
-        if not isinstance(space, LayerSpace):
-            return (f"strategy 'reinforce' needs the layer space (a layer grammar); "
-                    f"'{getattr(space, 'name', space)}' has none: pass --space layers")
-        if "conv" not in space.types:
-            return "strategy 'reinforce' emits conv layers but space.types has no 'conv'; add it"
-        return None
+        """A layer space whose types include conv (the layer grammar), or any space with a choice
+        of two or more values and no cross-choice rules (one token per choice)."""
+        if isinstance(space, LayerSpace):
+            if "conv" not in space.types:
+                return "strategy 'reinforce' emits conv layers but space.types has no 'conv'; add it"
+            return None
+        return sequence_support(cls.name, space)
 
     def setup(self, space: Any, seed: int) -> None:
-        """Build the controller for ``space`` (a layer space with conv layers), seeded."""
+        """Build the controller for ``space``, seeded."""
         check_supported(type(self), space)
         cfg = self.config
         self.space = space
-        self.tokens = [t for t in TOKENS if len(space.param_values(t)) > 1]
-        self.controller = Controller({t: len(space.param_values(t)) for t in self.tokens}, cfg.hidden, cfg.lstm_layers)
+        if isinstance(space, LayerSpace):
+            self.sequence = None
+            self.tokens = [t for t in TOKENS if len(space.param_values(t)) > 1]
+            sizes = {t: len(space.param_values(t)) for t in self.tokens}
+        else:
+            self.sequence = ChoiceSequence(space)
+            self.tokens = [str(i) for i in range(len(self.sequence))]  # head keys: labels may hold dots
+            sizes = dict(zip(self.tokens, self.sequence.sizes))
+        self.controller = Controller(sizes, cfg.hidden, cfg.lstm_layers, anchors=self.sequence is None)
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for p in self.controller.parameters():
@@ -142,7 +259,7 @@ class ReinforceStrategy(SampleStrategy):
         self.history: list[dict[str, Any]] = []
         self.updates = 0
         start = cfg.start_layers or DEFAULT_START_LAYERS
-        if start > space.max_depth:
+        if self.sequence is None and start > space.max_depth:
             log.info("reinforce: start_layers=%d exceeds space.max_depth=%d; using %d", start, space.max_depth,
                      space.max_depth)
 
@@ -154,8 +271,34 @@ class ReinforceStrategy(SampleStrategy):
         return max(1, min(self.space.max_depth, grown))
 
     # --- the controller pass ----------------------------------------------------
+    def decide(self, key: str, x: Tensor, state: tuple[Tensor, Tensor] | None, forced: int | None
+               ) -> tuple[int, Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
+        """One token from head ``key``: sampled, or ``forced`` (teacher forcing). Returns the index,
+        its log-probability, the head's entropy, the next input (its embedding) and the LSTM state."""
+        ctl = self.controller
+        h, state = ctl.step(x, state)
+        logp = F.log_softmax(ctl.heads[key](h), dim=-1).view(-1)
+        k = forced if forced is not None else int(torch.multinomial(logp.detach().exp(), 1, generator=self.gen))
+        return k, logp[k], -(logp.exp() * logp).sum(), ctl.embed[key](torch.tensor([k])), state
+
+    def choice_rollout(self, indices: Sequence[int] | None = None) -> Rollout:
+        """Sample one value per decision of the space's choices, or score the given value
+        ``indices`` (teacher forcing): same pass."""
+        x, state = self.controller.start, None
+        log_prob = torch.zeros(())
+        entropy = torch.zeros(())
+        probs: list[float] = []
+        out: list[int] = []
+        for i, key in enumerate(self.tokens):
+            k, lp, ent, x, state = self.decide(key, x, state, None if indices is None else int(indices[i]))
+            log_prob = log_prob + lp
+            entropy = entropy + ent
+            probs.append(float(lp.detach().exp()))
+            out.append(k)
+        return Rollout(out, log_prob, entropy, probs)
+
     def rollout(self, depth: int | None = None, layers: list[Layer] | None = None) -> Rollout:
-        """Sample ``depth`` layers, or score the given ``layers`` (teacher forcing): same pass."""
+        """Layer space: sample ``depth`` layers, or score the given ``layers`` (teacher forcing): same pass."""
         space, ctl = self.space, self.controller
         forced = layers is not None
         n = len(layers) if forced else int(depth)
@@ -169,22 +312,19 @@ class ReinforceStrategy(SampleStrategy):
         for i in range(n):
             values: dict[str, int] = {t: space.param_values(t)[0] for t in TOKENS}
             for t in self.tokens:
-                h, state = ctl.step(x, state)
-                logp = F.log_softmax(ctl.heads[t](h), dim=-1).view(-1)
                 choices = space.param_values(t)
+                given = None
                 if forced:
                     try:
-                        k = choices.index(getattr(layers[i], t))
+                        given = choices.index(getattr(layers[i], t))
                     except ValueError:
                         raise ArchError(f"layer{i}.{t}={getattr(layers[i], t)} is not a value of the space; "
                                         "score archs of this space only") from None
-                else:
-                    k = int(torch.multinomial(logp.detach().exp(), 1, generator=self.gen))
-                log_prob = log_prob + logp[k]
-                entropy = entropy - (logp.exp() * logp).sum()
-                probs.append(float(logp[k].detach().exp()))
+                k, lp, ent, x, state = self.decide(t, x, state, given)
+                log_prob = log_prob + lp
+                entropy = entropy + ent
+                probs.append(float(lp.detach().exp()))
                 values[t] = choices[k]
-                x = ctl.embed[t](torch.tensor([k]))
             inputs: tuple[int, ...] = (i - 1,) if i else ()
             if space.skips:
                 h, state = ctl.step(x, state)
@@ -212,22 +352,48 @@ class ReinforceStrategy(SampleStrategy):
                                     values["stride_w"], values["filters"], inputs=inputs))
         return Rollout(out_layers, log_prob, entropy, probs)
 
-    def sample(self, depth: int) -> tuple[Arch, Rollout]:
-        """A child of ``depth`` conv layers from the current policy, and its rollout."""
+    def score(self, arch: Arch) -> Rollout:
+        """The teacher-forced pass over ``arch`` (differentiable log-probability and entropy)."""
+        if self.sequence is not None:
+            return self.choice_rollout(self.sequence.indices(arch))
+        return self.rollout(layers=self.space.layers_of(arch))
+
+    def sample(self, depth: int | None = None) -> tuple[Arch, Rollout]:
+        """A child from the current policy (on the layer space, of ``depth`` conv layers), and its rollout."""
         with torch.no_grad():
+            if self.sequence is not None:
+                roll = self.choice_rollout()
+                return self.sequence.arch(roll.decisions), roll
             roll = self.rollout(depth=depth)
-        return self.space.arch_of(roll.layers), roll
+        return self.space.arch_of(roll.decisions), roll
 
     def log_prob(self, arch: Arch) -> Tensor:
         """Log-probability of ``arch`` under the current controller (differentiable)."""
-        layers = self.space.layers_of(arch)
-        if any(layer.type != "conv" for layer in layers):
+        if self.sequence is None and any(layer.type != "conv" for layer in self.space.layers_of(arch)):
             raise ArchError("NAS-RL's controller only emits conv layers; this arch has others")
-        return self.rollout(layers=layers).log_prob
+        return self.score(arch).log_prob
+
+    def probabilities(self, arch: Arch | None = None) -> dict[str, list[float]]:
+        """Per declared choice (any space but the layer space), the controller's probability of
+        each value, along the pass that emits ``arch`` (default: each decision's most likely value)."""
+        if self.sequence is None:
+            raise ConfigError("reinforce: per-choice probabilities need a space of declared choices, not the "
+                              "layer grammar; use log_prob(arch)")
+        indices = None if arch is None else self.sequence.indices(arch)
+        ctl, out = self.controller, {}
+        x, state = ctl.start, None
+        with torch.no_grad():
+            for i, (key, label) in enumerate(zip(self.tokens, self.sequence.labels)):
+                h, state = ctl.step(x, state)
+                p = F.softmax(ctl.heads[key](h), dim=-1).view(-1)
+                k = int(p.argmax()) if indices is None else indices[i]
+                out[label] = [float(v) for v in p]
+                x = ctl.embed[key](torch.tensor([k]))
+        return out
 
     # --- ask / tell ---------------------------------------------------------------
     def ask(self) -> Arch:
-        arch, _ = self.sample(self.depth(self.asked))
+        arch, _ = self.sample(self.depth(self.asked) if self.sequence is None else None)
         self.asked += 1
         self.pending.append(arch)
         return arch
@@ -246,8 +412,11 @@ class ReinforceStrategy(SampleStrategy):
             self.pending.remove(arch)
         reward = self.reward(metrics)
         self.told.append((arch, reward))
-        self.history.append({"objective": None if metrics is None else metrics.get("objective"),
-                             "reward": reward, "baseline": self.baseline, "depth": len(self.space.layers_of(arch))})
+        record = {"objective": None if metrics is None else metrics.get("objective"), "reward": reward,
+                  "baseline": self.baseline}
+        if self.sequence is None:
+            record["depth"] = len(self.space.layers_of(arch))
+        self.history.append(record)
         if len(self.told) >= self.batch:
             self.update(self.told)
             self.told = []
@@ -262,7 +431,7 @@ class ReinforceStrategy(SampleStrategy):
         baseline = self.baseline
         loss = torch.zeros(())
         for arch, r in scored:
-            roll = self.rollout(layers=self.space.layers_of(arch))
+            roll = self.score(arch)
             loss = loss - (r - baseline) * roll.log_prob - self.config.entropy_weight * roll.entropy
         loss = loss / len(children)
         self.opt.zero_grad(set_to_none=True)
