@@ -1,23 +1,30 @@
 """NAS-RL (REINFORCE): log-probabilities, the policy-gradient step, the depth schedule, the
-baseline, checkpoint round trip, and resume through the trial loop."""
+baseline, checkpoint round trip, and resume through the trial loop, on the layer space and
+over any space's declared choices (one token per choice; the CLI on nb201 with a table)."""
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from nasforge.arch import Arch
 from nasforge.errors import ArchError, ConfigError
 from nasforge.evaluators.synthetic import SyntheticTable
+from nasforge.evaluators.table import write_table
 from nasforge.experiment import Experiment
 from nasforge.runners.local import LocalRunner
 from nasforge.spaces import make_space
+from nasforge.spaces.base import InputChoice, OpChoice, SearchSpace, ValueChoice
 from nasforge.spaces.layers import Layer
+from nasforge.spaces.nb201 import EDGE_LABELS, PRIMITIVES
 from nasforge.strategies import make_strategy
-from nasforge.strategies.reinforce import ReinforceConfig, ReinforceStrategy, moving_baseline
+from nasforge.strategies.reinforce import ChoiceSequence, ReinforceConfig, ReinforceStrategy, moving_baseline
 from nasforge.trials import Budget, run_trials
 
 
@@ -28,6 +35,42 @@ def _strategy(space, seed=0, **options) -> ReinforceStrategy:
     strategy = make_strategy("reinforce", options, "digits")
     strategy.setup(space, seed)
     return strategy
+
+
+class ToySpace(SearchSpace):
+    """Three decisions' worth of choices: an op (3), two of three inputs (3), a fixed width."""
+
+    name = "toy"
+
+    def choices(self):
+        return {"op": OpChoice("op", ("a", "b", "c")), "in": InputChoice("in", 3, 2),
+                "width": ValueChoice("width", (16,)), "act": ValueChoice("act", ("relu", "gelu"))}
+
+
+class RuledSpace(ToySpace):
+    """A toy space with a cross-choice rule (which one token per choice cannot follow)."""
+
+    name = "ruled"
+
+    def check_consistency(self, arch):
+        if arch["op"] == "a" and arch["act"] == "gelu":
+            raise ArchError("op 'a' needs act 'relu'")
+
+
+def best_count(arch: Arch) -> int:
+    """Edges of an nb201 cell holding nor_conv_3x3 (the best op of the tests' objective)."""
+    return sum(arch[label] == "nor_conv_3x3" for label in EDGE_LABELS)
+
+
+def nb201_table(path: Path) -> Path:
+    """A table of all 15,625 nb201 cells whose valid accuracy grows with the nor_conv_3x3 edges."""
+    space = make_space("nb201")
+    rows = []
+    for i, ops in enumerate(itertools.product(PRIMITIVES, repeat=len(EDGE_LABELS))):
+        arch = Arch("nb201", {**dict(zip(EDGE_LABELS, ops)), "C": 16, "N": 5}, space.version)
+        acc = 0.4 + 0.08 * best_count(arch) + i * 1e-7
+        rows.append({"arch": arch, "valid_acc": acc, "test_acc": acc - 0.01, "train_seconds": 10.0})
+    return write_table(path, rows)
 
 
 @pytest.mark.parametrize("skips", [False, True])
@@ -126,9 +169,12 @@ def test_state_dict_round_trip_restores_everything_and_the_next_asks():
     assert a.baseline == b.baseline and a.updates == b.updates == 3
 
 
-def test_setup_rejects_other_spaces_and_spaces_without_conv():
-    with pytest.raises(ConfigError, match="needs the layer space.*--space layers"):
-        make_strategy("reinforce").setup(make_space("darts"), 0)
+def test_setup_rejects_cross_choice_rules_and_spaces_without_conv():
+    with pytest.raises(ConfigError, match="'dense' has cross-choice rules.*use random or evolution"):
+        make_strategy("reinforce").setup(make_space("dense"), 0)
+    assert "'ruled' has cross-choice rules" in ReinforceStrategy.supports(RuledSpace())
+    fixed = type("FixedSpace", (SearchSpace,), {"name": "fixed", "choices": lambda self: {"w": ValueChoice("w", (16,))}})
+    assert "space 'fixed' has nothing to decide" in ReinforceStrategy.supports(fixed())
     with pytest.raises(ConfigError, match="no 'conv'"):
         make_strategy("reinforce").setup(make_space("layers", types=["fc", "gap"], image_size=4), 0)
     with pytest.raises(ConfigError):
@@ -136,9 +182,9 @@ def test_setup_rejects_other_spaces_and_spaces_without_conv():
     assert ReinforceConfig().lr == 6e-4 and ReinforceConfig().hidden == 35  # the paper's settings
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_a_killed_reinforce_search_resumes_to_the_uninterrupted_result(tmp_path, workers):
-    space = make_space("layers", skips=True)
+@pytest.mark.parametrize("space_name, workers", [("layers", 1), ("layers", 3), ("nb201", 3)])
+def test_a_killed_reinforce_search_resumes_to_the_uninterrupted_result(tmp_path, space_name, workers):
+    space = make_space(space_name, **({"skips": True} if space_name == "layers" else {}))
     table = SyntheticTable(space)
 
     class Cut:
@@ -193,3 +239,108 @@ def test_cli_reinforce_search_and_report(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (out / "report" / "reinforce_reward.png").is_file()
     assert "NAS-RL controller (REINFORCE)" in (out / "report.html").read_text()
+
+
+# --------------------------------------------------------------------------- any space's declared choices
+def test_choice_sequence_skips_single_valued_choices_and_indexes_input_combinations():
+    seq = ChoiceSequence(ToySpace())
+    assert seq.labels == ["op", "in", "act"] and seq.sizes == [3, 3, 2] and seq.fixed == {"width": 16}
+    assert seq.values[1] == ((0, 1), (0, 2), (1, 2))  # the sorted combinations of 2 of 3 inputs
+    arch = seq.arch([2, 1, 0])
+    assert arch == Arch("toy", {"op": "c", "in": (0, 2), "width": 16, "act": "relu"})
+    ToySpace().validate(arch)
+    assert seq.indices(arch) == [2, 1, 0]
+    assert seq.indices(Arch.from_dict(arch.to_dict(), validate=False)) == [2, 1, 0]  # lists from JSON match the tuples
+    with pytest.raises(ArchError, match="choice 'in': .* is not a value of the space"):
+        seq.indices(arch.with_choice("in", [1, 0]))
+    with pytest.raises(ArchError, match="belongs to space 'nb201'"):
+        seq.indices(make_space("nb201").sample(np.random.default_rng(0)))
+
+
+def test_choice_controller_is_a_distribution_over_every_arch_of_a_tiny_space():
+    space = ToySpace()
+    strategy = _strategy(space, seed=1)
+    assert list(strategy.controller.heads) == ["0", "1", "2"] and not hasattr(strategy.controller, "v")
+    archs = [strategy.sequence.arch(ix) for ix in itertools.product(range(3), range(3), range(2))]
+    total = sum(strategy.log_prob(a).exp().item() for a in archs)
+    assert total == pytest.approx(1.0, abs=1e-5)
+    for _ in range(5):
+        arch, roll = strategy.sample()
+        space.validate(arch)
+        assert len(roll.probs) == 3
+        assert strategy.log_prob(arch).item() == pytest.approx(float(np.sum(np.log(roll.probs))), abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["nb201", "darts", "mbconv"])
+def test_controller_emits_valid_archs_of_every_space_with_one_token_per_choice(name):
+    space = make_space(name)
+    strategy = _strategy(space, seed=2, batch=4, lr=0.01)
+    tokens = [label for label, c in space.choices().items() if c.size > 1]
+    assert strategy.sequence.labels == tokens
+    seen = set()
+    for i in range(12):
+        arch = strategy.ask()
+        space.validate(arch)
+        seen.add(arch)
+        strategy.tell(arch, {"objective": 0.5 + 0.01 * i})
+    assert strategy.updates == 3 and len(seen) > 1 and "depth" not in strategy.history[0]
+    assert np.isfinite(strategy.log_prob(arch).item())
+
+
+def test_reinforce_on_nb201_raises_the_probability_of_the_best_op():
+    space = make_space("nb201")
+    strategy = _strategy(space, seed=0, batch=8, lr=0.01, reward_power=1.0)
+    best = PRIMITIVES.index("nor_conv_3x3")
+    before = [p[best] for p in strategy.probabilities().values()]
+    assert before == pytest.approx([0.2] * 6, abs=0.05)
+    for _ in range(8 * 12):
+        arch = strategy.ask()
+        strategy.tell(arch, {"objective": best_count(arch) / 6})
+    after = [p[best] for p in strategy.probabilities().values()]
+    assert all(a > b for a, b in zip(after, before)) and np.mean(after) > 0.5
+
+
+def test_choice_state_dict_round_trip_restores_the_next_asks():
+    space = make_space("nb201")
+    a = _strategy(space, seed=3, batch=4, lr=0.01)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        a.tell(a.ask(), {"objective": float(rng.random())})
+    pending = a.ask()
+    state = copy.deepcopy(a.state_dict())
+    b = _strategy(space, seed=99, batch=4, lr=0.01)
+    b.load_state_dict(state)
+    assert b.baseline == a.baseline and b.pending == [pending] and b.told == a.told
+    for _ in range(7):
+        x, y = a.ask(), b.ask()
+        assert x == y
+        r = float(rng.random())
+        a.tell(x, {"objective": r})
+        b.tell(y, {"objective": r})
+    assert a.baseline == b.baseline and a.updates == b.updates == 3
+    for pa, pb in zip(a.controller.parameters(), b.controller.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_cli_reinforce_on_nb201_with_the_table_evaluator(tmp_path):
+    from test_cli import run_main
+
+    table = nb201_table(tmp_path / "nb201.csv")
+    out = tmp_path / "run"
+    code = run_main("search", "--space", "nb201", "--strategy", "reinforce", "--evaluator", "table", "--table", table,
+                    "--trials", "16", "--out", out, "--data", "synthetic", "--set", "space.C=4", "--set", "space.N=1",
+                    "--set", "train.epochs=1", "--set", "strategy.batch=4", "--set", "latency.repeats=1",
+                    "--set", "latency.warmup=0", "-q")
+    assert code == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["space"] == "nb201" and result["strategy"] == "reinforce"
+    exp = Experiment.open(out)
+    try:
+        trials = exp.store.trials()
+    finally:
+        exp.close()
+    assert len(trials) == 16
+    arch = Arch.from_json(out / "arch.json")
+    assert (arch["C"], arch["N"]) == (4, 1)
+    best = max(trials, key=lambda r: r["metrics"]["objective"])
+    assert best["metrics"]["objective"] == pytest.approx(0.4 + 0.08 * best_count(arch), abs=1e-2)
