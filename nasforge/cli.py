@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -142,7 +143,7 @@ def search(
 ) -> None:
     """Search an architecture, train it, measure it and save everything in one directory."""
     from nasforge.config import parse_override, read_yaml
-    from nasforge.experiment import Experiment
+    from nasforge.experiment import Experiment, check_out_dir
     from nasforge.pipeline import config_dict, load_data, resolve_config
 
     _setup_logging(verbose)
@@ -162,9 +163,10 @@ def search(
     if out_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = Path("runs") / f"{cfg.strategy['name']}-{cfg.space['name']}-{cfg.data.name}-{stamp}"
+    check_out_dir(out_dir, force)  # an --out that cannot be used fails before any data is read
     data = load_data(cfg)  # before creating the directory: a bad --data-dir leaves nothing behind
     _check_runner(cfg, data)
-    exp = Experiment.create(out_dir, config_dict(cfg), force=force)
+    exp = Experiment.create(out_dir, config_dict(cfg), force=force, lock=True)  # one writer per run
     console.print(f"experiment: {exp.path}")
     _run(exp, cfg, quiet, data)
 
@@ -209,15 +211,19 @@ def resume(
     from nasforge.pipeline import resolve_config
 
     _setup_logging(verbose)
-    exp = Experiment.open(exp_dir)
-    raw = exp.read_config()
-    if isinstance(raw.get("quantize"), dict):  # a `nasforge quantize` run: rerun it with its own settings
+    exp = Experiment.open(exp_dir, lock=True)  # one writer per run; leftover temporary files are removed
+    try:
+        raw = exp.read_config()
+        if isinstance(raw.get("quantize"), dict):  # a `nasforge quantize` run: rerun it with its own settings
+            exp.close()
+            _resume_quantize(exp_dir, raw["quantize"], quiet, verbose)
+            return
+        cfg = resolve_config(raw, _runner_overrides(runner, address, workers) + _engine_overrides(device),
+                             search=not (exp.path / "arch.json").exists())
+        _check_runner(cfg)
+    except BaseException:
         exp.close()
-        _resume_quantize(exp_dir, raw["quantize"], quiet, verbose)
-        return
-    cfg = resolve_config(raw, _runner_overrides(runner, address, workers) + _engine_overrides(device),
-                         search=not (exp.path / "arch.json").exists())
-    _check_runner(cfg)
+        raise
     _run(exp, cfg, quiet)
 
 
@@ -240,7 +246,7 @@ def train(
     """Train a found architecture from scratch and report test accuracy, params, FLOPs and latency."""
     from nasforge.arch import Arch
     from nasforge.config import parse_override, read_yaml
-    from nasforge.experiment import Experiment
+    from nasforge.experiment import Experiment, check_out_dir
     from nasforge.pipeline import config_dict, load_data, resolve_config
 
     arch = Arch.from_json(arch_json)
@@ -254,9 +260,14 @@ def train(
     overrides += [parse_override(s) for s in set_ or []]
     cfg = resolve_config(raw, overrides, search=False)  # the architecture is given: no search
     out_dir = out_dir or Path("runs") / f"train-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_out_dir(out_dir, force)
     dataset = load_data(cfg)
-    exp = Experiment.create(out_dir, config_dict(cfg), force=force)
-    arch.save(exp.path / "arch.json")
+    exp = Experiment.create(out_dir, config_dict(cfg), force=force, lock=True)  # one writer per run
+    try:
+        arch.save(exp.path / "arch.json")
+    except BaseException:
+        exp.close()
+        raise
     console.print(f"experiment: {exp.path}")
     _run(exp, cfg, quiet, dataset)
 
@@ -272,9 +283,12 @@ def export(
 ) -> None:
     """Export a network to ONNX (checked against PyTorch with ONNX Runtime) or TorchScript, latency beside it."""
     from nasforge.arch import Arch
+    from nasforge.experiment import check_export_dir, check_writable
     from nasforge.export import export_model, write_latency
     from nasforge.train import load_model
 
+    if out_dir is not None:
+        check_export_dir(out_dir)  # a file in the way or an unwritable folder fails before any export
     if source.suffix == ".json":
         arch = Arch.from_json(source)
         trained = source.parent / "model.pt"
@@ -297,6 +311,7 @@ def export(
         model, arch, input_shape = load_model(path)
         source = path
     target = out_dir or source.parent
+    check_writable(target)
     if fmt == "json":
         written = {"path": str(arch.save(Path(target) / "arch.export.json")), "format": "json"}
     else:
@@ -328,9 +343,14 @@ def latency(
     """Build a latency lookup table: every candidate op of a space timed on the target device."""
     from nasforge.config import parse_override
     from nasforge.data import load_dataset
+    from nasforge.experiment import check_out_file
+    from nasforge.hardware.latency import check_device
     from nasforge.hardware.lut import build_table, check_table
     from nasforge.spaces import make_space
 
+    check_device(device)  # a device this machine lacks fails before anything is measured
+    if out_file is not None:
+        check_out_file(out_file)  # a directory or an unwritable place fails before anything is measured
     options = {}
     for item in set_ or []:
         path, value = parse_override(item)
@@ -339,6 +359,7 @@ def latency(
     dataset = load_dataset(data, str(data_dir) if data_dir else None)
     shape = tuple(dataset.input_shape)
     target = out_file or Path("latency_tables") / f"{space}-{device}-{'x'.join(map(str, shape))}.json"
+    check_out_file(target)
     with _progress(quiet) as progress:
         table = build_table(search_space, shape, dataset.num_classes, device=device, batch_size=batch_size,
                             warmup=warmup, repeats=repeats, threads=threads, progress=progress)
@@ -392,7 +413,7 @@ def quantize_cmd(
     from nasforge.config import load_section, parse_override, read_yaml
     from nasforge.data import load_dataset
     from nasforge.errors import ConfigError, ExperimentError
-    from nasforge.experiment import Experiment
+    from nasforge.experiment import Experiment, check_out_dir
     from nasforge.quant.budget import format_value, parse_budget
     from nasforge.strategies.haq import HaqSearch, haq_config_dict, make_haq_config
     from nasforge.train import load_model
@@ -403,6 +424,9 @@ def quantize_cmd(
     engine = Engine(load_section(EngineConfig, engine_options, "engine"))  # a bad device fails before any file
     path = model_or_run / "model.pt" if model_or_run.is_dir() else model_or_run
     parsed_budget = parse_budget(budget)
+    out_dir = out_dir or Path("runs") / f"haq-{parsed_budget.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if force or not (out_dir / "config.yaml").is_file():  # not a resume: the --out must be usable
+        check_out_dir(out_dir, force)
     options: dict[str, Any] = {}
     if episodes is not None:
         options["episodes"] = episodes
@@ -433,17 +457,16 @@ def quantize_cmd(
         config["quantize"]["engine"] = engine_options
     search = HaqSearch(model, dataset, parsed_budget, accelerator=accelerator, config=cfg, seed=seed,
                        input_shape=input_shape, engine=engine)  # checks the budget before anything is written
-    out_dir = out_dir or Path("runs") / f"haq-{parsed_budget.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = None
     if (out_dir / "config.yaml").is_file() and not force:
         previous = read_yaml(out_dir / "config.yaml")
         if previous != config:
             raise ExperimentError(f"{out_dir} holds another run; pass --force to overwrite it or --out to choose "
                                   "another (the same command with the same settings resumes it)")
-        exp = Experiment.open(out_dir)
+        exp = Experiment.open(out_dir, lock=True)  # one writer per run
         console.print(f"resuming: {exp.path}")
     if exp is None:
-        exp = Experiment.create(out_dir, config, force=force)
+        exp = Experiment.create(out_dir, config, force=force, lock=True)
         console.print(f"experiment: {exp.path}")
     try:
         with _progress(quiet) as progress:
@@ -523,13 +546,59 @@ def list_() -> None:
     out.print(grid)
 
 
+#: longest error line printed (a huge value or path is cut, with the count of what was left out)
+MAX_ERROR_CHARS = 500
+
+
+def _error_line(message: str) -> str:
+    """``message`` on one line (whitespace runs folded), cut to ``MAX_ERROR_CHARS``."""
+    line = " ".join(str(message).split())
+    if len(line) > MAX_ERROR_CHARS:
+        cut = MAX_ERROR_CHARS - 40
+        line = f"{line[:cut]}... ({len(line) - cut} more characters)"
+    return line
+
+
+def _fail(message: str, code: int) -> None:
+    console.print(f"[red]error:[/red] {escape(_error_line(message))}", highlight=False, soft_wrap=True,
+                  emoji=False)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Entry point: run the app, turning user errors into one line and a non-zero exit."""
+    """Entry point: run the app, turning user errors, usage errors, disk faults and Ctrl-C into one line
+    and a non-zero exit (2 for bad input, 3 for training that cannot go on, 130 for Ctrl-C)."""
+    try:  # typer >= 0.23 vendors click
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover - older typer on click
+        from click import exceptions as click_errors
+
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="nasforge")
     except NasforgeError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
+        _fail(str(exc), exc.exit_code)
+    except click_errors.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help())
         sys.exit(exc.exit_code)
+    except click_errors.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "nasforge"
+        _fail(f"{exc.format_message().rstrip('.')}; see '{where} --help'", exc.exit_code)
+    except click_errors.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        console.print("interrupted", highlight=False)
+        sys.exit(130)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:  # output piped into a program that stopped reading
+            sys.exit(1)
+        from nasforge.utils import disk_error
+
+        where = Path(exc.filename).parent if getattr(exc, "filename", None) else Path.cwd()
+        error = disk_error(exc, where)
+        if error is None:
+            raise
+        _fail(str(error), error.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -127,13 +127,40 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+#: largest config file read (a config is a few KB; this keeps a wrong or hostile file from filling memory)
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``): a few hundred bytes of nested aliases
+    ("billion laughs") expand to gigabytes when the config is walked or printed."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"YAML aliases (*{event.anchor}) are not supported in configs "
+                              f"(line {event.start_mark.line + 1}); write the values out")
+        return super().compose_node(parent, index)
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` without aliases (``ConfigError`` on one)."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping with one-line errors for missing, unreadable or malformed files."""
+    """Read a YAML mapping with one-line errors for missing, unreadable, oversized or malformed files."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; check the path given to --config")
     try:
-        data = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is {size / 1e6:.1f} MB, more than a config can be "
+                              f"({MAX_CONFIG_BYTES // 1_000_000} MB); check the path given to --config")
+        data = safe_load(path.read_text())
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -156,9 +183,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"--set {text!r} has no key; write it like strategy.epochs=10")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    except ConfigError as exc:
+        raise ConfigError(f"--set {key.strip()}: {exc}") from None
     return path, value
 
 

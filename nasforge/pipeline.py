@@ -101,6 +101,9 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
         engine=load_section(EngineConfig, raw.get("engine"), "engine"),
     )
     check_engine(cfg.engine)  # a device, precision or compile this machine lacks fails before a run directory exists
+    from nasforge.hardware.latency import check_device
+
+    check_device(cfg.latency.device, "latency.device")  # not after the whole search and training
     if cfg.data.name not in dataset_names():
         raise ConfigError(f"unknown dataset '{cfg.data.name}'; choose one of {dataset_names()}")
     space = dict(raw.get("space") or {})
@@ -114,6 +117,8 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
         check_supported(type(strat), space_obj)
     cfg.space = space
     cfg.strategy = {"name": strategy["name"], **to_dict(strat.config)}
+    if search and isinstance(cfg.strategy.get("latency_device"), str) and not cfg.strategy.get("latency_table"):
+        check_device(cfg.strategy["latency_device"], "strategy.latency_device")  # the table is timed there
     fill_auto(cfg.train, cfg.data.name, "train")
     if cfg.strategy.get("latency_table"):  # a missing or corrupt table fails before a run directory exists
         from nasforge.hardware.lut import LatencyTable

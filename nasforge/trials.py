@@ -23,6 +23,13 @@ kill) are evaluated again. Every trial is one row of the store's ``trials`` tabl
 Budgets (``Budget``): a number of trials, wall-clock seconds, and/or simulated seconds
 (the sum of the evaluated trials' ``train_seconds``, as NAS-Bench-201 counts search
 time); the first one spent stops the asking, and outstanding trials are finished.
+
+Repeats: an architecture the search has already evaluated is answered from the store.
+With ``repeats="charge"`` (NAS-Bench-201's convention) it costs its training time again
+in the simulated budget; with ``"free"`` (the default) it costs nothing. Either way a
+search ends after ``max_repeats`` repeats in a row (a strategy that only proposes
+architectures it has seen would otherwise never spend a simulated budget), with a
+warning and ``search_info["stopped"]`` saying so.
 """
 
 from __future__ import annotations
@@ -55,6 +62,9 @@ class TrialsConfig:
     max_seconds: float | None = option(None, help="wall-clock budget of the search in seconds")
     max_sim_seconds: float | None = option(None, help="simulated-time budget: sum of the trials' train_seconds")
     dedupe: bool = option(True, help="answer an architecture evaluated before from the store, not again")
+    repeats: str = option("free", choices=("free", "charge"),
+                          help="simulated cost of a repeated architecture: free, or charge its train_seconds again")
+    max_repeats: int = option(100, lo=1, hi=10**9, help="end the search after this many repeated archs in a row")
 
     def __post_init__(self) -> None:
         Budget(self.max_trials, self.max_seconds, self.max_sim_seconds, _allow_empty=True)
@@ -72,18 +82,24 @@ class TrialsConfig:
         if self.max_trials is None and self.max_seconds is None and self.max_sim_seconds is None:
             from nasforge.profiles import profile
 
-            return Budget(trials=int(profile(dataset, "trials")["max_trials"]))
-        return Budget(self.max_trials, self.max_seconds, self.max_sim_seconds)
+            return Budget(trials=int(profile(dataset, "trials")["max_trials"]), charge_repeats=self.repeats == "charge",
+                          max_repeats=self.max_repeats)
+        return Budget(self.max_trials, self.max_seconds, self.max_sim_seconds,
+                      charge_repeats=self.repeats == "charge", max_repeats=self.max_repeats)
 
 
 @dataclass(frozen=True)
 class Budget:
     """When a search stops asking: after ``trials`` trials, ``seconds`` of wall time or
-    ``sim_seconds`` of simulated training time, whichever comes first."""
+    ``sim_seconds`` of simulated training time, whichever comes first, or after
+    ``max_repeats`` repeated architectures in a row. ``charge_repeats``: a repeat costs its
+    ``train_seconds`` again in the simulated time (NAS-Bench-201's convention)."""
 
     trials: int | None = None
     seconds: float | None = None
     sim_seconds: float | None = None
+    charge_repeats: bool = False
+    max_repeats: int | None = 100
     _allow_empty: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +112,9 @@ class Budget:
                                   f"give trials.{key} a value above 0 (e.g. --trials 20)")
             if name == "trials" and int(value) != value:
                 raise ConfigError(f"trials.max_trials={value!r} must be a whole number of trials")
+        if self.max_repeats is not None and (isinstance(self.max_repeats, bool) or not isinstance(
+                self.max_repeats, int) or self.max_repeats < 1):
+            raise ConfigError(f"trials.max_repeats={self.max_repeats!r} must be a whole number above 0")
         if not self._allow_empty and self.trials is None and self.seconds is None and self.sim_seconds is None:
             raise ConfigError("a sample-based search needs a budget; set trials.max_trials (--trials N), "
                               "trials.max_seconds or trials.max_sim_seconds")
@@ -188,6 +207,8 @@ class _Loop:
         self.history: list[dict[str, Any]] = []
         self.told_done: dict[str, int] = {}  # arch hash -> first told done trial
         self.told = self.asked = 0
+        self.repeats = 0  # repeated architectures told in a row
+        self.stopped: str | None = None
         self.sim = self.wall0 = 0.0
         self.t0 = time.time()
         self.stored: dict[int, dict[str, Any]] = {}
@@ -205,6 +226,12 @@ class _Loop:
         if b.sim_seconds is not None and self.sim >= b.sim_seconds:
             return False
         if b.seconds is not None and self.elapsed() >= b.seconds:
+            return False
+        if b.max_repeats is not None and self.repeats >= b.max_repeats:
+            if self.stopped is None:
+                self.stopped = (f"the strategy proposed {self.repeats} already evaluated architectures in a row; "
+                                "the search ended before its budget (trials.max_repeats)")
+                log.warning(self.stopped)
             return False
         return True
 
@@ -229,6 +256,7 @@ class _Loop:
                 raise ExperimentError(f"the store lacks finished trial {i} that the checkpoint counts; the "
                                       "experiment is damaged: delete checkpoints/search.pt to search again")
             self.history.append(row)
+            self.repeats = self.repeats + 1 if row["duplicate_of"] is not None else 0
             if row["status"] == "done":
                 self.told_done.setdefault(row["arch_hash"], i)
         log.info("resuming the search after trial %d (%d asked)", self.told - 1, self.asked)
@@ -308,9 +336,10 @@ class _Loop:
             self.history.append(record)
             self.told = slot.index + 1
             advance = 1.0
+            self.repeats = self.repeats + 1 if slot.duplicate_of is not None else 0
             if slot.metrics is not None:
                 self.told_done.setdefault(slot.arch.hash, slot.index)
-                if slot.duplicate_of is None:
+                if slot.duplicate_of is None or self.budget.charge_repeats:
                     seconds = float(slot.metrics.get("train_seconds", 0.0) or 0.0)
                     self.sim += seconds
                     if self.budget.trials is None and self.budget.sim_seconds is not None:
@@ -376,6 +405,8 @@ class _Loop:
             "best_metrics": best["metrics"], "sim_seconds": self.sim, "wall_seconds": self.elapsed(),
             "budget": self.budget.describe(), "runner": self.runner.name, "workers": self.runner.workers,
         }
+        if self.stopped is not None:
+            info["stopped"] = self.stopped
         return SearchResult(Arch.from_dict(best["arch"], validate=False), self.history, info)
 
 

@@ -80,13 +80,22 @@ DATASETS: Registry[Callable[[str | os.PathLike | None, int, float | None], Datas
     "dataset", error=DataError)
 
 
+def _no_data_dir(name: str, data_dir: str | os.PathLike | None) -> None:
+    """A dataset that is built in takes no --data-dir: refuse one rather than silently ignore it."""
+    if data_dir is not None and str(data_dir) != "":
+        raise DataError(f"dataset {name} is built in and takes no --data-dir (got {data_dir}); drop --data-dir, "
+                        "or pass --data cifar10 to read images from it")
+
+
 @DATASETS.register("digits", description="scikit-learn's 8x8 handwritten digits, embedded (no download)")
 def _digits(data_dir: str | os.PathLike | None, seed: int, valid_fraction: float | None) -> Dataset:
+    _no_data_dir("digits", data_dir)
     return _load_digits(seed, _check_fraction(valid_fraction, 0.125))
 
 
 @DATASETS.register("synthetic", description="small seeded 8x8 task with noisy class prototypes (tests)")
 def _synthetic(data_dir: str | os.PathLike | None, seed: int, valid_fraction: float | None) -> Dataset:
+    _no_data_dir("synthetic", data_dir)
     return synthetic_dataset(seed=seed, valid_fraction=valid_fraction)
 
 
@@ -427,6 +436,8 @@ def _load_cifar10(data_dir: str | os.PathLike | None, seed: int, valid_fraction:
     x_train, y_train, x_test, y_test, class_names = reader(source)
     if len(y_train) < 2:
         raise DataError(f"{source} holds {len(y_train)} training images; pass a dataset with at least 2")
+    if len(y_test) < 1:  # else every run would report a test accuracy of 0.0 as if it were a result
+        raise DataError(f"{source} holds no test images (x_test/y_test are empty); pass a dataset with a test split")
     return _split_and_build(
         "cifar10", x_train, y_train, seed, valid_fraction, class_names, Augment(crop_padding=4, flip=True),
         test=(x_test, y_test), scale=255.0,

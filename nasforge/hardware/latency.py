@@ -20,7 +20,7 @@ from torch import nn
 from nasforge.errors import NasforgeError
 from nasforge.hardware.cost import _check_input_shape, eval_mode, example_input
 
-__all__ = ["LatencyResult", "measure_latency", "describe_device", "DEVICES"]
+__all__ = ["LatencyResult", "measure_latency", "describe_device", "check_device", "DEVICES"]
 
 DEVICES: tuple[str, ...] = ("cpu", "cuda", "onnxruntime")
 
@@ -60,6 +60,20 @@ def _require_cuda() -> None:
     """Raise a NasforgeError if CUDA cannot be used."""
     if not torch.cuda.is_available():
         raise NasforgeError("CUDA is not available on this machine; use --device cpu (or onnxruntime)")
+
+
+def check_device(device: str, what: str = "--device") -> None:
+    """Refuse a timing target this machine cannot use (unknown, CUDA without a GPU, onnxruntime missing),
+    before anything is built, trained or measured."""
+    import importlib.util
+
+    if device not in DEVICES:
+        raise NasforgeError(f"unknown {what} {device!r}; use one of: {'|'.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NasforgeError(f"{what}=cuda but CUDA is not available on this machine; use cpu (or onnxruntime)")
+    if device == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+        raise NasforgeError(f"{what}=onnxruntime but onnxruntime is not installed; pip install 'nasforge[onnx]' "
+                            "or use cpu")
 
 
 @functools.lru_cache(maxsize=1)

@@ -85,17 +85,20 @@ def load_run(path: str | os.PathLike) -> Run:
         run.notes.append("config.yaml is not valid YAML; settings below are shown as written")
     run.config = config if isinstance(config, dict) else {}
     if (root / "store.sqlite").is_file():
-        from nasforge.experiment import Experiment
+        from nasforge.experiment import Store
 
-        exp = Experiment(root)
+        store = Store(root / "store.sqlite", readonly=True)  # a reader: no run lock, no write (read-only disks too)
         try:
-            store = exp.store
-            phases = [p for (p,) in store.conn.execute("SELECT DISTINCT phase FROM epochs ORDER BY phase")]
-            run.epochs = {p: store.epochs(p) for p in phases}
-            run.trials = store.trials()
-            run.meta = {k: json.loads(v) for k, v in store.conn.execute("SELECT key, value FROM meta")}
+            tables = {t for (t,) in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "epochs" in tables:
+                phases = [p for (p,) in store.conn.execute("SELECT DISTINCT phase FROM epochs ORDER BY phase")]
+                run.epochs = {p: store.epochs(p) for p in phases}
+            if "trials" in tables:
+                run.trials = store.trials()
+            if "meta" in tables:
+                run.meta = {k: json.loads(v) for k, v in store.conn.execute("SELECT key, value FROM meta")}
         finally:
-            exp.close()
+            store.close()
     arch = _read_json(root / "arch.json", run.notes)
     if arch is not None and not isinstance(arch, dict):
         run.notes.append("arch.json is not a JSON object; it is ignored here")
