@@ -1,5 +1,6 @@
 """MetaQNN (Q-learning): walks obey the transition rules, the hand-computed Q-update, the
-epsilon schedule, replay, checkpoint round trip, and resume through the trial loop."""
+epsilon schedule, replay, checkpoint round trip, and resume through the trial loop, on the
+layer space and over any space's declared choices (the CLI on nb201 with a table)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from nasforge.spaces.layers import Layer
 from nasforge.strategies import make_strategy
 from nasforge.strategies.qlearning import END, PAPER_SCHEDULE, MetaQNNStrategy, epsilon_at, scaled_schedule
 from nasforge.trials import Budget, run_trials
+from test_reinforce import RuledSpace, ToySpace, best_count, nb201_table
 
 
 def _strategy(space, seed=0, **options) -> MetaQNNStrategy:
@@ -114,8 +116,9 @@ def test_epsilon_schedule_is_the_papers_scaled_to_the_budget():
     assert [h["epsilon"] for h in strategy.history] == eps
 
 
-def test_state_dict_round_trip_restores_q_epsilon_replay_and_the_next_asks():
-    space = make_space("layers", strides=[1, 2])
+@pytest.mark.parametrize("space_name", ["layers", "nb201"])
+def test_state_dict_round_trip_restores_q_epsilon_replay_and_the_next_asks(space_name):
+    space = make_space(space_name, **({"strides": [1, 2]} if space_name == "layers" else {}))
     a = _strategy(space, seed=2, trials=20, replay=10)
     rng = np.random.default_rng(0)
     for _ in range(12):
@@ -138,13 +141,15 @@ def test_bad_options_and_spaces_are_config_errors():
                 {"schedule": "fast"}, {"lr": -1}):
         with pytest.raises(ConfigError):
             make_strategy("metaqnn", bad)
-    with pytest.raises(ConfigError, match="--space layers"):
-        make_strategy("metaqnn").setup(make_space("darts"), 0)
+    with pytest.raises(ConfigError, match="'dense' has cross-choice rules.*use random or evolution"):
+        make_strategy("metaqnn").setup(make_space("dense"), 0)
+    assert "'ruled' has cross-choice rules" in MetaQNNStrategy.supports(RuledSpace())
     assert make_strategy("metaqnn", {}, "digits").config.trials == 20  # the digits trial budget
 
 
-def test_a_killed_metaqnn_search_resumes_to_the_uninterrupted_result(tmp_path):
-    space = make_space("layers")
+@pytest.mark.parametrize("space_name", ["layers", "darts"])
+def test_a_killed_metaqnn_search_resumes_to_the_uninterrupted_result(tmp_path, space_name):
+    space = make_space(space_name)
     table = SyntheticTable(space)
 
     class Cut:
@@ -200,3 +205,65 @@ def test_cli_metaqnn_on_digits_with_the_train_evaluator_and_report(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (out / "report" / "metaqnn_reward.png").is_file()
     assert "MetaQNN (Q-learning)" in (out / "report.html").read_text()
+
+
+# --------------------------------------------------------------------------- any space's declared choices
+def test_choice_walk_q_update_matches_hand_computed_values():
+    # decisions op (3 values), in (3 combinations), act (2); width is fixed and takes no step
+    strategy = _strategy(ToySpace(), lr=0.01, discount=1.0, q_init=0.5, replay=0)
+    arch = strategy.sequence.arch([2, 1, 0])  # op c, inputs (0, 2), act relu
+    assert strategy.transitions(arch) == [((0, -1), 2, (1, 2), [0, 1, 2]), ((1, 2), 1, (2, 1), [0, 1]),
+                                          ((2, 1), 0, None, [])]
+    strategy.replay_update([(arch, 0.8), (arch, 0.8)])
+    # first: Q((2,1),0) = 0.503; Q((1,2),1) = 0.5 + .01 (0.503 - 0.5) = 0.50003; Q((0,-1),2) = 0.5000003
+    # second: Q((2,1),0) = 0.503 + .01 (0.8 - 0.503) = 0.50597; Q((1,2),1) = 0.50003 + .01 (0.50597 - 0.50003)
+    #         = 0.5000894; Q((0,-1),2) = 0.5000003 + .01 (0.5000894 - 0.5000003) = 0.500001191
+    assert strategy.q[(2, 1)][0] == pytest.approx(0.50597, abs=1e-12)
+    assert strategy.q[(1, 2)][1] == pytest.approx(0.5000894, abs=1e-12)
+    assert strategy.q[(0, -1)][2] == pytest.approx(0.500001191, abs=1e-12)
+    assert strategy.walk(epsilon=0.0) == arch  # greedy follows the only values above q_init
+
+
+@pytest.mark.parametrize("name", ["nb201", "darts", "mbconv"])
+def test_choice_walks_are_valid_archs_of_every_space(name):
+    space = make_space(name)
+    strategy = _strategy(space, replay=5, trials=30)
+    tokens = [label for label, c in space.choices().items() if c.size > 1]
+    assert strategy.sequence.labels == tokens
+    rng = np.random.default_rng(0)
+    for k in range(30):
+        arch = strategy.walk(epsilon=[1.0, 0.0][k % 2])
+        space.validate(arch)
+        strategy.tell(arch, {"objective": float(rng.random())})
+    assert all(len(state) == 2 and state[0] < len(tokens) for state in strategy.q)
+
+
+def test_metaqnn_on_nb201_learns_the_best_op():
+    # objective: the share of edges holding nor_conv_3x3; chance is 6/5 = 1.2 such edges per cell
+    strategy = _strategy(make_space("nb201"), seed=0, trials=200, replay=50)
+    counts = []
+    for _ in range(200):
+        arch = strategy.ask()
+        counts.append(best_count(arch))
+        strategy.tell(arch, {"objective": counts[-1] / 6})
+    explore, exploit = np.mean(counts[:60]), np.mean(counts[-30:])  # epsilon 1.0; then 0.3 down to 0.1
+    assert explore < 1.5 and exploit > 2.5 and best_count(strategy.walk(epsilon=0.0)) >= 3
+
+
+def test_cli_metaqnn_on_nb201_with_the_table_evaluator(tmp_path):
+    from test_cli import run_main
+
+    table = nb201_table(tmp_path / "nb201.csv")
+    out = tmp_path / "run"
+    code = run_main("search", "--space", "nb201", "--strategy", "metaqnn", "--evaluator", "table", "--table", table,
+                    "--trials", "12", "--out", out, "--data", "synthetic", "--set", "space.C=4", "--set", "space.N=1",
+                    "--set", "train.epochs=1", "--set", "strategy.replay=10", "--set", "latency.repeats=1",
+                    "--set", "latency.warmup=0", "-q")
+    assert code == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["space"] == "nb201" and result["strategy"] == "metaqnn"
+    exp = Experiment.open(out)
+    try:
+        assert len(exp.store.trials()) == 12
+    finally:
+        exp.close()

@@ -114,16 +114,16 @@ def test_base_strategy_supports_every_space():
 
 
 @pytest.mark.parametrize("name", ["reinforce", "metaqnn"])
-def test_layer_strategies_need_the_layer_space(name):
+def test_rl_strategies_search_declared_choices_but_not_cross_choice_rules(name):
     cls = get_strategy_class(name)
-    assert cls.supports(make_space("layers")) is None
-    for other in ("darts", "nb201", "mbconv", "dense"):
-        reason = cls.supports(make_space(other))
-        assert reason and "\n" not in reason
-        assert f"strategy '{name}'" in reason and f"'{other}'" in reason and "pass --space layers" in reason
-        with pytest.raises(ConfigError) as info:
-            check_supported(cls, make_space(other))
-        assert str(info.value) == reason
+    for space in ("layers", "darts", "nb201", "mbconv"):
+        assert cls.supports(make_space(space)) is None
+    reason = cls.supports(make_space("dense"))
+    assert reason and "\n" not in reason
+    assert f"strategy '{name}'" in reason and "'dense'" in reason and "cross-choice rules" in reason
+    with pytest.raises(ConfigError) as info:
+        check_supported(cls, make_space("dense"))
+    assert str(info.value) == reason
 
 
 def test_reinforce_needs_conv_layers():
@@ -147,25 +147,26 @@ def test_table_evaluator_needs_an_arch_string_form():
 
 
 def test_sample_search_checks_the_space_before_anything_runs():
-    with pytest.raises(ConfigError, match="pass --space layers"):
-        make_strategy("reinforce").search(make_space("darts"), None, evaluator=lambda arch: {"objective": 0.0})
+    with pytest.raises(ConfigError, match="cross-choice rules"):
+        make_strategy("reinforce").search(make_space("dense"), None, evaluator=lambda arch: {"objective": 0.0})
 
 
 # --------------------------------------------------------------------------- resolve_config
 def test_resolve_rejects_an_incompatible_strategy_and_space():
     with pytest.raises(ConfigError) as info:
-        resolve_config({"space": {"name": "darts"}, "strategy": {"name": "reinforce"}})
-    assert "pass --space layers" in str(info.value) and "\n" not in str(info.value)
+        resolve_config({"space": {"name": "dense"}, "strategy": {"name": "reinforce"}})
+    assert "cross-choice rules" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="metaqnn"):
-        resolve_config({"space": {"name": "nb201"}, "strategy": {"name": "metaqnn"}})
+        resolve_config({"space": {"name": "dense"}, "strategy": {"name": "metaqnn"}})
     cfg = resolve_config({"space": {"name": "layers"}, "strategy": {"name": "reinforce"}})
     assert cfg.strategy["name"] == "reinforce"
+    assert resolve_config({"space": {"name": "nb201"}, "strategy": {"name": "metaqnn"}}).space["name"] == "nb201"
 
 
 def test_resolve_without_a_search_does_not_check_the_strategy():
     """`nasforge train` and resuming a run whose search is done give the architecture: no search."""
-    cfg = resolve_config({"space": {"name": "darts"}, "strategy": {"name": "reinforce"}}, search=False)
-    assert cfg.space["name"] == "darts"
+    cfg = resolve_config({"space": {"name": "dense"}, "strategy": {"name": "reinforce"}}, search=False)
+    assert cfg.space["name"] == "dense"
 
 
 def test_resolve_rejects_the_table_evaluator_on_a_space_without_arch_strings(tmp_path):
@@ -206,7 +207,8 @@ def test_support_matrix_covers_every_strategy_and_space():
         assert list(row) == space_names()
         for space, reason in row.items():
             assert reason == get_strategy_class(strategy).supports(make_space(space))
-    assert matrix["reinforce"]["layers"] is None and matrix["reinforce"]["darts"]
+    assert matrix["reinforce"]["layers"] is None and matrix["reinforce"]["darts"] is None
+    assert matrix["reinforce"]["dense"] and matrix["metaqnn"]["dense"]
     assert matrix["random"] == {s: None for s in space_names()}
 
 
@@ -224,14 +226,14 @@ def _nasforge(*args, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_cli_incompatible_pair_fails_before_creating_the_run_directory(tmp_path: Path):
     target = tmp_path / "x"
-    proc = _nasforge("search", "--space", "darts", "--strategy", "reinforce", "--data", "synthetic",
+    proc = _nasforge("search", "--space", "dense", "--strategy", "reinforce", "--data", "synthetic",
                      "--out", target, "-q", cwd=tmp_path)
     err = ANSI.sub("", proc.stderr)
     assert proc.returncode == 2, err
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "reinforce" in lines[0] and "pass --space layers" in lines[0]
+    assert "reinforce" in lines[0] and "cross-choice rules" in lines[0]
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []  # no default runs/ folder either
 
