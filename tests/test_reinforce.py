@@ -57,6 +57,15 @@ class RuledSpace(ToySpace):
             raise ArchError("op 'a' needs act 'relu'")
 
 
+class FixedSpace(SearchSpace):
+    """A space whose only choice has one value: nothing to decide."""
+
+    name = "fixed"
+
+    def choices(self):
+        return {"width": ValueChoice("width", (16,))}
+
+
 def best_count(arch: Arch) -> int:
     """Edges of an nb201 cell holding nor_conv_3x3 (the best op of the tests' objective)."""
     return sum(arch[label] == "nor_conv_3x3" for label in EDGE_LABELS)
@@ -173,8 +182,7 @@ def test_setup_rejects_cross_choice_rules_and_spaces_without_conv():
     with pytest.raises(ConfigError, match="'dense' has cross-choice rules.*use random or evolution"):
         make_strategy("reinforce").setup(make_space("dense"), 0)
     assert "'ruled' has cross-choice rules" in ReinforceStrategy.supports(RuledSpace())
-    fixed = type("FixedSpace", (SearchSpace,), {"name": "fixed", "choices": lambda self: {"w": ValueChoice("w", (16,))}})
-    assert "space 'fixed' has nothing to decide" in ReinforceStrategy.supports(fixed())
+    assert "space 'fixed' has nothing to decide" in ReinforceStrategy.supports(FixedSpace())
     with pytest.raises(ConfigError, match="no 'conv'"):
         make_strategy("reinforce").setup(make_space("layers", types=["fc", "gap"], image_size=4), 0)
     with pytest.raises(ConfigError):

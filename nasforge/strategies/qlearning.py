@@ -12,14 +12,14 @@ last choice, whose Q-value takes the reward. Spaces with cross-choice rules
 the Q-update below are the same on every space; ``size_bins`` and ``square`` only
 concern the layer space.
 
-**The layer space**: the agent walks a state space from a start state to a termination: a state is the
-layer just added (type and parameters), its depth, the bin of its representation size
-(MetaQNN's bins: above 7, 4 to 7, at most 3 pixels -> 8, 4, 1; ``size_bins``) and the
-number of fc layers so far. An action is the next layer, or the end (the softmax
-classifier); which actions are allowed is the space's transition rules at the actual
-(unbinned) size: no pooling first or after pooling, fc only on a small representation,
-at most ``max_fc`` fc layers with non-increasing widths, ``gap`` followed only by the
-end, at most ``max_depth`` layers. Each walk is epsilon-greedy on Q (ties broken at
+**The layer space**: the agent walks a state space from a start state to a termination:
+a state is the layer just added (type and parameters), its depth, the bin of its
+representation size (MetaQNN's bins: above 7, 4 to 7, at most 3 pixels -> 8, 4, 1;
+``size_bins``) and the number of fc layers so far. An action is the next layer, or the
+end (the softmax classifier); which actions are allowed is the space's transition rules
+at the actual (unbinned) size: no pooling first or after pooling, fc only on a small
+representation, at most ``max_fc`` fc layers with non-increasing widths, ``gap``
+followed only by the end, at most ``max_depth`` layers. Each walk is epsilon-greedy on Q (ties broken at
 random); Q starts at 0.5 for every pair.
 
 Learning is the paper's: after each model's result, the model joins the replay memory
@@ -52,8 +52,8 @@ from nasforge.config import option
 from nasforge.errors import ConfigError
 from nasforge.registry import check_supported
 from nasforge.spaces.layers import NONE, Layer, LayerSpace, conv_out, pool_out
-from nasforge.strategies.reinforce import ChoiceSequence, sequence_support
 from nasforge.strategies.base import SampleStrategy, register_strategy
+from nasforge.strategies.reinforce import ChoiceSequence, sequence_support
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ END = ("end",)
 #: walk state on the layer space: (depth, layer key, size bin, fc layers so far), the start is
 #: depth 0; on other spaces: (position, previous value index), the start is (0, -1)
 State = tuple
-Action = tuple
+#: an action: a layer key or ``END`` on the layer space, a value index on other spaces
+Action = Any
 
 
 @dataclass
