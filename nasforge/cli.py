@@ -100,6 +100,17 @@ def _summary(result: dict[str, Any], exp_dir: Path) -> None:
     out.print(table)
 
 
+_reported_interrupt = False
+
+
+def _interrupted(message: str) -> None:
+    """Say how to continue after Ctrl-C and exit 130."""
+    global _reported_interrupt
+    console.print(message, highlight=False, soft_wrap=True)
+    _reported_interrupt = True
+    raise typer.Exit(130)
+
+
 def _run(exp, cfg, quiet: bool, data=None) -> None:
     from nasforge.pipeline import run_experiment
 
@@ -107,8 +118,7 @@ def _run(exp, cfg, quiet: bool, data=None) -> None:
         with _progress(quiet) as progress:
             result = run_experiment(exp, cfg, progress, data)
     except KeyboardInterrupt:
-        console.print(f"interrupted; continue with: nasforge resume {exp.path}")
-        raise typer.Exit(130)
+        _interrupted(f"interrupted; continue with: nasforge resume {exp.path}")
     finally:
         exp.close()
     _summary(result, exp.path)
@@ -472,8 +482,7 @@ def quantize_cmd(
         with _progress(quiet) as progress:
             result = search.run(exp, progress).metrics
     except KeyboardInterrupt:
-        console.print(f"interrupted; continue with the same command (--out {exp.path})")
-        raise typer.Exit(130)
+        _interrupted(f"interrupted; continue with the same command (--out {exp.path})")
     finally:
         exp.close()
     table = Table(title=f"nasforge quantize: {exp.path}", show_header=False)
@@ -598,6 +607,8 @@ def main() -> None:
         if error is None:
             raise
         _fail(str(error), error.exit_code)
+    if code == 130 and not _reported_interrupt:  # Ctrl-C outside a run (typer turns it into exit 130)
+        console.print("interrupted", highlight=False)
     sys.exit(code if isinstance(code, int) else 0)
 
 
