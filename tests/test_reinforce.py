@@ -183,6 +183,8 @@ def test_setup_rejects_cross_choice_rules_and_spaces_without_conv():
         make_strategy("reinforce").setup(make_space("dense"), 0)
     assert "'ruled' has cross-choice rules" in ReinforceStrategy.supports(RuledSpace())
     assert "space 'fixed' has nothing to decide" in ReinforceStrategy.supports(FixedSpace())
+    opaque = type("OpaqueSpace", (ToySpace,), {"name": "opaque", "choices": lambda self: {"cell": object()}})
+    assert "choice 'cell' of space 'opaque' (object) has none" in ReinforceStrategy.supports(opaque())
     with pytest.raises(ConfigError, match="no 'conv'"):
         make_strategy("reinforce").setup(make_space("layers", types=["fc", "gap"], image_size=4), 0)
     with pytest.raises(ConfigError):

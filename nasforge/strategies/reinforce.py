@@ -10,14 +10,14 @@ single-valued choices are filled in without a token. Spaces with cross-choice ru
 (``check_consistency``, e.g. the dense path) are refused: independent tokens cannot
 follow them. Training (below) is the same on every space.
 
-On the layer space the controller emits a network layer by layer: per conv layer the filter height, filter
-width, stride height, stride width and number of filters, each from its own softmax
-over the space's values; the sampled token is embedded and fed as the next input
-(tokens whose value set has one element are not emitted). With ``space.skips`` each
-layer ends with an *anchor point*: the controller takes one more step, and at layer
-``N`` every earlier layer ``j`` feeds ``N`` with probability
-``sigmoid(v^T tanh(W_prev h_j + W_curr h_N))``, ``h`` being the anchor hidden states; the
-next input is the mean of the chosen anchors' states (ENAS's convention; the paper
+On the layer space the controller emits a network layer by layer: per conv layer the
+filter height, filter width, stride height, stride width and number of filters, each
+from its own softmax over the space's values; the sampled token is embedded and fed as
+the next input (tokens whose value set has one element are not emitted). With
+``space.skips`` each layer ends with an *anchor point*: the controller takes one more
+step, and at layer ``N`` every earlier layer ``j`` feeds ``N`` with probability
+``sigmoid(v^T tanh(W_prev h_j + W_curr h_N))``, ``h`` being the anchor hidden states;
+the next input is the mean of the chosen anchors' states (ENAS's convention; the paper
 does not say). The network depth grows over the search: ``start_layers``, plus
 ``layers_step`` every ``layers_every`` children (the paper: 6 layers, +2 every 1,600).
 
@@ -162,7 +162,12 @@ def sequence_support(strategy: str, space: Any) -> str | None:
     name = getattr(space, "name", space)
     if not callable(getattr(space, "choices", None)):
         return f"strategy '{strategy}' needs a space that declares its choices; '{name}' has no choices()"
-    if not any(c.size > 1 for c in space.choices().values()):
+    declared = space.choices()
+    for label, choice in declared.items():
+        if not isinstance(choice, InputChoice) and not hasattr(choice, "values"):
+            return (f"strategy '{strategy}' needs the list of values of every choice; choice '{label}' of space "
+                    f"'{name}' ({type(choice).__name__}) has none")
+    if not any(c.size > 1 for c in declared.values()):
         return (f"strategy '{strategy}' needs a choice with two or more values; space '{name}' has nothing to "
                 "decide")
     rules = getattr(type(space), "check_consistency", None)
