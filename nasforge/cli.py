@@ -297,6 +297,9 @@ def export(
     from nasforge.export import export_model, write_latency
     from nasforge.train import load_model
 
+    from nasforge.data.datasets import check_data_dir
+
+    check_data_dir(data, data_dir)  # not ignored when a trained model.pt makes the dataset unnecessary
     if out_dir is not None:
         check_export_dir(out_dir)  # a file in the way or an unwritable folder fails before any export
     if source.suffix == ".json":

@@ -64,13 +64,16 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             if isinstance(value, float) and value.is_integer():
                 return int(value)
         elif kind is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str):
-                try:
+            try:
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
                     return float(value)
-                except ValueError:
-                    pass
+                if isinstance(value, str):
+                    return float(value)
+            except ValueError:
+                pass
+            except OverflowError:  # an integer with hundreds of digits
+                raise ConfigError(f"{where}={str(value)[:40]}... is too large; give a number that fits "
+                                  "a float") from None
         elif kind is str:
             if isinstance(value, (str, int, float)) and not isinstance(value, bool):
                 return str(value)

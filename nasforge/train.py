@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,7 +183,8 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, Arch, tuple[int, ...
         space = get_space_class(arch.space).for_arch(arch)
         model = space.build(arch, tuple(blob["input_shape"]), blob["num_classes"], **blob["build"])
         model.load_state_dict(blob["state_dict"])
-    except (KeyError, RuntimeError, EOFError, OSError) as exc:
-        raise ExperimentError(f"model file {path} is corrupt or from another version ({type(exc).__name__}); "
-                              "retrain with 'nasforge train'") from None
+    except (KeyError, RuntimeError, EOFError, OSError, TypeError, ValueError, AttributeError,
+            pickle.UnpicklingError) as exc:  # a damaged file, or a .pt that holds something else
+        raise ExperimentError(f"model file {path} is corrupt, from another version or not a nasforge model "
+                              f"({type(exc).__name__}); retrain with 'nasforge train'") from None
     return model.eval(), arch, tuple(blob["input_shape"])

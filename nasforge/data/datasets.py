@@ -80,6 +80,16 @@ DATASETS: Registry[Callable[[str | os.PathLike | None, int, float | None], Datas
     "dataset", error=DataError)
 
 
+#: datasets built into nasforge: they take no --data-dir
+BUILT_IN = ("digits", "synthetic")
+
+
+def check_data_dir(name: str, data_dir: str | os.PathLike | None) -> None:
+    """Refuse a --data-dir given to a built-in dataset (before anything is loaded or built)."""
+    if str(name).strip().lower() in BUILT_IN:
+        _no_data_dir(str(name).strip().lower(), data_dir)
+
+
 def _no_data_dir(name: str, data_dir: str | os.PathLike | None) -> None:
     """A dataset that is built in takes no --data-dir: refuse one rather than silently ignore it."""
     if data_dir is not None and str(data_dir) != "":

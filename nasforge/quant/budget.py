@@ -7,6 +7,7 @@ latency and energy come from an accelerator model (``nasforge.hardware.accelerat
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -55,6 +56,9 @@ def parse_budget(text: str | Budget) -> Budget:
     value, unit = float(match.group(1)), match.group(2).lower().replace("µ", "u")
     if value <= 0:
         raise ConfigError(f"budget {raw!r} must be positive; {_EXAMPLE}")
+    if not math.isfinite(value) or (not match.group(2) and value > 1e6):
+        raise ConfigError(f"budget {raw!r} is too large to bind (a fraction of the 8-bit model is at most 1e6); "
+                          f"{_EXAMPLE}")
     if not unit:
         return Budget(kind, value, relative=True)
     scale = _UNITS[kind].get(unit)
