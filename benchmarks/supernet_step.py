@@ -64,6 +64,7 @@ import torch
 from torch import Tensor, nn
 
 from nasforge.oneshot.loop import make_optimizers, search_step
+from nasforge.progress import Progress
 from nasforge.spaces.darts import DartsSpace
 from nasforge.strategies import get_strategy_class
 from nasforge.training import Engine, EngineConfig, weight_step
@@ -127,6 +128,7 @@ def oneshot_maker(name: str, space_factory: Callable[[BenchConfig], Any], arch: 
         strategy.engine = engine
         space = space_factory(cfg)
         data_info = SimpleNamespace(input_shape=cfg.input_shape, num_classes=cfg.num_classes)
+        strategy.setup(space, data_info, None, Progress())
         model = engine.module(strategy.build_supernet(space, data_info))
         strategy.init_arch(space, model)
         params = list(model.parameters())
@@ -172,15 +174,12 @@ def mbconv_maker(kind: str):
         if kind in ("proxyless-w", "proxyless"):
             return oneshot_maker("proxyless", _mbconv_space, arch=kind == "proxyless", warmup_epochs=0,
                                  latency_loss="none")(cfg, engine)
+        if kind == "mbconv-allpaths":  # DARTS's softmax relaxation of the same network, weight step only
+            return oneshot_maker("darts", _mbconv_space, arch=False)(cfg, engine)
         space = _mbconv_space(cfg)
         train_batch, _ = random_batches(cfg, engine.device)
-        if kind == "mbconv-largest":
-            model = engine.module(space.build(space.uniform_arch(LARGEST_OP), cfg.input_shape, cfg.num_classes))
-            forward = model
-        else:
-            model = engine.module(space.all_paths_supernet(cfg.input_shape, cfg.num_classes))
-            alphas = [nn.Parameter(1e-3 * torch.randn(len(c), device=engine.device)) for c in model.base.candidates]
-            forward = lambda x: model(x, [torch.softmax(a, 0) for a in alphas])  # noqa: E731
+        model = engine.module(space.build(space.uniform_arch(LARGEST_OP), cfg.input_shape, cfg.num_classes))
+        forward = model
         params = list(model.parameters())
         opt = torch.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=4e-5)
 

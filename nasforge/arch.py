@@ -100,11 +100,16 @@ class Arch:
             raise ArchError(f"architecture 'version' must be an integer, got {version!r}")
         arch = cls(data["space"], data["choices"], version)
         if validate:
-            from nasforge.spaces import space_names, get_space_class
+            from nasforge.errors import ConfigError
+            from nasforge.spaces import get_space_class, space_names
 
-            if arch.space not in space_names():
-                raise ArchError(f"architecture names unknown space '{arch.space}'; use one of {space_names()}")
-            get_space_class(arch.space).validate_arch(arch)
+            try:
+                cls = get_space_class(arch.space)
+            except ConfigError as exc:
+                if ":" in arch.space:
+                    raise ArchError(f"architecture's space {arch.space}: {exc}") from None
+                raise ArchError(f"architecture names unknown space '{arch.space}'; use one of {space_names()}") from None
+            cls.validate_arch(arch)
         return arch
 
     @classmethod

@@ -126,7 +126,8 @@ def _run(exp, cfg, quiet: bool, data=None) -> None:
 
 @app.command()
 def search(
-    space: Optional[str] = typer.Option(None, help="Search space (see `nasforge list`). [default: darts]"),
+    space: Optional[str] = typer.Option(None, help="Search space (see `nasforge list`), or your own: "
+                                        "path/to/file.py:name or package.module:name. [default: darts]"),
     strategy: Optional[str] = typer.Option(None, help="Search strategy (see `nasforge list`). [default: gdas]"),
     data: Optional[str] = typer.Option(None, help="Dataset: digits (embedded), cifar10, synthetic. [default: digits]"),
     data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
@@ -338,7 +339,8 @@ def export(
 # --- command: latency (lookup tables; hardware layer) ---
 @app.command()
 def latency(
-    space: str = typer.Option("mbconv", help="Search space whose ops are measured (see `nasforge list`)."),
+    space: str = typer.Option("mbconv", help="Search space whose ops are measured (see `nasforge list`; "
+                                             "or path/to/file.py:name)."),
     device: str = typer.Option("cpu", help="Target: cpu | cuda | onnxruntime."),
     data: str = typer.Option("digits", help="Dataset giving the input shape and classes: digits, cifar10, synthetic."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
@@ -371,7 +373,8 @@ def latency(
     search_space = make_space(space, **options)
     dataset = load_dataset(data, str(data_dir) if data_dir else None)
     shape = tuple(dataset.input_shape)
-    target = out_file or Path("latency_tables") / f"{space}-{device}-{'x'.join(map(str, shape))}.json"
+    short = space.rsplit(":", 1)[-1]  # a user's space: file.py:name -> name
+    target = out_file or Path("latency_tables") / f"{short}-{device}-{'x'.join(map(str, shape))}.json"
     check_out_file(target)
     with _progress(quiet) as progress:
         table = build_table(search_space, shape, dataset.num_classes, device=device, batch_size=batch_size,

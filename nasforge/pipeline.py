@@ -108,6 +108,10 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
         raise ConfigError(f"unknown dataset '{cfg.data.name}'; choose one of {dataset_names()}")
     space = dict(raw.get("space") or {})
     space.setdefault("name", "darts")
+    from nasforge.spaces.modular import is_space_reference, normalize_reference
+
+    if is_space_reference(space["name"]):  # a user's space: recorded so resume/train/export find it again
+        space["name"] = normalize_reference(space["name"])
     strategy = dict(raw.get("strategy") or {})
     strategy.setdefault("name", DEFAULT_STRATEGY)
     # Instantiate once to check names, options and ranges; store the resolved options.

@@ -11,7 +11,7 @@ from torch.func import functional_call
 from nasforge.data import synthetic_dataset
 from nasforge.errors import TrainingError
 from nasforge.experiment import Experiment
-from nasforge.oneshot import EdgeWeights
+from nasforge.oneshot.relax import Relaxation
 from nasforge.spaces import make_space
 from nasforge.spaces.darts import PRIMITIVES, derive_cell, edge_index, num_edges
 from nasforge.strategies import make_strategy
@@ -47,37 +47,40 @@ def _tiny_problem():
     torch.manual_seed(0)
     space = make_space("darts", nodes=2)
     model = space.supernet((1, 6, 6), 3, layers=3, channels=4).double()
-    alphas = [torch.nn.Parameter(0.5 * torch.randn(num_edges(2), len(PRIMITIVES), dtype=torch.float64))
-              for _ in range(2)]
+    relax = Relaxation(model)
+    alphas = relax.parameters()  # one [inputs, ops] tensor per node of each cell type
+    with torch.no_grad():
+        for a in alphas:
+            a.data = 0.5 * torch.randn(a.shape, dtype=torch.float64)
     train = (torch.randn(8, 1, 6, 6, dtype=torch.float64), torch.randint(0, 3, (8,)))
     valid = (torch.randn(8, 1, 6, 6, dtype=torch.float64), torch.randint(0, 3, (8,)))
-    return model, alphas, train, valid
+    return model, relax, alphas, train, valid
 
 
-def _loss(model, params, alphas, batch):
+def _loss(model, relax, params, batch):
     x, y = batch
-    ew = [EdgeWeights(F.softmax(a, dim=-1)) for a in alphas]
-    out = functional_call(model, params, (x, ew[0], ew[1])) if params is not None else model(x, *ew)
+    relax.soft()  # softmax weights of the relaxation's alphas for this forward pass
+    out = functional_call(model, params, (x,)) if params is not None else model(x)
     return F.cross_entropy(out, y)
 
 
 def test_second_order_gradient_matches_direct_unrolled_derivative():
-    model, alphas, train, valid = _tiny_problem()
+    model, relax, alphas, train, valid = _tiny_problem()
     eta, wd = 0.1, 3e-4
     names = [n for n, _ in model.named_parameters()]
     weights = [p for _, p in model.named_parameters()]
     momentum = [0.01 * torch.randn_like(w) for w in weights]
 
     # Direct: d/d alpha of L_val(w - eta (m + grad_w L_train(w, alpha) + wd w), alpha), exact autograd.
-    g = torch.autograd.grad(_loss(model, None, alphas, train), weights, create_graph=True)
+    g = torch.autograd.grad(_loss(model, relax, None, train), weights, create_graph=True)
     unrolled = {n: w - eta * (m + gi + wd * w) for n, w, gi, m in zip(names, weights, g, momentum)}
-    first_order = torch.autograd.grad(_loss(model, {n: u.detach() for n, u in unrolled.items()}, alphas, valid), alphas)
-    direct = torch.autograd.grad(_loss(model, unrolled, alphas, valid), alphas)
+    first_order = torch.autograd.grad(_loss(model, relax, {n: u.detach() for n, u in unrolled.items()}, valid), alphas)
+    direct = torch.autograd.grad(_loss(model, relax, unrolled, valid), alphas)
 
     # The finite difference is checked at a small scale in float64 (the paper's r=0.01 is an
     # approximation whose error depends on the loss surface, not what is tested here).
     before = [w.detach().clone() for w in weights]
-    approx, _ = unrolled_arch_grads(lambda b: _loss(model, None, alphas, b), weights, alphas, train, valid,
+    approx, _ = unrolled_arch_grads(lambda b: _loss(model, relax, None, b), weights, alphas, train, valid,
                                     eta, wd, momentum, r=1e-6)
     for d, a in zip(direct, approx):
         assert torch.allclose(d, a, rtol=1e-3, atol=1e-6), (d - a).abs().max()
@@ -119,7 +122,7 @@ def test_resume_after_interrupt_ends_where_uninterrupted_run_ends(tmp_path, orde
     epochs = exp.store.epochs("search")
     assert [e["epoch"] for e in epochs] == [0, 1, 2]
     assert epochs[-1]["arch"] == full_result.arch.to_dict()
-    # every epoch records the softmax weights of every edge of both cells
+    # every epoch records the softmax weights of every edge of both cells (the nodes' rows, in order)
     assert len(epochs[0]["arch_weights"]["normal"]) == num_edges(4)
     assert np.allclose(np.sum(epochs[0]["arch_weights"]["reduce"], axis=1), 1.0)
 
@@ -141,5 +144,6 @@ def test_search_learns_on_synthetic():
     accs = [h["metrics"]["valid_acc"] for h in result.history]
     assert accs[-1] > 0.3  # ten classes: chance is 0.1
     # the architecture weights moved away from uniform
-    w = F.softmax(strategy.alphas[0].detach(), -1)
+    normal = [a.detach() for label, a in strategy.relax.alphas.items() if label.startswith("normal.")]
+    w = F.softmax(torch.cat(normal), -1)  # every edge of the normal cell
     assert (w.max(1).values - w.min(1).values).max() > 1e-3

@@ -17,12 +17,13 @@ from torch import nn
 
 from nasforge.errors import ConfigError, TrainingError
 from nasforge.experiment import Experiment
-from nasforge.oneshot import MixedOp
+from nasforge.nn import NodeChoice, OpChoice
+from nasforge.oneshot import relax as relax_module
+from nasforge.oneshot.relax import Relaxation, gumbel_hard
 from nasforge.spaces import make_space
-from nasforge.spaces.darts import PRIMITIVES, GdasReductionCell, SearchCell, num_edges
+from nasforge.spaces.darts import PRIMITIVES, DartsCell, GdasReductionCell, num_edges
 from nasforge.strategies import get_strategy_class, make_strategy
-from nasforge.strategies import gdas as gdas_module
-from nasforge.strategies.gdas import FRC_STANDIN_REDUCE, GdasConfig, GdasStrategy, gumbel_hard_sample, temperature
+from nasforge.strategies.gdas import FRC_STANDIN_REDUCE, GdasConfig, GdasStrategy, temperature
 
 OPS = len(PRIMITIVES)
 
@@ -40,7 +41,7 @@ def test_sample_is_exactly_one_hot_and_index_is_its_argmax(tau):
     torch.manual_seed(0)
     alpha = nn.Parameter(torch.randn(num_edges(4), OPS))
     for _ in range(20):
-        w, index = gumbel_hard_sample(alpha, tau)
+        index, w = gumbel_hard(alpha, tau)
         assert w.requires_grad
         assert len(index) == num_edges(4) and all(isinstance(i, int) for i in index)
         expected = F.one_hot(torch.tensor(index), OPS).to(w.dtype)
@@ -56,7 +57,7 @@ def test_samples_follow_softmax_of_alpha():
     for tau in (10.0, 0.1):
         counts = Counter()
         for _ in range(8):
-            counts.update(gumbel_hard_sample(alpha, tau).index)
+            counts.update(gumbel_hard(alpha, tau).index)
         freq = torch.tensor([counts[k] for k in range(4)], dtype=torch.float) / 4000
         assert torch.allclose(freq, probs, atol=0.03), freq
 
@@ -64,15 +65,18 @@ def test_samples_follow_softmax_of_alpha():
 def test_backward_reaches_every_op_of_the_edge():
     """Straight-through: one op ran, yet every op's alpha of the edge gets a gradient."""
     torch.manual_seed(0)
-    ops = {f"op{k}": nn.Linear(3, 3) for k in range(5)}
-    mixed = MixedOp(ops)
+    choice = OpChoice("edge", {f"op{k}": nn.Linear(3, 3) for k in range(5)})
+    relax = Relaxation(choice)
+    alpha = relax.alphas["edge"]
     x = torch.randn(4, 3)
     seen = set()
     for _ in range(30):
-        alpha = nn.Parameter(0.5 * torch.randn(1, 5))
-        w, index = gumbel_hard_sample(alpha, tau=1.0)
-        out = mixed(x, w[0], index[0])
-        assert torch.equal(out, mixed.ops[index[0]](x))  # forward value is the sampled op's output
+        with torch.no_grad():
+            alpha.copy_(0.5 * torch.randn(1, 5))
+        relax.hard(1.0)
+        index = relax.current["edge"].index
+        out = choice(x)
+        assert torch.equal(out, choice.candidates[index[0]](x))  # forward value is the sampled op's output
         loss = (out - 1.0).pow(2).mean()
         (grad,) = torch.autograd.grad(loss, alpha)
         assert torch.isfinite(grad).all()
@@ -83,7 +87,7 @@ def test_backward_reaches_every_op_of_the_edge():
 
 def test_infinite_noise_is_resampled(monkeypatch):
     calls = []
-    real = gdas_module.sample_gumbel
+    real = relax_module.sample_gumbel
 
     def flaky(like):
         calls.append(1)
@@ -92,15 +96,15 @@ def test_infinite_noise_is_resampled(monkeypatch):
             g[0, 0] = float("inf")
         return g
 
-    monkeypatch.setattr(gdas_module, "sample_gumbel", flaky)
-    w, index = gumbel_hard_sample(torch.zeros(3, OPS), 1.0)
+    monkeypatch.setattr(relax_module, "sample_gumbel", flaky)
+    index, w = gumbel_hard(torch.zeros(3, OPS), 1.0)
     assert len(calls) == 2
     assert torch.isfinite(w).all() and torch.equal(w, F.one_hot(torch.tensor(index), OPS).float())
 
 
 def test_nan_alphas_raise_instead_of_looping_forever():
     with pytest.raises(TrainingError, match="NaN"):
-        gumbel_hard_sample(torch.full((2, OPS), float("nan")), 1.0)
+        gumbel_hard(torch.full((2, OPS), float("nan")), 1.0)
 
 
 def test_only_the_sampled_op_runs_in_the_supernet():
@@ -109,24 +113,32 @@ def test_only_the_sampled_op_runs_in_the_supernet():
     model = make_space("darts").supernet((1, 8, 8), 10, layers=3, channels=4)
     calls = Counter()
     for m in model.modules():
-        if isinstance(m, MixedOp):
-            for k, op in enumerate(m.ops):
-                op.register_forward_hook(lambda mod, inp, out, key=(id(m), k): calls.update([key]))
-    alphas = [torch.randn(num_edges(4), OPS, requires_grad=True) for _ in range(2)]
-    normal, reduce = strategy.edge_weights(alphas[0]), strategy.edge_weights(alphas[1])
-    model(torch.randn(2, 1, 8, 8), normal, reduce)
-    for cell in model.cells:
-        index = (reduce if cell.reduction else normal).index
-        for e, mixed in enumerate(cell.edges):
-            ran = {k: calls[(id(mixed), k)] for k in range(OPS) if calls[(id(mixed), k)]}
-            assert ran == {index[e]: 1}
+        if isinstance(m, NodeChoice):
+            for j, ops in enumerate(m.edges):
+                for k, op in enumerate(ops):
+                    op.register_forward_hook(lambda mod, inp, out, key=(id(m), j, k): calls.update([key]))
+    strategy.relax = Relaxation(model)
+    with torch.no_grad():
+        for a in strategy.alphas:
+            a.copy_(torch.randn_like(a))
+    strategy.forward(model, torch.randn(2, 1, 8, 8))
+    nodes = [m for m in model.modules() if isinstance(m, NodeChoice)]
+    assert len(nodes) == 3 * 4  # 3 cells of 4 nodes
+    for node in nodes:
+        index = strategy.relax.current[node.label].index  # one sample per label, shared by its cells
+        for j in range(node.n_inputs):
+            ran = {k: calls[(id(node), j, k)] for k in range(OPS) if calls[(id(node), j, k)]}
+            assert ran == {index[j]: 1}
 
 
 def test_strategy_forward_samples_afresh_each_call():
     torch.manual_seed(0)
     strategy = _strategy()
-    alpha = torch.zeros(num_edges(4), OPS)
-    draws = {tuple(strategy.edge_weights(alpha).index) for _ in range(5)}
+    strategy.relax = Relaxation(make_space("darts").supernet((1, 8, 8), 10, layers=3, channels=4))
+    draws = set()
+    for _ in range(5):
+        strategy.decide()
+        draws.add(tuple(tuple(d.index) for d in strategy.relax.current.values()))
     assert len(draws) > 1
 
 
@@ -188,23 +200,24 @@ def test_fixed_reduce_supernet_has_no_mixed_ops_in_reduction_cells(data):
     assert reductions and normals
     for cell in reductions:
         assert isinstance(cell, GdasReductionCell)
-        assert not any(isinstance(m, MixedOp) for m in cell.modules())
+        assert not any(isinstance(m, NodeChoice) for m in cell.modules())
     for cell in normals:
-        assert isinstance(cell, SearchCell)
-    # it runs without reduce weights and keeps the shapes
-    normal = strategy.edge_weights(torch.zeros(num_edges(4), OPS))
-    assert model(data.x_train[:3], normal, None).shape == (3, data.num_classes)
+        assert isinstance(cell, DartsCell)
+    # it has only normal-cell choices, runs and keeps the shapes
+    strategy.relax = Relaxation(model)
+    assert all(label.startswith("normal.") for label in strategy.relax.labels)
+    assert strategy.forward(model, data.x_train[:3]).shape == (3, data.num_classes)
     # without the option, reduction cells are searched
     plain = _strategy().build_supernet(make_space("darts"), data)
-    assert all(isinstance(c, SearchCell) for c in plain.cells)
+    assert all(isinstance(c, DartsCell) for c in plain.cells)
 
 
 def test_fixed_reduce_search_learns_only_normal_alphas(data):
     space = make_space("darts")
     strategy = _Spy(make_strategy("gdas", {"epochs": 2, "fixed_reduce": True}, "synthetic").config)
     result = strategy.search(space, data, seed=0)
+    assert all(label.startswith("normal.") for label in strategy.relax.labels)  # no reduce alphas at all
     assert not torch.equal(strategy.alphas[0].detach(), strategy.initial[0])  # normal cell searched
-    assert torch.equal(strategy.alphas[1].detach(), strategy.initial[1])      # reduce alphas untouched
     # the arch is a valid darts arch whose reduce cell is the documented stand-in
     space.validate(result.arch)
     assert space.genotype(result.arch).reduce == FRC_STANDIN_REDUCE

@@ -148,7 +148,7 @@ def test_space_without_table_support():
     from nasforge.spaces import make_space
 
     with pytest.raises(ConfigError, match="no latency lookup table support"):
-        build_table(make_space("darts"), (1, 8, 8), 10)
+        build_table(make_space("layers"), (1, 8, 8), 10)  # a grammar, not a network with choice modules
 
 
 def test_onnxruntime_table():

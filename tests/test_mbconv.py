@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from nasforge.oneshot.relax import Relaxation
 from torch import nn
 
 from nasforge.arch import Arch
@@ -84,7 +86,8 @@ def test_mbconv_structure_and_residual():
     space = make_space("mbconv")
     specs = {s.label: s for s in space.layer_specs((1, 8, 8))}
     assert specs["stage0.layer0"].residual and not specs["stage1.layer0"].residual
-    layer = specs["stage0.layer1"].make("mb_k3_e3")
+    spec = specs["stage0.layer1"]
+    layer = MBLayer(spec.make_op("mb_k3_e3"), spec.residual)
     with torch.no_grad():
         for bn in (m for m in layer.modules() if isinstance(m, nn.BatchNorm2d)):
             bn.weight.zero_()  # op outputs zero: a residual layer is then the identity
@@ -147,39 +150,44 @@ def test_bad_options(options, match):
 
 @pytest.mark.parametrize("options, shape", [({}, (1, 8, 8)), ({"mix": 48, "first": 0}, (3, 12, 12))])
 def test_latency_parts_cover_every_arch_and_run_on_their_shapes(options, shape):
+    """The generic table of a space written with choice modules: every non-zero candidate at the
+    input shape it sees in the network, plus ``rest`` (the reference network)."""
     space = make_space("mbconv", **options)
     parts = space.latency_parts(shape, 10)
-    layer_keys = dict(space.layer_latency_keys())
-    for label, keys in layer_keys.items():
-        assert keys.get(ZERO, None) is None
-        assert all(k in parts for op, k in keys.items() if op != ZERO)
-    assert set(space.fixed_latency_keys()) <= set(parts)
-    assert ("mix" in parts) == bool(options.get("mix")) and ("first" in parts) == (options.get("first", 16) > 0)
+    specs = space.layer_specs(shape)
+    for i, spec in enumerate(specs):
+        for op in spec.ops:
+            assert (f"layers.{i}.op:{op}" in parts) == (op != ZERO)
+            if op != ZERO:
+                assert tuple(parts[f"layers.{i}.op:{op}"][1]) == (spec.c_in, *spec.in_hw)
+    assert "rest" in parts
     for key, (factory, in_shape) in parts.items():
         module = factory().eval()
         with torch.no_grad():
             out = module(torch.randn(1, *in_shape))
         assert out.shape[0] == 1, key
-    # the pieces chain: running them in order equals the network's own shapes
+    # an arch is made of rest plus its non-zero layers
     rng = np.random.default_rng(0)
     for _ in range(5):
         arch = space.sample(rng)
         keys = space.arch_latency_parts(arch, shape, 10)
-        assert len(keys) == len(set(keys))
-        n_layers = sum(1 for label in layer_keys if arch[label] != ZERO)
-        assert len(keys) == len(space.fixed_latency_keys()) + n_layers
+        assert len(keys) == len(set(keys)) and keys[0] == "rest"
+        n_layers = sum(1 for spec in specs if arch[spec.label] != ZERO)
+        assert len(keys) == 1 + n_layers
         model = space.build(arch, shape, 10).eval()
         counted = sum(isinstance(m, MBLayer) for m in model.modules())
         assert counted == n_layers
 
 
-def test_all_paths_supernet_mixes_every_op():
+def test_soft_relaxation_mixes_every_op():
+    """DARTS's relaxation of the same network: every non-zero op of every layer runs once."""
     space = make_space("mbconv")
-    net = space.all_paths_supernet((1, 8, 8), 10)
-    weights = [torch.softmax(torch.zeros(len(c)), 0) for c in net.base.candidates]
+    net = space.supernet((1, 8, 8), 10)
+    relax = Relaxation(net)
+    relax.soft()
     calls = []
-    for layer in net.base.layers:
-        for op in layer.mixed.ops:
+    for layer in net.layers:
+        for op in layer.op.candidates:
             op.register_forward_hook(lambda *a: calls.append(1))
-    assert net(torch.randn(2, 1, 8, 8), weights).shape == (2, 10)
-    assert len(calls) == sum(len(c) - (ZERO in c) for c in net.base.candidates)  # every non-zero op ran once
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    assert len(calls) == sum(len(names) - (ZERO in names) for names in relax.names.values())

@@ -18,7 +18,8 @@ from nasforge.arch import Arch
 from nasforge.errors import ArchError, ConfigError
 from nasforge.evaluators.table import TableEvaluator, write_table
 from nasforge.experiment import Experiment
-from nasforge.oneshot.mixed import EdgeWeights
+from nasforge.nn import Hard, OpChoice, fixed_arch
+from nasforge.oneshot.relax import Relaxation, gumbel_hard
 from nasforge.spaces import SearchSpace, make_space
 from nasforge.spaces.nb201 import (
     EDGE_LABELS,
@@ -26,12 +27,10 @@ from nasforge.spaces.nb201 import (
     EXAMPLE,
     PRIMITIVES,
     NB201Cell,
-    NB201SearchCell,
     NB201Space,
     derive_ops,
 )
 from nasforge.strategies import make_strategy
-from nasforge.strategies.gdas import gumbel_hard_sample
 from nasforge.train import load_model, save_model
 
 
@@ -137,12 +136,14 @@ def test_build_every_op_gives_logits_and_trains(op):
 
 
 def test_all_none_cell_outputs_zeros_and_network_stays_defined():
-    cell = NB201Cell(["none"] * 6, 4)
+    def cell(ops):  # the cell built with one op per edge (its choices fixed)
+        with fixed_arch(dict(zip(EDGE_LABELS, ops))):
+            return NB201Cell(4)
+
     x = torch.randn(2, 4, 5, 5)
-    assert torch.equal(cell(x), torch.zeros_like(x))
+    assert torch.equal(cell(["none"] * 6)(x), torch.zeros_like(x))
     # a node fed only by none is zeros, but a later op on it still runs
-    cell = NB201Cell(["none", "none", "none", "skip_connect", "nor_conv_1x1", "avg_pool_3x3"], 4)
-    assert torch.equal(cell(x), x)
+    assert torch.equal(cell(["none", "none", "none", "skip_connect", "nor_conv_1x1", "avg_pool_3x3"])(x), x)
     net = make_space("nb201", C=4, N=2).build(NB201Space.from_string(_uniform("none")), (3, 7, 7), 5)
     assert torch.isfinite(net(torch.randn(2, 3, 7, 7))).all()  # odd sizes through both reductions
 
@@ -171,36 +172,44 @@ def test_supernet_darts_weights_reach_every_op_and_alpha():
     torch.manual_seed(0)
     space = _space()
     model = space.supernet((1, 8, 8), 10, layers=99, channels=99)
-    assert sum(isinstance(c, NB201SearchCell) for c in model.cells) == 3  # 3 stages x N=1
-    alpha = torch.nn.Parameter(1e-3 * torch.randn(len(EDGES), len(PRIMITIVES)))
-    out = model(torch.randn(4, 1, 8, 8), EdgeWeights(F.softmax(alpha, -1)))
+    assert sum(isinstance(c, NB201Cell) for c in model.cells) == 3  # 3 stages x N=1
+    relax = Relaxation(model)
+    assert relax.labels == list(EDGE_LABELS)  # one decision per edge, shared by every cell
+    relax.soft()
+    out = model(torch.randn(4, 1, 8, 8))
     F.cross_entropy(out, torch.arange(4)).backward()
-    assert alpha.grad is not None and (alpha.grad.abs() > 0).all()
-    for cell in (c for c in model.cells if isinstance(c, NB201SearchCell)):
+    for alpha in relax.parameters():
+        assert alpha.grad is not None and (alpha.grad.abs() > 0).all()
+    for cell in (c for c in model.cells if isinstance(c, NB201Cell)):
         for edge in cell.edges:
-            conv = edge.ops[PRIMITIVES.index("nor_conv_3x3")][1].weight
+            assert isinstance(edge, OpChoice)
+            conv = edge.candidates[PRIMITIVES.index("nor_conv_3x3")][1].weight
             assert conv.grad is not None and conv.grad.abs().sum() > 0
 
 
 def test_supernet_gdas_hard_sample_runs_only_the_chosen_ops():
     torch.manual_seed(0)
     model = _space().supernet((1, 8, 8), 10)
-    alpha = torch.nn.Parameter(torch.zeros(len(EDGES), len(PRIMITIVES)))
+    relax = Relaxation(model)
     conv1, conv3 = PRIMITIVES.index("nor_conv_1x1"), PRIMITIVES.index("nor_conv_3x3")
     index = [conv3, conv1, conv3, conv3, conv1, conv3]
-    one_hot = F.one_hot(torch.tensor(index), len(PRIMITIVES)).float()
-    weights = one_hot + (F.softmax(alpha, -1) - F.softmax(alpha, -1).detach())
-    out = model(torch.randn(4, 1, 8, 8), EdgeWeights(weights, index))
+    decisions = {}
+    for label, k in zip(EDGE_LABELS, index):
+        p = F.softmax(relax.alphas[label], -1)
+        decisions[label] = Hard([k], F.one_hot(torch.tensor([k]), len(PRIMITIVES)).float() + (p - p.detach()))
+    relax.set(decisions)
+    out = model(torch.randn(4, 1, 8, 8))
     F.cross_entropy(out, torch.arange(4)).backward()
-    cell = next(c for c in model.cells if isinstance(c, NB201SearchCell))
+    cell = next(c for c in model.cells if isinstance(c, NB201Cell))
     for e, k in enumerate(index):
         other = conv1 if k == conv3 else conv3
-        assert cell.edges[e].ops[k][1].weight.grad is not None
-        assert cell.edges[e].ops[other][1].weight.grad is None  # never ran
-    assert (alpha.grad.abs().sum(dim=1) > 0).all()  # straight-through: every edge's alphas learn
-    # the strategies' sampler works on the [6, 5] matrix as well
-    sample = gumbel_hard_sample(alpha, tau=1.0)
-    assert len(sample.index) == len(EDGES)
+        assert cell.edges[e].candidates[k][1].weight.grad is not None
+        assert cell.edges[e].candidates[other][1].weight.grad is None  # never ran
+    assert all((a.grad.abs().sum() > 0) for a in relax.parameters())  # straight-through: every edge learns
+    # the GDAS sampler draws one op per edge of the stacked [6, 5] rows
+    relax.hard(1.0)
+    assert all(len(relax.current[label].index) == 1 for label in EDGE_LABELS)
+    assert len(gumbel_hard(torch.zeros(6, 5), 1.0).index) == len(EDGES)
 
 
 def test_derivation_is_per_edge_argmax_with_none_allowed():
@@ -227,7 +236,7 @@ def test_strategy_runs_one_epoch_on_nb201(data, name, options):
     assert list(record["arch_weights"]) == ["normal"]
     weights = np.array(record["arch_weights"]["normal"])
     assert weights.shape == (6, 5) and np.allclose(weights.sum(1), 1.0)
-    assert len(strategy.alphas) == 1 and not torch.equal(strategy.alphas[0], torch.zeros(6, 5))
+    assert len(strategy.alphas) == 6 and not torch.equal(torch.cat(strategy.alphas), torch.zeros(6, 5))
     assert result.arch == _space().derive(torch.tensor(weights))
 
 
@@ -247,7 +256,7 @@ def test_gdas_resume_on_nb201_ends_where_an_uninterrupted_run_ends(tmp_path, dat
         run("cut", [stop])
     resumed, resumed_result = run("cut")
     assert resumed_result.arch == full_result.arch
-    assert torch.equal(full.alphas[0], resumed.alphas[0])
+    assert all(torch.equal(a, b) for a, b in zip(full.alphas, resumed.alphas))
     assert [h["metrics"]["train_loss"] for h in resumed_result.history] == \
         [h["metrics"]["train_loss"] for h in full_result.history]
 
@@ -259,11 +268,11 @@ def test_darts_only_options_are_rejected_on_nb201(data):
         make_strategy("gdas", {"epochs": 1, "fixed_reduce": True}, "synthetic").search(_space(), data)
 
 
-def test_space_without_supernet_is_rejected(data):
+def test_space_without_choice_modules_is_rejected(data):
     class Plain(SearchSpace):
         name = "plain"
 
-    with pytest.raises(ConfigError, match="needs a space with a supernet"):
+    with pytest.raises(ConfigError, match="relaxes a space written with choice modules"):
         make_strategy("darts", {"epochs": 1}, "synthetic").search(Plain(), data)
 
 

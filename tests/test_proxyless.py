@@ -22,11 +22,13 @@ from nasforge.data import synthetic_dataset
 from nasforge.errors import ConfigError
 from nasforge.experiment import Experiment
 from nasforge.hardware.lut import LatencyTable, space_fingerprint
-from nasforge.oneshot.binary import BinaryMixedOp, PathSample, rescale_two_paths, sample_two, two_path_alpha_grad
+from nasforge.nn import OpChoice, Paths, Zero
+from nasforge.oneshot.binary import rescale_two_paths, sample_two, two_path_alpha_grad
+from nasforge.oneshot.relax import Relaxation
 from nasforge.spaces import make_space
 from nasforge.spaces.mbconv import ZERO, op_spec
 from nasforge.strategies import get_strategy_class, make_strategy
-from nasforge.hardware.penalty import LatencyPenalty, LayerLatency
+from nasforge.hardware.penalty import LatencyPenalty, ModuleLatency
 from nasforge.strategies.proxyless import ProxylessStrategy
 from nasforge.training import weight_step
 
@@ -45,10 +47,10 @@ def fake_table(space, shape=SHAPE, num_classes=10, device="cpu") -> LatencyTable
     """A table with made-up but op-dependent entries (no timing: fast and deterministic)."""
     entries = {}
     for key in space.latency_parts(shape, num_classes):
-        if ":" in key:
+        if ":" in key:  # a candidate: "layers.{i}.op:{op}"
             kernel, expansion = op_spec(key.split(":")[1])
             entries[key] = 0.01 * kernel * expansion
-        else:
+        else:  # "rest": the stem, head and shortcuts
             entries[key] = 0.05
     return LatencyTable(space=space.name, space_version=space.version, fingerprint=space_fingerprint(space),
                         input_shape=tuple(shape), num_classes=num_classes, device=device, device_name="test",
@@ -70,9 +72,16 @@ def _strategy(table_path, **options) -> ProxylessStrategy:
 def _hooked(model) -> Counter:
     calls: Counter = Counter()
     for li, layer in enumerate(model.layers):
-        for k, op in enumerate(layer.mixed.ops):
+        for k, op in enumerate(layer.op.candidates):
             op.register_forward_hook(lambda mod, inp, out, key=(li, k): calls.update([key]))
     return calls
+
+
+def _prepared(strategy, space, model, table_path):
+    """The strategy's relaxation and latency model for ``model``, as the loop sets them up."""
+    strategy.table, strategy.experiment = LatencyTable.load(table_path), None
+    strategy.init_arch(space, model)
+    return strategy
 
 
 # --------------------------------------------------------------------------- binarized mixed op
@@ -85,8 +94,7 @@ def test_weight_step_runs_one_op_per_layer_and_updates_only_it(table_path, data)
     space = make_space("mbconv")
     torch.manual_seed(0)
     model = space.supernet(SHAPE, 10)
-    strategy = _strategy(table_path)
-    strategy.alphas = [nn.Parameter(torch.zeros(len(c))) for c in model.candidates]
+    strategy = _prepared(_strategy(table_path, alpha_init_std=0.0), space, model, table_path)
     calls = _hooked(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
@@ -96,11 +104,11 @@ def test_weight_step_runs_one_op_per_layer_and_updates_only_it(table_path, data)
     ran = {li: [k for (l2, k), n in calls.items() if l2 == li] for li in range(len(model.layers))}
     for li, layer in enumerate(model.layers):
         assert len(ran[li]) <= 1 and all(calls[(li, k)] == 1 for k in ran[li])
-        for k, op in enumerate(layer.mixed.ops):
-            changed = any(not torch.equal(p, before[f"layers.{li}.mixed.ops.{k}.{n}"]) for n, p in op.named_parameters())
+        assert len(ran[li]) == 1  # exactly one candidate ran (zero included: it outputs zeros)
+        for k, op in enumerate(layer.op.candidates):
+            changed = any(not torch.equal(p, before[f"layers.{li}.op.candidates.{k}.{n}"])
+                          for n, p in op.named_parameters())
             assert changed == (k in ran[li])  # unsampled ops: no grad, no decay, no momentum
-        if not ran[li]:
-            assert layer.mixed.names[[*range(len(layer.mixed.names))][-1]] == ZERO  # only zero runs nothing
 
 
 def _saved_bytes(fn) -> int:
@@ -120,47 +128,51 @@ def test_weight_step_memory_is_that_of_one_compact_network():
     space = make_space("mbconv")
     torch.manual_seed(0)
     model = space.supernet(SHAPE, 10)
+    relax = Relaxation(model)
     x = torch.randn(16, *SHAPE)
     for indices in ([0, 6, 3, 5, 6, 1], [5, 5, 5, 5, 5, 5], [6, 6, 6, 2, 6, 6]):
-        arch = space.shape_arch({label: model.candidates[i][k] for i, (label, k) in enumerate(zip(model.labels, indices))})
+        arch = space.arch({label: relax.names[label][k] for label, k in zip(relax.labels, indices)})
         single = space.build(arch, SHAPE, 10)
         y = torch.zeros(16, dtype=torch.long)
-        paths = [PathSample(k) for k in indices]
-        one = _saved_bytes(lambda m=model, p=paths: F.cross_entropy(m(x, p), y))
+        relax.set({label: Paths([k]) for label, k in zip(relax.labels, indices)})
+        one = _saved_bytes(lambda m=model: F.cross_entropy(m(x), y))
         ref = _saved_bytes(lambda m=single: F.cross_entropy(m(x), y))
         assert one == ref
-    everything = space.all_paths_supernet(SHAPE, 10)
-    weights = [torch.softmax(torch.zeros(len(c)), 0) for c in model.candidates]
-    full = _saved_bytes(lambda: everything(x, weights).sum())
+    relax.soft()  # the same supernet relaxed as DARTS does: every op of every layer runs
+    full = _saved_bytes(lambda: model(x).sum())
     assert full > 3 * one
 
 
 def test_two_path_forward_gate_gradients():
     torch.manual_seed(0)
     ops = {f"op{k}": nn.Linear(3, 3) for k in range(4)}
-    ops["zero"] = nn.Identity()
-    mixed = BinaryMixedOp(ops, zero_ops=("zero",))
+    ops["zero"] = Zero()
+    mixed = OpChoice("layer", ops)
+    relax = Relaxation(mixed)
     x = torch.randn(5, 3)
     calls = Counter()
-    for k, op in enumerate(mixed.ops):
+    for k, op in enumerate(mixed.candidates):
         op.register_forward_hook(lambda m, i, o, k=k: calls.update([k]))
-    gates = torch.tensor([1.0, 0.0], requires_grad=True)
-    out = mixed(x, PathSample(2, 0, gates))
-    assert torch.allclose(out, mixed.ops[2](x))  # binary gate: the output is the active path's
+    gates = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    relax.set({"layer": Paths([2], [0], gates)})
+    out = mixed(x)
+    assert torch.allclose(out, mixed.candidates[2](x))  # binary gate: the output is the active path's
     assert calls == Counter({2: 2, 0: 1})  # the two sampled ops (+ the check above), nothing else
     target = torch.randn(5, 3)
     loss = (out - target).pow(2).sum()
     (g,) = torch.autograd.grad(loss, gates)
     grad_out = 2 * (out - target)
-    expected = torch.stack([(mixed.ops[2](x) * grad_out).sum(), (mixed.ops[0](x) * grad_out).sum()])
-    assert torch.allclose(g, expected.detach(), atol=1e-5)
-    assert mixed.ops[0].weight.grad is None  # the inactive path runs without autograd
-    # zero: alone it skips the layer; in a pair its gate gradient is 0
-    assert mixed(x, PathSample(4)) is None
-    gates = torch.tensor([1.0, 0.0], requires_grad=True)
-    out = mixed(x, PathSample(4, 1, gates))
+    expected = torch.stack([(mixed.candidates[2](x) * grad_out).sum(), (mixed.candidates[0](x) * grad_out).sum()])
+    assert torch.allclose(g[0], expected.detach(), atol=1e-5)
+    assert mixed.candidates[0].weight.grad is None  # the inactive path runs without autograd
+    # zero: alone it outputs zeros (a residual layer passes its input); in a pair its gate gradient is 0
+    relax.set({"layer": Paths([4])})
+    assert torch.equal(mixed(x), torch.zeros_like(x))
+    gates = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    relax.set({"layer": Paths([4], [1], gates)})
+    out = mixed(x)
     (g,) = torch.autograd.grad((out * grad_out).sum() + gates.sum() * 0, gates)
-    assert g[0] == 0 and g[1] != 0
+    assert g[0, 0] == 0 and g[0, 1] != 0
 
 
 def test_two_path_alpha_gradient_matches_the_formula():
@@ -197,27 +209,27 @@ def test_rescale_keeps_unsampled_probabilities():
 def test_binary_arch_step_moves_only_the_sampled_pairs(table_path, data, latency_loss):
     space = make_space("mbconv")
     torch.manual_seed(0)
-    strategy = _strategy(table_path, latency_loss=latency_loss)
-    strategy.setup_latency(space, LatencyTable.load(table_path))
     model = space.supernet(SHAPE, 10)
-    strategy.alphas = [nn.Parameter(0.3 * torch.randn(len(c))) for c in model.candidates]
-    a_opt = torch.optim.Adam(strategy.alphas, lr=0.05, betas=(0.0, 0.999))
-    before = [torch.softmax(a.detach(), 0).clone() for a in strategy.alphas]
+    strategy = _prepared(_strategy(table_path, latency_loss=latency_loss, alpha_init_std=0.3), space, model,
+                         table_path)
+    alphas = [a[0] for a in strategy.relax.parameters()]  # one row per layer
+    a_opt = torch.optim.Adam(strategy.relax.parameters(), lr=0.05, betas=(0.0, 0.999))
+    before = [torch.softmax(a.detach(), 0).clone() for a in alphas]
     state = torch.get_rng_state()
-    pairs = [sample_two(a) for a in strategy.alphas]
+    pairs = [sample_two(a) for a in alphas]
     torch.set_rng_state(state)  # binary_step draws the same pairs
     calls = _hooked(model)
     loss = strategy.binary_step(model, a_opt, (data.x_valid[:16], data.y_valid[:16]))
     assert math.isfinite(loss)
     moved = 0
-    for li, (a, p0, pair) in enumerate(zip(strategy.alphas, before, pairs)):
+    for li, (a, p0, pair) in enumerate(zip(alphas, before, pairs)):
         p1 = torch.softmax(a.detach(), 0)
         rest = [k for k in range(len(a)) if k not in pair]
         assert torch.allclose(p1[rest], p0[rest], atol=1e-6)
         assert torch.isclose(p1[list(pair)].sum(), p0[list(pair)].sum(), atol=1e-6)
         moved += int(not torch.allclose(p1, p0))
         ran = {k for (l2, k) in calls if l2 == li}
-        assert ran <= set(pair)  # at most the two sampled ops ran (zero has no module call when skipped)
+        assert ran <= set(pair)  # at most the two sampled ops ran
     assert moved > 0
 
 
@@ -225,20 +237,22 @@ def test_binary_arch_step_moves_only_the_sampled_pairs(table_path, data, latency
 def test_expected_latency_equals_the_hand_sum(table_path):
     space = make_space("mbconv")
     table = LatencyTable.load(table_path)
-    model = LayerLatency(space, table)
+    net = space.supernet(SHAPE, 10)
+    relax = Relaxation(net)
+    model = ModuleLatency(space, net, table)
     torch.manual_seed(0)
-    probs = [torch.softmax(torch.randn(len(keys)), 0) for _, keys in space.layer_latency_keys()]
-    hand = table.overhead_ms + sum(table.entries[k] for k in ("stem", "first", "head"))
-    for p, (label, keys) in zip(probs, space.layer_latency_keys()):
-        for j, (op, key) in enumerate(keys.items()):
-            hand += float(p[j]) * (0.0 if op == ZERO else table.entries[key])
+    probs = {label: torch.softmax(torch.randn(1, len(names)), 1) for label, names in relax.names.items()}
+    hand = table.overhead_ms + table.entries["rest"]
+    for i, (label, names) in enumerate(relax.names.items()):
+        for j, op in enumerate(names):
+            hand += float(probs[label][0, j]) * (0.0 if op == ZERO else table.entries[f"layers.{i}.op:{op}"])
     assert abs(float(model.expected(probs)) - hand) < 1e-9
     # a one-hot distribution gives the table's prediction for that architecture
     arch = space.sample(__import__("numpy").random.default_rng(0))
-    indices = [list(keys).index(arch[label]) for label, keys in space.layer_latency_keys()]
-    one_hot = [F.one_hot(torch.tensor(i), len(k)).float() for i, (_, k) in zip(indices, space.layer_latency_keys())]
+    indices = {label: [list(names).index(arch[label])] for label, names in relax.names.items()}
+    one_hot = {label: F.one_hot(torch.tensor(i), len(relax.names[label])).float() for label, i in indices.items()}
     assert abs(float(model.expected(one_hot)) - table.predict(space, arch)) < 1e-9
-    assert abs(model.of_indices(indices) - table.predict(space, arch)) < 1e-9
+    assert abs(model.of_choice(indices) - table.predict(space, arch)) < 1e-9
     assert model.smallest == pytest.approx(table.predict(space, space.uniform_arch(ZERO)))
     assert model.largest == pytest.approx(table.predict(space, space.uniform_arch("mb_k7_e6")))
 
@@ -246,19 +260,20 @@ def test_expected_latency_equals_the_hand_sum(table_path):
 @pytest.mark.parametrize("form", ["add", "mul"])
 def test_latency_loss_alone_lowers_expected_latency(table_path, form):
     space = make_space("mbconv")
-    model = LayerLatency(space, LatencyTable.load(table_path))
+    model = ModuleLatency(space, space.supernet(SHAPE, 10), LatencyTable.load(table_path))
     torch.manual_seed(0)
-    alphas = [nn.Parameter(0.01 * torch.randn(len(v))) for v in model.vectors]
-    opt = torch.optim.Adam(alphas, lr=0.05)
+    alphas = {label: nn.Parameter(0.01 * torch.randn(m.shape)) for label, m in model.matrices.items()}
+    opt = torch.optim.Adam(alphas.values(), lr=0.05)
     target = (model.smallest * model.largest) ** 0.5
-    start = float(model.expected([torch.softmax(a.detach(), 0) for a in alphas]))
+    probs = lambda: {label: torch.softmax(a, 1) for label, a in alphas.items()}  # noqa: E731
+    start = float(model.expected(probs()))
     ce = torch.tensor(1.0)  # CE off: a constant
     for _ in range(100):
         opt.zero_grad()
-        loss = LatencyPenalty(form, 0.5, target)(ce, model.expected([torch.softmax(a, 0) for a in alphas]))
+        loss = LatencyPenalty(form, 0.5, target)(ce, model.expected(probs()))
         loss.backward()
         opt.step()
-    end = float(model.expected([torch.softmax(a.detach(), 0) for a in alphas]))
+    end = float(model.expected(probs()))
     assert end < start - 0.5 * (start - model.smallest)
 
 
@@ -276,17 +291,17 @@ def test_table_errors(tmp_path, data):
     with pytest.raises(ConfigError, match="input shape"):
         _strategy(str(path)).search(space, data, seed=0)
     table = fake_table(space)
-    del table.entries["stage1.layer2:mb_k5_e3"]
+    del table.entries["layers.5.op:mb_k5_e3"]  # stage1.layer2's candidate
     table.save(path)
-    with pytest.raises(ConfigError, match="stage1.layer2:mb_k5_e3"):
+    with pytest.raises(ConfigError, match="layers.5.op:mb_k5_e3"):
         _strategy(str(path)).search(space, data, seed=0)
     table = fake_table(space)
     table.save(path)
-    smallest = LayerLatency(space, table).smallest
+    smallest = ModuleLatency(space, space.supernet(SHAPE, 10), table).smallest
     with pytest.raises(ConfigError, match=f"smallest network.*{smallest:.4f} ms"):
         _strategy(str(path), target_latency_ms=smallest * 0.9).search(space, data, seed=0)
-    with pytest.raises(ConfigError, match="needs the mbconv space"):
-        _strategy(str(path)).search(make_space("darts"), data, seed=0)
+    with pytest.raises(ConfigError, match="relaxes a space written with choice modules"):
+        _strategy(str(path)).search(make_space("layers"), data, seed=0)
 
 
 def test_config_defaults_and_checks():
@@ -353,7 +368,7 @@ def test_resume_replays_exactly(tmp_path, table_path, data, estimator):
         run("cut", [stop])
     resumed, resumed_result = run("cut")
     assert resumed_result.arch == full_result.arch
-    for a, b in zip(full.alphas, resumed.alphas):
+    for a, b in zip(full.arch_parameters(), resumed.arch_parameters()):
         assert torch.equal(a, b)
     assert resumed.baseline == full.baseline
     if estimator == "reinforce":
@@ -366,13 +381,11 @@ def test_resume_replays_exactly(tmp_path, table_path, data, estimator):
 def test_reinforce_favours_the_rewarded_ops(table_path, data):
     """With accuracy flat, the latency reward alone must push probability to cheaper ops."""
     space = make_space("mbconv")
-    strategy = _strategy(table_path, grad_estimator="reinforce", latency_loss="add", latency_weight=1.0,
-                         rl_samples=8, a_lr=0.1)
-    strategy.setup_latency(space, LatencyTable.load(table_path))
     model = space.supernet(SHAPE, 10)
+    strategy = _prepared(_strategy(table_path, grad_estimator="reinforce", latency_loss="add", latency_weight=1.0,
+                                   rl_samples=8, a_lr=0.1, alpha_init_std=0.0), space, model, table_path)
     torch.manual_seed(0)
-    strategy.alphas = [nn.Parameter(torch.zeros(len(c))) for c in model.candidates]
-    a_opt = torch.optim.Adam(strategy.alphas, lr=0.1, betas=(0.0, 0.999))
+    a_opt = torch.optim.Adam(strategy.relax.parameters(), lr=0.1, betas=(0.0, 0.999))
     with torch.no_grad():
         start = float(strategy.latency.expected(strategy.probs()))
     for _ in range(15):

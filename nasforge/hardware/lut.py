@@ -148,6 +148,10 @@ def build_table(space: Any, input_shape: tuple[int, int, int], num_classes: int,
             ms = timed(factory(), tuple(shape)).median_ms
             entries[key] = max(ms - overhead, 0.0)
             task.advance(1, last=key)
+    residual = getattr(space, "latency_residual_parts", None)
+    if residual is not None:  # whole-network entries stored net of the pieces they contain
+        for key, contained in residual(tuple(input_shape), num_classes).items():
+            entries[key] = max(entries[key] - sum(entries[k] for k in contained), 0.0)
     return LatencyTable(space=space.name, space_version=space.version, fingerprint=space_fingerprint(space),
                         input_shape=tuple(input_shape), num_classes=num_classes, device=device,
                         device_name=base.device_name, batch_size=batch_size, threads=base.threads,

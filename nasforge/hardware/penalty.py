@@ -3,8 +3,8 @@
 - ``load_or_build_table``: the one place a search gets its lookup table: a given file
   (checked against the space, input shape and device), the table this run saved before an
   interruption, or one measured now and saved in the run (``TABLE_FILE``).
-- ``LayerLatency``: expected latency of a layer-wise space (ProxylessNAS's mbconv) from the
-  per-layer op probabilities: ``overhead + fixed parts + sum_l sum_j p_lj * table(op j at l)``,
+- ``ModuleLatency``: expected latency of any space written with choice modules from the
+  per-label candidate probabilities: ``overhead + rest + sum_l sum_j p_lj * table(candidate j of l)``,
   differentiable in the probabilities, with the smallest and largest network.
 - ``LatencyPenalty``: the paper forms of the loss from the cross-entropy and the expected latency:
   ``add`` (ProxylessNAS ``add#linear``: ``CE + w * E / T``), ``mul`` (ProxylessNAS ``mul#log``:
@@ -56,39 +56,77 @@ def load_or_build_table(space: Any, data: Any, device: str, *, table: str | None
     return loaded
 
 
-class LayerLatency:
-    """Per-layer latency vectors of a layer-wise space from a table: expected latency and bounds."""
+class ModuleLatency:
+    """Expected latency of a space network with choice modules, from a table of its candidates.
 
-    def __init__(self, space: Any, table: Any, device: torch.device | str = "cpu"):
+    ``base`` is the table's call overhead plus ``rest`` (everything but the candidates); each
+    choice module adds the latency of its candidates weighted by their probabilities: a label
+    ``l`` used in several modules gets one matrix ``M_l [rows, n]`` (summed over its modules;
+    ``zero`` costs nothing), and ``E[lat] = base + sum_l sum(p_l * M_l)`` is differentiable in the
+    probabilities. A ``Choose`` over several labels adds ``sum_c prod_l p_l[c_l] * lat(c)``.
+    """
+
+    def __init__(self, space: Any, model: Any, table: Any, device: torch.device | str = "cpu"):
+        from nasforge.nn.choices import Choose, InputChoice, NodeChoice, OpChoice, choice_modules, is_zero
+
         self.table = table
-        self.base = table.overhead_ms + sum(table.get(k) for k in space.fixed_latency_keys())
+        self.base = table.overhead_ms + table.get("rest")
         dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
-        self.labels: list[str] = []
-        self.vectors: list[Tensor] = []
-        for label, keys in space.layer_latency_keys():
-            self.labels.append(label)
-            self.vectors.append(torch.tensor([0.0 if k is None else table.get(k) for k in keys.values()],
-                                             dtype=dtype, device=device))
+        self.matrices: dict[str, Tensor] = {}
+        self.products: list[tuple[list[str], list[tuple[int, ...]], Tensor]] = []
 
-    def expected(self, probs: Sequence[Tensor]) -> Tensor:
-        """``base + sum_layers sum_j p_j * lat_j`` (ms), differentiable in ``probs``."""
-        total = torch.tensor(self.base, dtype=self.vectors[0].dtype if self.vectors else torch.float64,
-                             device=self.vectors[0].device if self.vectors else "cpu")
-        for p, v in zip(probs, self.vectors):
-            total = total + (p.to(v.dtype) * v).sum()
+        def add(label: str, matrix: list[list[float]]) -> None:
+            m = torch.tensor(matrix, dtype=dtype, device=device)
+            self.matrices[label] = self.matrices[label] + m if label in self.matrices else m
+
+        for path, m in choice_modules(model):
+            if isinstance(m, OpChoice):
+                add(m.label, [[0.0 if is_zero(n, op) else table.get(f"{path}:{n}") for n, op in zip(m.names, m.candidates)]])
+            elif isinstance(m, NodeChoice):
+                add(m.label, [[0.0 if is_zero(n) else table.get(f"{path}:{j}:{n}") for n in m.names]
+                              for j in range(m.n_inputs)])
+            elif isinstance(m, Choose):
+                lat = [table.get(f"{path}:{','.join(map(repr, values))}") for values in m.combo_values()]
+                if len(m.labels) == 1:
+                    add(m.labels[0], [lat])
+                else:
+                    self.products.append((list(m.labels), list(m.combos), torch.tensor(lat, dtype=dtype, device=device)))
+            elif not isinstance(m, InputChoice):
+                raise ConfigError(f"choice module at '{path}' ({type(m).__name__}) has no latency model")
+
+    def expected(self, probs: dict[str, Tensor]) -> Tensor:
+        """``E[lat]`` (ms) for per-label probabilities ``[rows, n]``, differentiable in them."""
+        total = torch.tensor(self.base, dtype=torch.float64, device=next(iter(probs.values())).device)
+        for label, m in self.matrices.items():
+            total = total + (probs[label].to(m.dtype) * m).sum()
+        for labels, combos, lat in self.products:
+            for combo, value in zip(combos, lat):
+                w = value
+                for label, i in zip(labels, combo):
+                    w = w * probs[label][0, i].to(lat.dtype)
+                total = total + w
         return total
 
-    def of_indices(self, indices: Sequence[int]) -> float:
-        """Latency (ms) of the network with op ``indices[l]`` at layer ``l``."""
-        return float(self.base + sum(float(v[i]) for v, i in zip(self.vectors, indices)))
+    def of_choice(self, indices: dict[str, Sequence[int]]) -> float:
+        """Latency (ms) of the supernet's network with candidate ``indices[label][row]`` everywhere."""
+        total = self.base + sum(float(m[r, i]) for label, m in self.matrices.items()
+                                for r, i in enumerate(indices[label]))
+        for labels, combos, lat in self.products:
+            total += float(lat[combos.index(tuple(indices[label][0] for label in labels))])
+        return float(total)
+
+    def _bound(self, pick: Any) -> float:
+        total = self.base + sum(float(pick(row)) for m in self.matrices.values() for row in m)
+        return float(total + sum(float(pick(lat)) for _, _, lat in self.products))
 
     @property
     def smallest(self) -> float:
-        return float(self.base + sum(float(v.min()) for v in self.vectors))
+        """The smallest network (every label at its cheapest candidate)."""
+        return self._bound(torch.min)
 
     @property
     def largest(self) -> float:
-        return float(self.base + sum(float(v.max()) for v in self.vectors))
+        return self._bound(torch.max)
 
 
 @dataclass

@@ -1,5 +1,2 @@
-"""Plumbing shared by one-shot strategies: mixed ops and architecture-weight relaxations."""
-
-from nasforge.oneshot.mixed import EdgeWeights, MixedOp
-
-__all__ = ["EdgeWeights", "MixedOp"]
+"""Plumbing shared by one-shot strategies: the bi-level loop, relaxations of choice modules,
+binarized-path sampling (ProxylessNAS) and path probabilities (DenseNAS)."""

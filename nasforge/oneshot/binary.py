@@ -1,7 +1,8 @@
-"""Binarized mixed ops of ProxylessNAS (Cai, Zhu & Han, ICLR 2019, section 3.2).
+"""Binarized paths of ProxylessNAS (Cai, Zhu & Han, ICLR 2019, section 3.2): sampling and gradients.
 
-Each searchable layer holds all candidate ops, but a forward pass runs only sampled
-paths; the architecture parameters ``alpha`` (one vector per layer) live in the strategy:
+Each choice (a layer, a cell edge) holds all candidate modules, but a forward pass runs only
+sampled paths (``nasforge.nn.choices.Paths`` decisions); the architecture parameters ``alpha``
+(one row per choice) live in the strategy's relaxation:
 
 - **weight step**: one path per layer, sampled from ``softmax(alpha)``; only that op
   runs, so activations and weight gradients are those of one compact network.
@@ -19,56 +20,13 @@ paths; the architecture parameters ``alpha`` (one vector per layer) live in the 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["BinaryMixedOp", "PathSample", "sample_one", "sample_two", "two_path_alpha_grad", "rescale_two_paths"]
-
-
-class PathSample(NamedTuple):
-    """The path(s) of one layer for one forward pass.
-
-    ``active``: the op that runs (with autograd). ``inactive``: the second sampled op of an
-    architecture step (runs without autograd), else None. ``gates``: the binary gates
-    ``[g_active, g_inactive]`` (a leaf tensor requiring grad) in an architecture step, else None.
-    """
-
-    active: int
-    inactive: int | None = None
-    gates: Tensor | None = None
-
-
-class BinaryMixedOp(nn.Module):
-    """All candidate ops of one layer; ``forward(x, path)`` runs only the sampled path(s).
-
-    With a single path and no gates, it returns ``op_active(x)``, or None when that op is
-    a zero op (the caller skips the layer). With gates, it returns
-    ``g[0] * op_active(x) + g[1] * op_inactive(x).detach()``.
-    """
-
-    def __init__(self, ops: dict[str, nn.Module], zero_ops: Sequence[str] = ("zero",)):
-        super().__init__()
-        self.names = list(ops)
-        self.ops = nn.ModuleList(ops.values())
-        self.zero = {i for i, name in enumerate(self.names) if name in zero_ops}
-
-    def _run(self, index: int, x: Tensor) -> Tensor:
-        return torch.zeros_like(x) if index in self.zero else self.ops[index](x)
-
-    def forward(self, x: Tensor, path: PathSample) -> Tensor | None:
-        if path.gates is None:
-            if path.active in self.zero:
-                return None
-            return self.ops[path.active](x)
-        out = path.gates[0] * self._run(path.active, x)
-        if path.inactive is not None:
-            with torch.no_grad():
-                other = self._run(path.inactive, x)
-            out = out + path.gates[1] * other
-        return out
+__all__ = ["sample_one", "sample_two", "two_path_alpha_grad", "rescale_two_paths"]
 
 
 def sample_one(alpha: Tensor, generator: torch.Generator | None = None) -> int:

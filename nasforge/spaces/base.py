@@ -195,13 +195,20 @@ def space_names() -> list[str]:
 
 
 def get_space_class(name: str) -> type[SearchSpace]:
-    """The registered space class called ``name`` (``ConfigError`` listing the names otherwise)."""
+    """The registered space class called ``name``, or a user's space from a reference
+    ``path/to/file.py:name`` / ``package.module:name`` (``ConfigError`` otherwise)."""
+    from nasforge.spaces.modular import is_space_reference, load_space_reference
+
+    if is_space_reference(name):
+        return load_space_reference(name)
     return SPACES.get(name)
 
 
 def make_space(name: str, **options: Any) -> SearchSpace:
     """Instantiate a space, checking option names and values."""
     cls = get_space_class(name)
+    if getattr(cls, "reference", ""):  # a user's function space checks its own options
+        return cls(**options)
     params = inspect.signature(cls.__init__).parameters
     for key in options:
         if key not in params or key == "self":

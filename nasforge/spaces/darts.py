@@ -24,8 +24,9 @@ from torch import Tensor, nn
 
 from nasforge.arch import Arch
 from nasforge.errors import ArchError, ConfigError
-from nasforge.oneshot.mixed import EdgeWeights, MixedOp
-from nasforge.spaces.base import Choice, InputChoice, OpChoice, SearchSpace, register_space
+from nasforge.nn.choices import NodeChoice, derive_node
+from nasforge.spaces.base import Choice, InputChoice, OpChoice, register_space
+from nasforge.spaces.modular import ModuleSpace
 from nasforge.spaces.ops import FactorizedReduce, Identity, ReLUConvBN, drop_path, make_op
 
 #: The paper's candidate ops, in the order of its code (index 0 is ``none``).
@@ -82,20 +83,15 @@ def edge_index(node: int, source: int) -> int:
 
 def derive_cell(weights: np.ndarray, nodes: int, primitives: Sequence[str] = PRIMITIVES) -> tuple[tuple[str, int], ...]:
     """The paper's derivation for one cell: per node keep the two incoming edges whose
-    strongest non-``none`` op weighs most, each with that op."""
+    strongest non-``none`` op weighs most, each with that op (``nasforge.nn.choices.derive_node``)."""
     weights = np.asarray(weights, dtype=np.float64)
     if weights.shape != (num_edges(nodes), len(primitives)):
         raise ValueError(f"weights shape {weights.shape} != {(num_edges(nodes), len(primitives))}")
-    live = [k for k, name in enumerate(primitives) if name != "none"]
     gene: list[tuple[str, int]] = []
     for node in range(nodes):
-        rows = {j: weights[edge_index(node, j)] for j in range(node + 2)}
-        strength = {j: max(row[k] for k in live) for j, row in rows.items()}
-        # Highest strength first; ties broken by the lower input index (stable sort).
-        chosen = sorted(sorted(rows), key=lambda j: -strength[j])[:2]
-        for j in sorted(chosen):
-            best = max(live, key=lambda k: (rows[j][k], -k))
-            gene.append((primitives[best], j))
+        rows = weights[edge_index(node, 0): edge_index(node, 0) + node + 2]
+        inputs, ops = derive_node(rows, primitives, 2)
+        gene += list(zip(ops, inputs))
     return tuple(gene)
 
 
@@ -107,35 +103,53 @@ def derive_genotype(normal: np.ndarray | Tensor, reduce: np.ndarray | Tensor, no
 
 
 # ---------------------------------------------------------------------------
-# Stand-alone network built from a genotype (the paper's evaluation network)
+# The network, written once: searched (every node a NodeChoice) or built from an arch
 # ---------------------------------------------------------------------------
-class FixedCell(nn.Module):
-    """A cell with the genotype's ops; drop-path applies to every non-identity op."""
+class DropPath(nn.Module):
+    """A chosen op of a built network with drop-path (the paper's regularisation of the final training)."""
 
-    def __init__(self, gene: Sequence[tuple[str, int]], c_pp: int, c_p: int, c: int,
-                 reduction: bool, reduction_prev: bool):
+    def __init__(self, op: nn.Module):
+        super().__init__()
+        self.op = op
+        self.drop_prob = 0.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.op(x)
+        if self.training and self.drop_prob > 0:
+            h = drop_path(h, self.drop_prob)
+        return h
+
+
+def cell_op(name: str, c: int, stride: int, search: bool) -> nn.Module:
+    """A candidate op of a cell edge. Searching: BN without affine and pooling followed by BN (the
+    paper's search model); built: affine BN and drop-path on every op but the identity."""
+    op = make_op(name, c, stride, affine=not search)
+    if search:
+        return nn.Sequential(op, nn.BatchNorm2d(c, affine=False)) if "pool" in name else op
+    return op if isinstance(op, Identity) else DropPath(op)
+
+
+class DartsCell(nn.Module):
+    """A cell: two preprocessed inputs, ``nodes`` nodes (each a ``NodeChoice`` labelled
+    ``{cell}.{node}``, shared by every cell of that type), the nodes concatenated."""
+
+    def __init__(self, cell: str, nodes: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool,
+                 search: bool, primitives: Sequence[str] = PRIMITIVES):
         super().__init__()
         self.reduction = reduction
-        self.pre0 = FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0)
-        self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0)
-        self.nodes = len(gene) // 2
-        self.inputs = [j for _, j in gene]
-        self.ops = nn.ModuleList(
-            make_op(name, c, 2 if reduction and j < 2 else 1, affine=True) for name, j in gene
-        )
-        self.multiplier = self.nodes
-        self.drop_prob = 0.0
+        affine = not search
+        self.pre0 = FactorizedReduce(c_pp, c, affine=affine) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine)
+        self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine)
+        self.nodes = nn.ModuleList(
+            NodeChoice(f"{cell}.{node}", node + 2, primitives,
+                       lambda name, j: cell_op(name, c, 2 if reduction and j < 2 else 1, search), 2, group=cell)
+            for node in range(nodes))
+        self.multiplier = nodes
 
     def forward(self, s0: Tensor, s1: Tensor) -> Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
-        for node in range(self.nodes):
-            total = 0
-            for k in (2 * node, 2 * node + 1):
-                h = self.ops[k](states[self.inputs[k]])
-                if self.training and self.drop_prob > 0 and not isinstance(self.ops[k], Identity):
-                    h = drop_path(h, self.drop_prob)
-                total = total + h
-            states.append(total)
+        for node in self.nodes:
+            states.append(node(states))
         return torch.cat(states[2:], dim=1)
 
 
@@ -159,96 +173,6 @@ class AuxiliaryHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x).flatten(1))
-
-
-def _reduction_layers(layers: int) -> tuple[int, int]:
-    return layers // 3, 2 * layers // 3
-
-
-class DartsNetwork(nn.Module):
-    """The evaluation network of a genotype: stem, ``layers`` cells, global pool, classifier.
-
-    During training with ``auxiliary=True`` the auxiliary logits are kept in
-    ``self.aux_logits`` (the forward output stays the main logits, so export is plain).
-    """
-
-    def __init__(self, genotype: Genotype, in_channels: int, num_classes: int, layers: int = 8,
-                 channels: int = 16, auxiliary: bool = False, stem_multiplier: int = 3):
-        super().__init__()
-        self.drop_path_prob = 0.0
-        self.auxiliary = auxiliary
-        self.aux_logits: Tensor | None = None
-        c_curr = stem_multiplier * channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
-        c_pp, c_p, c_curr = c_curr, c_curr, channels
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        reductions = _reduction_layers(layers)
-        self.aux_position = reductions[1]
-        c_aux = None
-        for i in range(layers):
-            reduction = i in reductions
-            if reduction:
-                c_curr *= 2
-            gene = genotype.reduce if reduction else genotype.normal
-            cell = FixedCell(gene, c_pp, c_p, c_curr, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            c_pp, c_p = c_p, cell.multiplier * c_curr
-            if i == self.aux_position:
-                c_aux = c_p
-        self.aux_head = AuxiliaryHead(c_aux, num_classes) if auxiliary and c_aux else None
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_p, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        s0 = s1 = self.stem(x)
-        self.aux_logits = None
-        for i, cell in enumerate(self.cells):
-            cell.drop_prob = self.drop_path_prob
-            s0, s1 = s1, cell(s0, s1)
-            if i == self.aux_position and self.aux_head is not None and self.training:
-                self.aux_logits = self.aux_head(s1)
-        return self.classifier(self.pool(s1).flatten(1))
-
-
-# ---------------------------------------------------------------------------
-# The supernet: every edge a mixed op over all candidate ops
-# ---------------------------------------------------------------------------
-class SearchCell(nn.Module):
-    """A cell whose every edge is a ``MixedOp`` (pooling followed by BN, as in the paper)."""
-
-    def __init__(self, nodes: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool,
-                 primitives: Sequence[str] = PRIMITIVES):
-        super().__init__()
-        self.reduction = reduction
-        self.nodes = nodes
-        self.pre0 = FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine=False)
-        self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
-        self.edges = nn.ModuleList()
-        for node in range(nodes):
-            for j in range(node + 2):
-                stride = 2 if reduction and j < 2 else 1
-                ops = {}
-                for name in primitives:
-                    op = make_op(name, c, stride, affine=False)
-                    if "pool" in name:
-                        op = nn.Sequential(op, nn.BatchNorm2d(c, affine=False))
-                    ops[name] = op
-                self.edges.append(MixedOp(ops))
-
-    def forward(self, s0: Tensor, s1: Tensor, weights: EdgeWeights) -> Tensor:
-        states = [self.pre0(s0), self.pre1(s1)]
-        w, index = weights
-        offset = 0
-        for _ in range(self.nodes):
-            total = 0
-            for j, h in enumerate(states):
-                e = offset + j
-                total = total + self.edges[e](h, w[e], None if index is None else index[e])
-            offset += len(states)
-            states.append(total)
-        return torch.cat(states[2:], dim=1)
 
 
 class GdasReductionCell(nn.Module):
@@ -293,62 +217,71 @@ class GdasReductionCell(nn.Module):
         return torch.cat([self.conv0(s0), self.conv1(s1), self.pool0(s0), self.pool1(s1)], dim=1)
 
 
-class DartsSupernet(nn.Module):
-    """The one-shot network of the DARTS space.
+def _reduction_layers(layers: int) -> tuple[int, int]:
+    return layers // 3, 2 * layers // 3
 
-    ``forward(x, normal, reduce)`` takes per-edge weights for the normal and the reduction
-    cells (``EdgeWeights``). With ``fixed_reduce`` the reduction cells are not searched and
-    ``reduce`` is ignored: either a genotype's reduce gene (``(op, input)`` pairs, built as
-    a ``FixedCell``) or a cell class called as ``cls(c_pp, c_p, c, reduction_prev)`` with
-    a ``multiplier`` attribute, e.g. ``GdasReductionCell`` (GDAS's hand-designed cell).
+
+class DartsNet(nn.Module):
+    """Stem, ``layers`` cells (reductions at 1/3 and 2/3 of the depth), global pool, classifier.
+
+    ``search``: the paper's search model (every node a ``NodeChoice``, BN without affine);
+    else the evaluation network of the arch given by ``fixed_arch`` (affine BN, drop-path
+    set by ``drop_path_prob``, and with ``auxiliary`` the auxiliary head, whose logits are
+    kept in ``self.aux_logits`` during training so the forward output stays the main logits).
+    ``fixed_reduce``: a cell class ``cls(c_pp, c_p, c, reduction_prev)`` with a ``multiplier``
+    used for the reduction cells instead of searched ones (GDAS's hand-designed cell).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, layers: int = 5, channels: int = 8, nodes: int = 4,
-                 stem_multiplier: int = 3, primitives: Sequence[str] = PRIMITIVES,
-                 fixed_reduce: Sequence[tuple[str, int]] | type[nn.Module] | None = None):
+    def __init__(self, in_channels: int, num_classes: int, layers: int = 8, channels: int = 16, nodes: int = 4,
+                 search: bool = False, auxiliary: bool = False, stem_multiplier: int = 3,
+                 fixed_reduce: type[nn.Module] | None = None):
         super().__init__()
-        self.nodes = nodes
-        self.primitives = tuple(primitives)
-        self.num_edges = num_edges(nodes)
+        self.drop_path_prob = 0.0
+        self._applied_drop = 0.0
+        self.aux_logits: Tensor | None = None
         c_curr = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
         c_pp, c_p, c_curr = c_curr, c_curr, channels
         self.cells = nn.ModuleList()
-        reductions = _reduction_layers(layers)
         reduction_prev = False
-        if isinstance(fixed_reduce, type):
-            self.fixed_reduce = fixed_reduce
-        else:
-            self.fixed_reduce = tuple(fixed_reduce) if fixed_reduce else None
+        reductions = _reduction_layers(layers)
+        self.aux_position = reductions[1]
+        c_aux = None
         for i in range(layers):
             reduction = i in reductions
             if reduction:
                 c_curr *= 2
-            if reduction and isinstance(self.fixed_reduce, type):
-                cell = self.fixed_reduce(c_pp, c_p, c_curr, reduction_prev)
-            elif reduction and self.fixed_reduce:
-                cell = FixedCell(self.fixed_reduce, c_pp, c_p, c_curr, True, reduction_prev)
+            if reduction and fixed_reduce is not None:
+                cell = fixed_reduce(c_pp, c_p, c_curr, reduction_prev)
             else:
-                cell = SearchCell(nodes, c_pp, c_p, c_curr, reduction, reduction_prev, primitives)
+                cell = DartsCell("reduce" if reduction else "normal", nodes, c_pp, c_p, c_curr, reduction,
+                                 reduction_prev, search)
             self.cells.append(cell)
             reduction_prev = reduction
-            c_pp, c_p = c_p, getattr(cell, "multiplier", nodes) * c_curr
+            c_pp, c_p = c_p, cell.multiplier * c_curr
+            if i == self.aux_position:
+                c_aux = c_p
+        self.aux_head = AuxiliaryHead(c_aux, num_classes) if auxiliary and not search and c_aux else None
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
-    def forward(self, x: Tensor, normal: EdgeWeights, reduce: EdgeWeights | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
+        if self.drop_path_prob != self._applied_drop:
+            for m in self.modules():
+                if isinstance(m, DropPath):
+                    m.drop_prob = self.drop_path_prob
+            self._applied_drop = self.drop_path_prob
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
-            if not isinstance(cell, SearchCell):  # a fixed (not searched) cell
-                out = cell(s0, s1)
-            else:
-                out = cell(s0, s1, reduce if cell.reduction else normal)
-            s0, s1 = s1, out
+        self.aux_logits = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1)
+            if i == self.aux_position and self.aux_head is not None and self.training:
+                self.aux_logits = self.aux_head(s1)
         return self.classifier(self.pool(s1).flatten(1))
 
 
 @register_space
-class DartsSpace(SearchSpace):
+class DartsSpace(ModuleSpace):
     """The DARTS cell space: normal and reduction cells, ``nodes`` intermediate nodes, 8 ops."""
 
     name = "darts"
@@ -417,14 +350,18 @@ class DartsSpace(SearchSpace):
         return str(self.genotype(arch))
 
     # --- networks ------------------------------------------------------------
-    def build(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int, layers: int = 8,
-              channels: int = 16, auxiliary: bool = False, **_: Any) -> DartsNetwork:
-        self.validate(arch)
-        return DartsNetwork(self.genotype(arch), input_shape[0], num_classes, layers, channels, auxiliary)
+    build_options = ("layers", "channels", "auxiliary")
+    supernet_options = ("layers", "channels", "fixed_reduce")
 
-    def supernet(self, input_shape: tuple[int, int, int], num_classes: int, layers: int = 5, channels: int = 8,
-                 fixed_reduce: Genotype | type[nn.Module] | None = None, **_: Any) -> DartsSupernet:
-        """The one-shot network; ``fixed_reduce``: a genotype (its reduce cell) or a fixed cell class."""
-        if isinstance(fixed_reduce, Genotype):
-            fixed_reduce = fixed_reduce.reduce
-        return DartsSupernet(input_shape[0], num_classes, layers, channels, self.nodes, fixed_reduce=fixed_reduce)
+    def final_options(self) -> dict[str, Any]:
+        return {"layers": 8, "channels": 16}
+
+    def network(self, input_shape: tuple[int, int, int], num_classes: int, layers: int | None = None,
+                channels: int | None = None, search: bool = False, auxiliary: bool = False,
+                fixed_reduce: type[nn.Module] | None = None) -> DartsNet:
+        """The search model (``search``: 5 cells of 8 channels unless given) or, inside
+        ``fixed_arch``, the evaluation network of an arch (8 cells of 16 channels, the paper's)."""
+        layers = layers or (5 if search else 8)
+        channels = channels or (8 if search else 16)
+        return DartsNet(input_shape[0], num_classes, layers, channels, self.nodes, search=search,
+                        auxiliary=auxiliary, fixed_reduce=fixed_reduce)

@@ -36,8 +36,9 @@ from torch import Tensor, nn
 
 from nasforge.arch import Arch
 from nasforge.errors import ArchError, ConfigError
-from nasforge.oneshot.binary import BinaryMixedOp, PathSample
-from nasforge.spaces.base import Choice, OpChoice, SearchSpace, ValueChoice, register_space
+from nasforge.nn.choices import OpChoice, Zero
+from nasforge.spaces.base import Choice, OpChoice as OpDecl, ValueChoice, register_space
+from nasforge.spaces.modular import ModuleSpace
 from nasforge.spaces.ops import MBConv
 
 #: The paper's candidate blocks (``conv_candidates`` of its search script), then ``zero``.
@@ -109,78 +110,38 @@ class LayerSpec:
     def residual(self) -> bool:
         return self.stride == 1 and self.c_in == self.c_out
 
-    def make(self, op: str) -> nn.Module:
-        """The layer built with ``op`` (a non-zero op)."""
+    def make_op(self, op: str) -> nn.Module:
+        """The candidate ``op`` of this layer (``zero``: a ``Zero``), without the shortcut."""
+        if op == ZERO:
+            return Zero()
         kernel, expansion = op_spec(op)
-        return MBLayer(MBConv(self.c_in, self.c_out, kernel, self.stride, expansion), self.residual)
+        return MBConv(self.c_in, self.c_out, kernel, self.stride, expansion)
 
 
 class MBConvNet(nn.Module):
-    """A stand-alone network of the space: stem, [MBConv1], layers, [feature mix], head."""
+    """The network of the space, written once: stem, [MBConv1], the searchable layers (each an
+    ``OpChoice`` over its MBConv ops and, where the shape is kept, ``zero``), [feature mix], head.
+    Built from an arch, a layer whose op is ``zero`` is left out (its input passes through)."""
 
-    def __init__(self, stem: nn.Module, first: nn.Module | None, layers: Sequence[nn.Module],
-                 mix: nn.Module | None, head: nn.Module):
+    def __init__(self, space: "MBConvSpace", input_shape: tuple[int, int, int], num_classes: int):
         super().__init__()
-        self.stem = stem
-        self.first = first if first is not None else nn.Identity()
+        c = input_shape[0]
+        specs = space.layer_specs(input_shape)
+        # the fixed parts first, then the layers (the order the parameters are drawn in)
+        self.stem = conv_bn_relu6(c, space.stem, 3, space.stem_stride)
+        self.first = MBConv(space.stem, space.first, 3, 1, 1) if space.first else nn.Identity()
+        c_last = space.widths[-1]
+        self.mix = conv_bn_relu6(c_last, space.mix, 1) if space.mix else nn.Identity()
+        self.head = Head(space.mix or c_last, num_classes)
+        layers = []
+        for spec in specs:
+            op = OpChoice(spec.label, {name: (lambda name=name, spec=spec: spec.make_op(name)) for name in spec.ops})
+            if not isinstance(op, Zero):
+                layers.append(MBLayer(op, spec.residual))
         self.layers = nn.Sequential(*layers)
-        self.mix = mix if mix is not None else nn.Identity()
-        self.head = head
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.mix(self.layers(self.first(self.stem(x)))))
-
-
-class SearchLayer(nn.Module):
-    """A searchable layer of the supernet: a ``BinaryMixedOp`` over its candidates plus the shortcut."""
-
-    def __init__(self, spec: LayerSpec):
-        super().__init__()
-        ops: dict[str, nn.Module] = {}
-        for name in spec.ops:
-            if name == ZERO:
-                ops[name] = Zero()
-            else:
-                kernel, expansion = op_spec(name)
-                ops[name] = MBConv(spec.c_in, spec.c_out, kernel, spec.stride, expansion)
-        self.mixed = BinaryMixedOp(ops, zero_ops=(ZERO,))
-        self.residual = spec.residual
-
-    def forward(self, x: Tensor, path: PathSample) -> Tensor:
-        out = self.mixed(x, path)
-        if out is None:  # the zero op alone: the layer is skipped
-            return x
-        return x + out if self.residual else out
-
-
-class Zero(nn.Module):
-    """The ``zero`` op: outputs zeros shaped like its input (only offered where shapes are kept)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.zeros_like(x)
-
-
-class MBConvSupernet(nn.Module):
-    """The one-shot network: ``forward(x, paths)`` with one ``PathSample`` per searchable layer."""
-
-    def __init__(self, stem: nn.Module, first: nn.Module | None, specs: Sequence[LayerSpec],
-                 mix: nn.Module | None, head: nn.Module):
-        super().__init__()
-        self.stem = stem
-        self.first = first if first is not None else nn.Identity()
-        self.layers = nn.ModuleList(SearchLayer(s) for s in specs)
-        self.mix = mix if mix is not None else nn.Identity()
-        self.head = head
-        self.labels = [s.label for s in specs]
-        self.candidates = [s.ops for s in specs]
-
-    def forward(self, x: Tensor, paths: Sequence[PathSample]) -> Tensor:
-        if len(paths) != len(self.layers):
-            raise ValueError(f"{len(paths)} path samples for {len(self.layers)} searchable layers")
-        h = self.first(self.stem(x))
-        for layer, path in zip(self.layers, paths):
-            h = layer(h, path)
-        return self.head(self.mix(h))
 
 
 def _int_list(name: str, value: Any) -> list[int]:
@@ -193,7 +154,7 @@ def _int_list(name: str, value: Any) -> list[int]:
 
 
 @register_space
-class MBConvSpace(SearchSpace):
+class MBConvSpace(ModuleSpace):
     """ProxylessNAS's layer-wise MBConv space: per layer one of six MBConv blocks or zero."""
 
     name = "mbconv"
@@ -256,7 +217,7 @@ class MBConvSpace(SearchSpace):
         return specs
 
     def choices(self) -> dict[str, Choice]:
-        ops = {s.label: OpChoice(s.label, s.ops) for s in self.layer_specs()}
+        ops = {s.label: OpDecl(s.label, s.ops) for s in self.layer_specs()}
         return {**ops, **self._shape_choices()}
 
     @classmethod
@@ -301,91 +262,10 @@ class MBConvSpace(SearchSpace):
         return " | ".join(f"{k}: {' '.join(v)}" for k, v in stages.items())
 
     # --- networks --------------------------------------------------------------
-    def _fixed_parts(self, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]]:
-        """Stem, MBConv1, feature mix and head: factory and input shape, by table key."""
-        c, h, w = input_shape
-        parts: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {}
-        stem, ss = self.stem, self.stem_stride
-        parts["stem"] = (lambda: conv_bn_relu6(c, stem, 3, ss), (c, h, w))
-        h, w = _out_size(h, ss), _out_size(w, ss)
-        if self.first:
-            parts["first"] = (lambda f=self.first: MBConv(stem, f, 3, 1, 1), (stem, h, w))
-        specs = self.layer_specs(input_shape)
-        last = specs[-1]
-        h, w = _out_size(last.in_hw[0], last.stride), _out_size(last.in_hw[1], last.stride)
-        c_last = self.widths[-1]
-        if self.mix:
-            parts["mix"] = (lambda c=c_last, m=self.mix: conv_bn_relu6(c, m, 1), (c_last, h, w))
-            c_last = self.mix
-        parts["head"] = (lambda c=c_last: Head(c, num_classes), (c_last, h, w))
-        return parts
+    def fixed_choices(self) -> dict[str, Choice]:
+        return self._shape_choices()
 
-    def _fixed_modules(self, input_shape: tuple[int, int, int], num_classes: int):
-        parts = self._fixed_parts(input_shape, num_classes)
-        make = lambda key: parts[key][0]() if key in parts else None  # noqa: E731
-        return make("stem"), make("first"), make("mix"), make("head")
-
-    def build(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int, **options: Any) -> nn.Module:
-        """The network of ``arch``. The final-training options (layers, channels, auxiliary) do not
-        apply to this space (its shape is in the arch) and are ignored."""
-        self.validate(arch)
-        stem, first, mix, head = self._fixed_modules(input_shape, num_classes)
-        layers = [s.make(arch[s.label]) for s in self.layer_specs(input_shape) if arch[s.label] != ZERO]
-        return MBConvNet(stem, first, layers, mix, head)
-
-    def supernet(self, input_shape: tuple[int, int, int], num_classes: int, **options: Any) -> MBConvSupernet:
-        """The one-shot network: every searchable layer a ``BinaryMixedOp`` over its candidates
-        (only the sampled path(s) run). Size options do not apply and are ignored."""
-        stem, first, mix, head = self._fixed_modules(input_shape, num_classes)
-        return MBConvSupernet(stem, first, self.layer_specs(input_shape), mix, head)
-
-    def all_paths_supernet(self, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-        """A DARTS-style supernet of the space: every op of every layer runs, mixed by softmax weights
-        (for memory comparisons; ``forward(x, weights)`` with one weight vector per layer)."""
-        return AllPathsSupernet(self.supernet(input_shape, num_classes))
-
-    # --- latency lookup-table contract ---------------------------------------------
-    def latency_parts(self, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]]:
-        """Every measurable piece: the fixed parts and, per layer, each non-zero op (with its shortcut)."""
-        parts = self._fixed_parts(input_shape, num_classes)
-        for s in self.layer_specs(input_shape):
-            shape = (s.c_in, *s.in_hw)
-            for op in s.ops:
-                if op != ZERO:
-                    parts[f"{s.label}:{op}"] = (lambda s=s, op=op: s.make(op), shape)
-        return parts
-
-    def fixed_latency_keys(self) -> list[str]:
-        """Table keys present in every network of the space (stem, MBConv1, feature mix, head)."""
-        return ["stem"] + (["first"] if self.first else []) + (["mix"] if self.mix else []) + ["head"]
-
-    def layer_latency_keys(self) -> list[tuple[str, dict[str, str | None]]]:
-        """Per searchable layer, in order: (label, op -> table key), ``None`` for ``zero`` (costs nothing)."""
-        return [(s.label, {op: None if op == ZERO else f"{s.label}:{op}" for op in s.ops})
-                for s in self.layer_specs()]
-
-    def arch_latency_parts(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int) -> list[str]:
-        """The table keys whose latencies sum to that of ``build(arch)`` (zero layers add none)."""
-        keys = [f"{label}:{arch[label]}" for label, _ in self.layer_latency_keys() if arch[label] != ZERO]
-        return self.fixed_latency_keys() + keys
-
-
-class AllPathsSupernet(nn.Module):
-    """DARTS-style relaxation of the mbconv supernet: each layer is the softmax-weighted sum of all ops."""
-
-    def __init__(self, base: MBConvSupernet):
-        super().__init__()
-        self.base = base
-
-    def forward(self, x: Tensor, weights: Sequence[Tensor]) -> Tensor:
-        b = self.base
-        h = b.first(b.stem(x))
-        for layer, w in zip(b.layers, weights):
-            out = None
-            for k, (name, op) in enumerate(zip(layer.mixed.names, layer.mixed.ops)):
-                if name == ZERO:
-                    continue
-                term = w[k] * op(h)
-                out = term if out is None else out + term
-            h = h + out if layer.residual else out
-        return b.head(b.mix(h))
+    def network(self, input_shape: tuple[int, int, int], num_classes: int) -> MBConvNet:
+        """The network with an ``OpChoice`` per searchable layer (inside ``fixed_arch``: the arch's
+        network). The final-training options (layers, channels, auxiliary) do not apply."""
+        return MBConvNet(self, tuple(input_shape), num_classes)

@@ -19,11 +19,12 @@ single-valued shape choices ``C`` and ``N``, so an ``arch.json`` rebuilds its ne
 alone. The benchmark's string form (``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``) is parsed by
 ``NB201Space.from_string`` and printed by ``to_string``.
 
-One-shot search: ``supernet`` builds the same skeleton with a ``MixedOp`` on every edge
-of every cell (all cells share one ``[6, 5]`` architecture-weight matrix, the group
-``normal``: every searched cell is a stride-1 normal cell, the reductions are fixed
-blocks); ``derive`` takes per edge the op of largest weight, ``none`` included, as the
-benchmark's DARTS and GDAS search models do (``genotype()`` in AutoDL-Projects).
+The network is written once (``NB201Network``) with an ``OpChoice`` on every edge, labelled
+by the edge, so every cell shares one decision per edge (one ``[6, 5]`` set of architecture
+weights, recorded as the group ``normal``; the reductions are fixed blocks). ``build(arch)``
+is that network with the chosen ops; a one-shot method relaxes its choices. Derivation takes
+per edge the op of largest weight, ``none`` included, as the benchmark's DARTS and GDAS
+search models do (``genotype()`` in AutoDL-Projects).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from torch import Tensor, nn
 
 from nasforge.arch import Arch
 from nasforge.errors import ArchError, ConfigError
-from nasforge.oneshot.mixed import EdgeWeights, MixedOp
-from nasforge.spaces.base import Choice, OpChoice, SearchSpace, ValueChoice, register_space
+from nasforge.nn.choices import OpChoice as OpChoiceModule
+from nasforge.spaces.base import Choice, OpChoice, ValueChoice, register_space
+from nasforge.spaces.modular import ModuleSpace
 from nasforge.spaces.ops import Identity, ReLUConvBN, Zero
 
 #: The benchmark's candidate ops, in its order (``NAS_BENCH_201`` in AutoDL-Projects).
@@ -102,35 +104,37 @@ def stage_widths(C: int) -> tuple[int, int, int]:
 
 
 class NB201Cell(nn.Module):
-    """A fixed cell: ``ops[e]`` on edge ``EDGES[e]``. ``none`` edges are not built (they add
-    zero); a node with only ``none`` inputs is zeros, as in the benchmark."""
+    """The cell: on each edge ``EDGES[e]`` an ``OpChoice`` labelled ``edge{i}<-{j}`` (shared by every
+    cell; in a built network, the chosen op). A node is the sum of its incoming edges; a node with
+    only ``none`` inputs is zeros, as in the benchmark. ``search``: BN without affine (the
+    benchmark's search cells)."""
 
-    def __init__(self, ops: Sequence[str], channels: int):
+    def __init__(self, channels: int, search: bool = False, primitives: Sequence[str] = PRIMITIVES):
         super().__init__()
-        self.ops = tuple(ops)
-        self.layers = nn.ModuleDict({
-            str(e): make_nb201_op(name, channels) for e, name in enumerate(self.ops) if name != "none"
-        })
+        affine = not search
+        self.edges = nn.ModuleList(
+            OpChoiceModule(label, {name: (lambda name=name: make_nb201_op(name, channels, affine)) for name in primitives},
+                           group="normal")
+            for label in EDGE_LABELS)
 
     def forward(self, x: Tensor) -> Tensor:
         nodes = [x]
         e = 0
         for i in range(1, NODES):
-            total: Tensor | None = None
+            total: Tensor | int = 0
             for j in range(i):
-                key = str(e)
-                if key in self.layers:
-                    h = self.layers[key](nodes[j])
-                    total = h if total is None else total + h
+                total = total + self.edges[e](nodes[j])
                 e += 1
-            nodes.append(torch.zeros_like(x) if total is None else total)
+            nodes.append(total)
         return nodes[-1]
 
 
-class _Skeleton(nn.Module):
-    """Stem, three stages of cells separated by residual reductions, BN-ReLU, pool, linear."""
+class NB201Network(nn.Module):
+    """Stem, three stages of ``N`` cells separated by residual reductions, BN-ReLU, pool, linear:
+    the benchmark's network (searched: its cells' choices relaxed; built: one cell's ops)."""
 
-    def __init__(self, in_channels: int, num_classes: int, C: int, N: int, make_cell: Callable[[int], nn.Module]):
+    def __init__(self, in_channels: int, num_classes: int, C: int = 16, N: int = 5, search: bool = False,
+                 primitives: Sequence[str] = PRIMITIVES):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         cells: list[nn.Module] = []
@@ -138,70 +142,18 @@ class _Skeleton(nn.Module):
         for stage, width in enumerate(stage_widths(C)):
             if stage > 0:
                 cells.append(ResidualReduction(c_prev, width))
-            cells += [make_cell(width) for _ in range(N)]
+            cells += [NB201Cell(width, search, primitives) for _ in range(N)]
             c_prev = width
         self.cells = nn.ModuleList(cells)
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=False))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
 
-    def head(self, x: Tensor) -> Tensor:
-        return self.classifier(self.pool(self.lastact(x)).flatten(1))
-
-
-class NB201Network(_Skeleton):
-    """The stand-alone network of one NAS-Bench-201 cell (the benchmark's evaluation network)."""
-
-    def __init__(self, ops: Sequence[str], in_channels: int, num_classes: int, C: int = 16, N: int = 5):
-        ops = tuple(ops)
-        super().__init__(in_channels, num_classes, C, N, lambda width: NB201Cell(ops, width))
-        self.ops = ops
-
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)
         for cell in self.cells:
             x = cell(x)
-        return self.head(x)
-
-
-class NB201SearchCell(nn.Module):
-    """A cell whose every edge is a ``MixedOp`` over ``primitives`` (BN without affine, as the
-    benchmark's search cells)."""
-
-    def __init__(self, channels: int, primitives: Sequence[str] = PRIMITIVES):
-        super().__init__()
-        self.edges = nn.ModuleList(
-            MixedOp({name: make_nb201_op(name, channels, affine=False) for name in primitives}) for _ in EDGES
-        )
-
-    def forward(self, x: Tensor, weights: EdgeWeights) -> Tensor:
-        w, index = weights
-        nodes = [x]
-        e = 0
-        for i in range(1, NODES):
-            total: Tensor | int = 0
-            for j in range(i):
-                total = total + self.edges[e](nodes[j], w[e], None if index is None else index[e])
-                e += 1
-            nodes.append(total)
-        return nodes[-1]
-
-
-class NB201Supernet(_Skeleton):
-    """The one-shot network: ``forward(x, normal)`` with one ``EdgeWeights`` (``[6, ops]``)
-    shared by every cell."""
-
-    def __init__(self, in_channels: int, num_classes: int, C: int = 16, N: int = 5,
-                 primitives: Sequence[str] = PRIMITIVES):
-        primitives = tuple(primitives)
-        super().__init__(in_channels, num_classes, C, N, lambda width: NB201SearchCell(width, primitives))
-        self.primitives = primitives
-
-    def forward(self, x: Tensor, normal: EdgeWeights) -> Tensor:
-        x = self.stem(x)
-        for cell in self.cells:
-            x = cell(x, normal) if isinstance(cell, NB201SearchCell) else cell(x)
-        return self.head(x)
+        return self.classifier(self.pool(self.lastact(x)).flatten(1))
 
 
 def derive_ops(weights: np.ndarray | Tensor, primitives: Sequence[str] = PRIMITIVES) -> tuple[str, ...]:
@@ -234,7 +186,7 @@ def _check_shape_option(name: str, value: Any, bounds: tuple[int, int], error: t
 
 
 @register_space
-class NB201Space(SearchSpace):
+class NB201Space(ModuleSpace):
     """The NAS-Bench-201 space: one shared 4-node cell, 6 edges, 5 ops; ``C``, ``N`` size the network."""
 
     name = "nb201"
@@ -296,25 +248,22 @@ class NB201Space(SearchSpace):
     def describe(self, arch: Arch) -> str:
         return f"{self.to_string(arch)} (C={arch['C']}, N={arch['N']})"
 
+    def fixed_choices(self) -> dict[str, Choice]:
+        return {"C": ValueChoice("C", (self.C,)), "N": ValueChoice("N", (self.N,))}
+
     # --- networks ------------------------------------------------------------------
-    def build(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int, **_: Any) -> NB201Network:
-        """The benchmark network of ``arch``, sized by the arch's own ``C`` and ``N``. The DARTS
-        build options (``layers``, ``channels``, ``auxiliary``) do not apply and are ignored."""
+    def network(self, input_shape: tuple[int, int, int], num_classes: int, search: bool = False) -> NB201Network:
+        """The benchmark network with this space's ``C`` and ``N`` (search and final network share it,
+        so a strategy's ``layers``/``channels`` and DARTS's build options do not apply)."""
+        return NB201Network(input_shape[0], num_classes, self.C, self.N, search, self.primitives)
+
+    def build(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int, **options: Any) -> nn.Module:
+        """The benchmark network of ``arch``, sized by the arch's own ``C`` and ``N``."""
         space = self.for_arch(arch)
-        space.validate(arch)
-        return NB201Network(space.ops(arch), input_shape[0], num_classes, space.C, space.N)
-
-    def supernet(self, input_shape: tuple[int, int, int], num_classes: int, **_: Any) -> NB201Supernet:
-        """The one-shot network with this space's ``C`` and ``N`` (search and final network share
-        the benchmark skeleton, so a strategy's ``layers``/``channels`` are ignored)."""
-        return NB201Supernet(input_shape[0], num_classes, self.C, self.N, self.primitives)
-
-    def alpha_shapes(self) -> dict[str, tuple[int, int]]:
-        """Architecture-weight groups of the supernet: one ``[edges, ops]`` matrix shared by all cells."""
-        return {"normal": (len(EDGES), len(self.primitives))}
+        return ModuleSpace.build(space, arch, input_shape, num_classes)
 
     def derive(self, normal: np.ndarray | Tensor) -> Arch:
-        """Arch from the ``[6, 5]`` op weights: per edge the argmax, ``none`` included."""
+        """Arch from per-edge op weights ``[6, ops]``: per edge the op of largest weight."""
         return self.arch_from_ops(derive_ops(normal, self.primitives))
 
 

@@ -10,10 +10,11 @@ search, each node keeps its two strongest non-zero incoming edges.
 
 The bi-level loop itself (halves, optimisers, schedule, records, checkpoints) is the shared
 one of ``nasforge.oneshot.loop``; this file holds the relaxation and the architecture step.
-Any space with a supernet can be searched (``OneShotSpace`` in ``nasforge/oneshot/mixed.py``):
-the strategy keeps one alpha matrix per group the space names (darts: ``normal`` and
-``reduce``; nb201: one ``normal`` matrix shared by all cells) and the space derives the
-architecture from their softmax.
+Any space written with choice modules (``nasforge.nn``) can be searched: the relaxation
+(``nasforge.oneshot.relax``) keeps one alpha per label (darts: one ``[inputs, ops]`` matrix per
+node of the normal and the reduction cell, shared by all cells of that type) and sets softmax
+weights before every forward pass; each choice module derives its own values (the DARTS node:
+top-2 inputs by their strongest non-``none`` op).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from torch import Tensor, nn
 from nasforge.config import option
 from nasforge.data import Dataset
 from nasforge.oneshot.loop import OneShotConfig
-from nasforge.oneshot.mixed import EdgeWeights, OneShotSpace
-from nasforge.spaces.darts import DartsSpace, num_edges
+from nasforge.oneshot.relax import Relaxation
+from nasforge.spaces.darts import DartsSpace
+from nasforge.spaces.modular import ModuleSpace
 from nasforge.strategies.base import register_strategy
 from nasforge.strategies.oneshot import OneShotStrategy
 from nasforge.strategies.stopping import DartsPlusStopper
@@ -48,6 +50,15 @@ class DartsConfig(OneShotConfig):
     early_stop_skips: int = option(2, lo=1, hi=64, help="DARTS+ criterion 1: skip-connects in the normal cell")
     early_stop_patience: int = option(10, lo=1, hi=100000,
                                       help="DARTS+ criterion 2: epochs the learnable ops' ranking must stay unchanged")
+
+
+def needs_choice_modules(name: str, space: Any) -> str | None:
+    """The capability of the gradient one-shot methods: a space written with choice modules."""
+    if isinstance(space, ModuleSpace):
+        return None
+    return (f"strategy '{name}' relaxes a space written with choice modules (darts, nb201, mbconv, or your own "
+            f"--space file.py:name); '{getattr(space, 'name', space)}' has its own grammar instead: use "
+            "random, evolution, reinforce or metaqnn on it")
 
 
 def unrolled_arch_grads(loss_fn: Callable[[tuple[Tensor, Tensor]], Tensor], weights: Sequence[Tensor],
@@ -95,14 +106,6 @@ def unrolled_arch_grads(loss_fn: Callable[[tuple[Tensor, Tensor]], Tensor], weig
     return [da - eta * h for da, h in zip(d_alpha, hessian)], valid_loss.detach()
 
 
-def alpha_shapes(space: Any) -> dict[str, tuple[int, int]]:
-    """Groups of architecture weights of a one-shot space: name -> ``(edges, ops)``, supernet order."""
-    if isinstance(space, DartsSpace):
-        shape = (num_edges(space.nodes), len(space.primitives))
-        return {"normal": shape, "reduce": shape}
-    return dict(space.alpha_shapes())
-
-
 @register_strategy
 class DartsStrategy(OneShotStrategy):
     """DARTS on a cell space with a supernet (first or second order)."""
@@ -112,23 +115,19 @@ class DartsStrategy(OneShotStrategy):
     Config = DartsConfig
     schedule = "paired"
     arch_first = True  # the paper's Algorithm 1: alpha on a valid batch, then w on a train batch
-    #: names of the alpha groups (set per space by ``init_arch``; ``arch_weights`` keys)
-    groups: tuple[str, ...] = ("normal", "reduce")
 
     @classmethod
     def supports(cls, space: Any) -> str | None:
-        if isinstance(space, (DartsSpace, OneShotSpace)):
-            return None
-        return (f"strategy '{cls.name}' needs a space with a supernet and cell architecture weights (darts, "
-                f"nb201), not '{getattr(space, 'name', space)}'; pass --space darts or --space nb201")
+        return needs_choice_modules(cls.name, space)
 
     # --- the relaxation: subclasses (GDAS) change this ------------------------
-    def edge_weights(self, alpha: Tensor) -> EdgeWeights:
-        """Per-edge op weights from the architecture parameters: softmax (all ops run)."""
-        return EdgeWeights(F.softmax(alpha, dim=-1))
+    def decide(self) -> None:
+        """Set every label's decision for the next forward pass: softmax weights (all ops run)."""
+        self.relax.soft()
 
     def forward(self, model: nn.Module, x: Tensor) -> Tensor:
-        return model(x, *(self.edge_weights(a) for a in self.alphas))
+        self.decide()
+        return model(x)
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = batch
@@ -136,17 +135,19 @@ class DartsStrategy(OneShotStrategy):
             return F.cross_entropy(self.forward(model, x), y)
 
     # --- what the loop asks -----------------------------------------------------
-    def build_supernet(self, space: DartsSpace | OneShotSpace, data: Dataset) -> nn.Module:
+    def build_supernet(self, space: ModuleSpace, data: Dataset) -> nn.Module:
         return space.supernet(data.input_shape, data.num_classes, layers=self.config.layers,
                               channels=self.config.channels)
 
     def init_arch(self, space: Any, model: nn.Module) -> None:
-        shapes = alpha_shapes(space)
-        self.groups = tuple(shapes)
-        self.alphas = [self.new_arch_param(edges, ops) for edges, ops in shapes.values()]
+        self.relax = Relaxation(model, self.engine.device)
+
+    @property
+    def alphas(self) -> list[nn.Parameter]:
+        return self.relax.parameters()
 
     def arch_parameters(self) -> list[Tensor]:
-        return list(self.alphas)
+        return self.relax.parameters()
 
     def train_forward(self, model: nn.Module, x: Tensor, warm: bool) -> Tensor:
         return self.forward(model, x)
@@ -155,11 +156,11 @@ class DartsStrategy(OneShotStrategy):
         return lambda x: self.forward(model, x)
 
     def arch_weights(self, space: Any = None) -> dict[str, list[list[float]]]:
-        """Softmax of alpha per edge, for the record."""
-        return {c: F.softmax(a.detach(), dim=-1).tolist() for c, a in zip(self.groups, self.alphas)}
+        """Softmax of alpha per row, by record group (a cell type's edges), for the record."""
+        return self.relax.weights_record()
 
-    def derive(self, space: DartsSpace | OneShotSpace):
-        return space.derive(*(F.softmax(a.detach(), dim=-1).cpu() for a in self.alphas))
+    def derive(self, space: ModuleSpace):
+        return space.arch(self.relax.derive())
 
     def stopper(self) -> DartsPlusStopper | None:
         cfg = self.config

@@ -37,9 +37,8 @@ that 5e-4, and momentum is plain (the shared DARTS optimiser has no Nesterov opt
 
 Fixed reduction cell (``fixed_reduce=True``, the paper's "GDAS (FRC)"): the supernet's
 reduction cells are the hand-designed ``GdasReductionCell`` and only the normal cell is
-searched: the reduce alphas are neither sampled nor updated (they get no gradient, so
-Adam leaves them untouched, weight decay included), and the per-epoch ``arch_weights``
-record only the normal cell. The FRC is built from grouped 1x3/3x1 convolutions, which
+searched: the supernet has no reduce choices, so there are no reduce alphas, and the
+per-epoch ``arch_weights`` record only the normal cell. The FRC is built from grouped 1x3/3x1 convolutions, which
 are not DARTS ops, so it cannot be written as a darts ``Arch``. The derived arch's
 reduce choices are therefore the constant ``FRC_STANDIN_REDUCE`` below -- never derived
 from the (untrained) reduce alphas -- the closest cell the DARTS ops can express: each
@@ -56,14 +55,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nasforge.config import option
 from nasforge.data import Dataset
-from nasforge.errors import ConfigError, TrainingError
-from nasforge.oneshot.mixed import EdgeWeights
-from nasforge.spaces.darts import DartsSpace, GdasReductionCell, Genotype, derive_cell
+from nasforge.errors import ConfigError
+from nasforge.oneshot.relax import gumbel_hard, sample_gumbel  # noqa: F401  (GDAS's sampler)
+from nasforge.spaces.darts import DartsSpace, GdasReductionCell, Genotype
+from nasforge.spaces.modular import ModuleSpace
 from nasforge.strategies.base import register_strategy
 from nasforge.strategies.darts import DartsConfig, DartsStrategy
 
@@ -75,7 +74,6 @@ FRC_STANDIN_REDUCE: tuple[tuple[str, int], ...] = (
     ("max_pool_3x3", 1), ("skip_connect", 3),   # max-pool(s1)
 )
 FRC_NODES = 4
-MAX_RESAMPLES = 100
 
 
 @dataclass
@@ -104,31 +102,6 @@ def temperature(epoch: int, epochs: int, tau_max: float, tau_min: float) -> floa
     return (1.0 - frac) * tau_max + frac * tau_min  # exact at both ends
 
 
-def sample_gumbel(like: Tensor) -> Tensor:
-    """Standard Gumbel noise shaped like ``like`` (``-log(e)``, ``e ~ Exp(1)``; global torch RNG)."""
-    return -torch.empty_like(like).exponential_().log()
-
-
-def gumbel_hard_sample(alpha: Tensor, tau: float) -> EdgeWeights:
-    """One op per row of ``alpha`` ``[edges, ops]`` by Gumbel-max; straight-through weights.
-
-    Returns ``EdgeWeights(h, index)``: ``h`` equals the one-hot of ``index`` exactly, and its
-    gradient w.r.t. ``alpha`` is that of ``softmax((log_softmax(alpha) + g) / tau)``.
-    """
-    log_p = F.log_softmax(alpha, dim=-1)
-    for _ in range(MAX_RESAMPLES):
-        gumbels = sample_gumbel(log_p)
-        probs = F.softmax((log_p + gumbels) / tau, dim=-1)
-        if torch.isfinite(gumbels).all() and torch.isfinite(probs).all():
-            break
-    else:
-        raise TrainingError(f"GDAS could not draw a finite sample in {MAX_RESAMPLES} tries: the architecture "
-                            "parameters are NaN/inf; lower strategy.a_lr and resume from the last checkpoint")
-    index = probs.detach().argmax(dim=-1)
-    one_hot = torch.zeros_like(probs).scatter_(-1, index.unsqueeze(-1), 1.0)
-    return EdgeWeights(one_hot + (probs - probs.detach()), index.tolist())
-
-
 @register_strategy
 class GdasStrategy(DartsStrategy):
     """GDAS on a cell space: one Gumbel-sampled op per edge, straight-through gradients."""
@@ -144,39 +117,26 @@ class GdasStrategy(DartsStrategy):
         self.tau = self.config.tau_max
 
     # --- the relaxation ------------------------------------------------------
-    def edge_weights(self, alpha: Tensor) -> EdgeWeights:
+    def decide(self) -> None:
         """A hard Gumbel sample per edge at the current temperature: only the chosen op runs."""
-        return gumbel_hard_sample(alpha, self.tau)
+        self.relax.hard(self.tau)
 
     def epoch_started(self, epoch: int) -> None:
         self.tau = temperature(epoch, self.config.epochs, self.config.tau_max, self.config.tau_min)
 
     # --- fixed reduction cell --------------------------------------------------
-    def learned_alphas(self) -> list[nn.Parameter]:
-        """The architecture parameters the search updates (normal only with ``fixed_reduce``)."""
-        return self.alphas[:1] if self.config.fixed_reduce else list(self.alphas)
-
-    def forward(self, model: nn.Module, x: Tensor) -> Tensor:
-        if not self.config.fixed_reduce:
-            return super().forward(model, x)  # one sample per alpha group, in order
-        return model(x, self.edge_weights(self.alphas[0]), None)
-
-    def build_supernet(self, space: DartsSpace, data: Dataset) -> nn.Module:
+    def build_supernet(self, space: ModuleSpace, data: Dataset) -> nn.Module:
+        options = {"fixed_reduce": GdasReductionCell} if self.config.fixed_reduce else {}
         return space.supernet(data.input_shape, data.num_classes, layers=self.config.layers,
-                              channels=self.config.channels,
-                              fixed_reduce=GdasReductionCell if self.config.fixed_reduce else None)
+                              channels=self.config.channels, **options)
 
-    def arch_weights(self, space: Any = None) -> dict[str, list[list[float]]]:
-        weights = super().arch_weights(space)
-        if self.config.fixed_reduce:
-            del weights["reduce"]  # not searched: its alphas mean nothing
-        return weights
-
-    def derive(self, space: DartsSpace):
+    def derive(self, space: ModuleSpace):
         if not self.config.fixed_reduce:
             return super().derive(space)
-        normal = derive_cell(F.softmax(self.alphas[0].detach(), dim=-1).cpu().numpy(), space.nodes, space.primitives)
-        return space.arch_from_genotype(Genotype(normal, FRC_STANDIN_REDUCE))
+        # the supernet has no reduce choices: the arch takes the fixed stand-in's
+        standin = space.arch_from_genotype(Genotype(FRC_STANDIN_REDUCE, FRC_STANDIN_REDUCE)).as_dict()
+        values = {k: v for k, v in standin.items() if k.startswith("reduce.")}
+        return space.arch({**self.relax.derive(), **values})
 
     # --- the loop's hooks -----------------------------------------------------------
     def setup(self, space: Any, data: Dataset, experiment: Any, progress: Any) -> None:
@@ -201,10 +161,9 @@ class GdasStrategy(DartsStrategy):
 
     def arch_step(self, model: nn.Module, batch: tuple[Tensor, Tensor],
                   train_batch: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
-        """The architecture step on its own sampled sub-network (first order), then Adam; a fixed
-        reduction cell's alphas get no gradient, so Adam leaves them untouched, decay included."""
+        """The architecture step on its own sampled sub-network (first order), then Adam."""
         self.a_opt.zero_grad(set_to_none=True)
-        learned = self.learned_alphas()
+        learned = self.alphas
         loss_v = self.loss(model, batch)
         if not torch.isfinite(loss_v):
             return {"arch_loss": float("nan")}

@@ -73,11 +73,14 @@ from nasforge.config import option
 from nasforge.data import Dataset
 from nasforge.errors import ConfigError
 from nasforge.experiment import Experiment
-from nasforge.hardware.penalty import TABLE_FILE, LatencyPenalty, LayerLatency, load_or_build_table
-from nasforge.oneshot.binary import PathSample, rescale_two_paths, sample_one, sample_two, two_path_alpha_grad
+from nasforge.hardware.penalty import TABLE_FILE, LatencyPenalty, ModuleLatency, load_or_build_table
+from nasforge.nn.choices import Paths
+from nasforge.oneshot.binary import rescale_two_paths, sample_two, two_path_alpha_grad
 from nasforge.oneshot.loop import OneShotConfig
+from nasforge.oneshot.relax import Relaxation
 from nasforge.progress import Progress
-from nasforge.spaces.mbconv import MBConvSpace, MBConvSupernet
+from nasforge.spaces.modular import ModuleSpace
+from nasforge.strategies.darts import needs_choice_modules
 from nasforge.strategies.base import register_strategy
 from nasforge.strategies.oneshot import OneShotStrategy
 
@@ -151,8 +154,8 @@ class ProxylessStrategy(OneShotStrategy):
         if cfg.warmup_epochs is not None and cfg.epochs is not None and cfg.warmup_epochs >= cfg.epochs:
             raise ConfigError(f"strategy.warmup_epochs={cfg.warmup_epochs} leaves no search epoch of "
                               f"strategy.epochs={cfg.epochs}; lower warmup_epochs or raise epochs")
-        self.alphas: list[nn.Parameter] = []
-        self.latency: LayerLatency | None = None
+        self.relax: Relaxation | None = None
+        self.latency: ModuleLatency | None = None
         self.penalty = LatencyPenalty()
         self.target_ms: float = 0.0
         self.baseline: float | None = None
@@ -160,66 +163,77 @@ class ProxylessStrategy(OneShotStrategy):
 
     @classmethod
     def supports(cls, space: Any) -> str | None:
-        if isinstance(space, MBConvSpace):
-            return None
-        return (f"strategy 'proxyless' needs the mbconv space (binarized layer choices with per-layer latency "
-                f"keys), not '{getattr(space, 'name', space)}'; pass --space mbconv")
+        return needs_choice_modules(cls.name, space)
 
     # --- architecture parameters ----------------------------------------------------
-    def probs(self) -> list[Tensor]:
-        return [F.softmax(a, dim=-1) for a in self.alphas]
+    def rows(self) -> list[tuple[str, int, Tensor]]:
+        """Every (label, row, alpha row): each row is one binarized choice (a layer, a cell edge)."""
+        return [(label, r, a[r]) for label, a in self.relax.alphas.items() for r in range(a.shape[0])]
 
-    def derive_indices(self) -> list[int]:
-        """Per layer the op with the largest alpha."""
-        return [int(a.detach().argmax()) for a in self.alphas]
+    def probs(self) -> dict[str, Tensor]:
+        return {label: F.softmax(a, dim=-1) for label, a in self.relax.alphas.items()}
 
-    def derive(self, space: MBConvSpace) -> Arch:
-        specs = space.layer_specs()
-        return space.shape_arch({s.label: s.ops[i] for s, i in zip(specs, self.derive_indices())})
+    def derive(self, space: ModuleSpace) -> Arch:
+        """Per choice the candidate with the largest alpha (a DARTS node keeps its top inputs)."""
+        return space.arch(self.relax.derive())
 
-    def arch_weights(self, space: MBConvSpace) -> dict[str, Any]:
-        """Op probabilities per layer, for the record: ``{"layers": {label: {op: p}}}``."""
-        return {"layers": {s.label: dict(zip(s.ops, p.detach().tolist()))
-                           for s, p in zip(space.layer_specs(), self.probs())}}
+    def arch_weights(self, space: Any = None) -> dict[str, Any]:
+        """Candidate probabilities per choice, for the record: ``{"layers": {label: {name: p}}}``
+        (a multi-row label, e.g. a DARTS node, as ``label[row]``)."""
+        layers: dict[str, dict[str, float]] = {}
+        for label, rows in self.relax.probs().items():
+            names = self.relax.names[label]
+            for r, row in enumerate(rows):
+                layers[label if len(rows) == 1 else f"{label}[{r}]"] = dict(zip(names, row.tolist()))
+        return {"layers": layers}
 
     def entropy(self) -> float:
-        return float(sum(-(p * p.clamp_min(1e-12).log()).sum() for p in self.probs()).detach()) / max(len(self.alphas), 1)
+        rows = [p for _, _, p in ((lbl, r, F.softmax(a, dim=-1)) for lbl, r, a in self.rows())]
+        return float(sum(-(p * p.clamp_min(1e-12).log()).sum() for p in rows).detach()) / max(len(rows), 1)
 
-    # --- latency ------------------------------------------------------------------
-    def setup_latency(self, space: MBConvSpace, table: Any) -> None:
-        """Latency vectors from ``table``, the target (auto or checked against the smallest network)."""
-        cfg = self.config
-        self.latency = model = LayerLatency(space, table, self.engine.device)
-        target = cfg.target_latency_ms
-        if target is None:
-            target = math.sqrt(model.smallest * model.largest)
-        elif target < model.smallest:
-            raise ConfigError(f"strategy.target_latency_ms={target:g} is below the smallest network of the space "
-                              f"({model.smallest:.4f} ms on {table.device} by the latency table); "
-                              f"set it to at least {model.smallest:.4f}")
-        self.target_ms = float(target)
-        self.penalty = LatencyPenalty(cfg.latency_loss, cfg.latency_weight, self.target_ms, cfg.latency_alpha)
+    def derived_latency(self, space: ModuleSpace) -> float | None:
+        """The table's prediction for the derived architecture (None without a table)."""
+        return self.table.predict(space, self.derive(space)) if self.table is not None else None
 
     # --- the loop's hooks -------------------------------------------------------------
-    def setup(self, space: MBConvSpace, data: Dataset, experiment: Experiment | None, progress: Progress) -> None:
+    def setup(self, space: ModuleSpace, data: Dataset, experiment: Experiment | None, progress: Progress) -> None:
         cfg = self.config
         if cfg.warmup_epochs is None:
             cfg.warmup_epochs = cfg.epochs // 4
         self.baseline = None
-        self.setup_latency(space, load_or_build_table(space, data, cfg.latency_device, table=cfg.latency_table,
-                                                      experiment=experiment, threads=cfg.latency_threads,
-                                                      progress=progress))
-        if experiment is not None:
-            experiment.store.set_meta("latency_target_ms", self.target_ms)
+        self.experiment = experiment
+        self._space = space
+        self.table = None  # no latency term and no table given: nothing to measure
+        if cfg.latency_loss != "none" or cfg.latency_table:
+            self.table = load_or_build_table(space, data, cfg.latency_device, table=cfg.latency_table,
+                                             experiment=experiment, threads=cfg.latency_threads, progress=progress)
 
-    def build_supernet(self, space: MBConvSpace, data: Dataset) -> nn.Module:
-        return space.supernet(data.input_shape, data.num_classes)
+    def build_supernet(self, space: ModuleSpace, data: Dataset) -> nn.Module:
+        """The space's network at its final size (ProxylessNAS searches the target network itself)."""
+        return space.supernet(data.input_shape, data.num_classes, **space.final_options())
 
-    def init_arch(self, space: MBConvSpace, model: nn.Module) -> None:
-        self.alphas = [self.new_arch_param(len(ops), std=self.config.alpha_init_std) for ops in model.candidates]
+    def init_arch(self, space: ModuleSpace, model: nn.Module) -> None:
+        """Alphas per label, the latency model of this supernet, the target (auto or checked)."""
+        cfg = self.config
+        self.relax = Relaxation(model, self.engine.device, std=cfg.alpha_init_std)
+        if self.table is None:
+            self.latency, self.target_ms, self.penalty = None, 0.0, LatencyPenalty()
+            return
+        self.latency = lat = ModuleLatency(space, model, self.table, self.engine.device)
+        target = cfg.target_latency_ms
+        if target is None:
+            target = math.sqrt(lat.smallest * lat.largest)
+        elif target < lat.smallest:
+            raise ConfigError(f"strategy.target_latency_ms={target:g} is below the smallest network of the space "
+                              f"({lat.smallest:.4f} ms on {self.table.device} by the latency table); "
+                              f"set it to at least {lat.smallest:.4f}")
+        self.target_ms = float(target)
+        self.penalty = LatencyPenalty(cfg.latency_loss, cfg.latency_weight, self.target_ms, cfg.latency_alpha)
+        if self.experiment is not None:
+            self.experiment.store.set_meta("latency_target_ms", self.target_ms)
 
     def arch_parameters(self) -> list[Tensor]:
-        return list(self.alphas)
+        return self.relax.parameters()
 
     def warmup_epochs(self) -> int:
         return self.config.warmup_epochs
@@ -237,92 +251,111 @@ class ProxylessStrategy(OneShotStrategy):
         self.baseline = state.get("baseline", self.baseline)
 
     def epoch_metrics(self) -> dict[str, Any]:
-        with torch.no_grad():
-            expected = float(self.latency.expected(self.probs()))
-        return {"expected_latency_ms": expected, "derived_latency_ms": self.latency.of_indices(self.derive_indices()),
-                "target_latency_ms": self.target_ms, "entropy": self.entropy(),
-                "phase": "warmup" if self.warm else "search"}
+        metrics: dict[str, Any] = {"entropy": self.entropy(), "phase": "warmup" if self.warm else "search"}
+        if self.latency is not None:
+            with torch.no_grad():
+                metrics["expected_latency_ms"] = float(self.latency.expected(self.probs()))
+            metrics.update(derived_latency_ms=self.derived_latency(self._space), target_latency_ms=self.target_ms)
+        return metrics
 
-    def search_info(self, space: MBConvSpace, experiment: Experiment | None) -> dict[str, Any]:
+    def search_info(self, space: ModuleSpace, experiment: Experiment | None) -> dict[str, Any]:
         cfg = self.config
-        return {"grad_estimator": cfg.grad_estimator, "latency_loss": cfg.latency_loss,
-                "target_latency_ms": self.target_ms,
-                "predicted_latency_ms": self.latency.of_indices(self.derive_indices()),
-                "smallest_latency_ms": self.latency.smallest, "largest_latency_ms": self.latency.largest,
-                "latency_device": cfg.latency_device}
+        info: dict[str, Any] = {"grad_estimator": cfg.grad_estimator, "latency_loss": cfg.latency_loss}
+        if self.latency is not None:
+            info.update(target_latency_ms=self.target_ms, predicted_latency_ms=self.derived_latency(space),
+                        smallest_latency_ms=self.latency.smallest, largest_latency_ms=self.latency.largest,
+                        latency_device=cfg.latency_device)
+        return info
 
-    def eval_forward(self, model: MBConvSupernet) -> Callable[[Tensor], Tensor]:
-        """The derived network inside the supernet."""
-        paths = [PathSample(i) for i in self.derive_indices()]
-        return lambda x: model(x, paths)
+    def eval_forward(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
+        """The network of the largest alpha per choice, inside the supernet."""
+        def forward(x: Tensor) -> Tensor:
+            self.relax.argmax_paths()
+            return model(x)
+        return forward
 
     # --- steps ------------------------------------------------------------------------
-    def train_forward(self, model: MBConvSupernet, x: Tensor, warm: bool) -> Tensor:
-        """One path per layer from softmax(alpha); only those ops run and get gradients (SGD skips the rest)."""
-        return model(x, [PathSample(sample_one(a)) for a in self.alphas])
+    def train_forward(self, model: nn.Module, x: Tensor, warm: bool) -> Tensor:
+        """One path per choice from softmax(alpha); only those candidates run and get gradients."""
+        self.relax.sample_paths()
+        return model(x)
 
-    def arch_step(self, model: MBConvSupernet, batch: tuple[Tensor, Tensor],
+    def arch_step(self, model: nn.Module, batch: tuple[Tensor, Tensor],
                   train_batch: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
         """One architecture update: the architecture loss (binary) or the mean reward (reinforce)."""
         if self.config.grad_estimator == "reinforce":
             return {"arch_reward": self.reinforce_step(model, self.a_opt, batch)}
         return {"arch_loss": self.binary_step(model, self.a_opt, batch)}
 
-    def binary_step(self, model: MBConvSupernet, a_opt: torch.optim.Optimizer, batch: tuple[Tensor, Tensor]) -> float:
-        """Two sampled paths per layer, binary gates, the paper's alpha gradient, Adam, re-offset."""
+    def binary_step(self, model: nn.Module, a_opt: torch.optim.Optimizer, batch: tuple[Tensor, Tensor]) -> float:
+        """Two sampled paths per choice, binary gates, the paper's alpha gradient, Adam, re-offset."""
         x, y = batch
         device = x.device
-        pairs = [sample_two(a) for a in self.alphas]
-        gates = [torch.tensor([1.0, 0.0], requires_grad=True, device=device) for _ in pairs]
-        paths = [PathSample(act, inact, g) for (act, inact), g in zip(pairs, gates)]
+        alphas = self.relax.alphas
+        pairs = {label: [sample_two(row) for row in a] for label, a in alphas.items()}
+        gates = {label: torch.tensor([[1.0, 0.0]] * a.shape[0], requires_grad=True, device=device)
+                 for label, a in alphas.items()}
+        self.relax.set({label: Paths([p[0] for p in pairs[label]], [p[1] for p in pairs[label]], gates[label])
+                        for label in alphas})
         with self.engine.autocast():
-            ce = F.cross_entropy(model(x, paths), y)
-        latency_grads: list[Tensor | None] = [None] * len(self.alphas)
+            ce = F.cross_entropy(model(x), y)
+        labels = list(alphas)
+        latency_grads: list[Tensor | None] = [None] * len(labels)
         if self.penalty.active:
-            pair_probs = []
-            for a, (i, j) in zip(self.alphas, pairs):
-                p = F.softmax(a[[i, j]], dim=-1)
-                pair_probs.append(torch.zeros_like(a).index_put((torch.tensor([i, j], device=a.device),), p))
+            pair_probs = {}
+            for label, a in alphas.items():
+                rows = []
+                for r, (i, j) in enumerate(pairs[label]):
+                    p = F.softmax(a[r, [i, j]], dim=-1)
+                    rows.append(torch.zeros_like(a[r]).index_put((torch.tensor([i, j], device=a.device),), p))
+                pair_probs[label] = torch.stack(rows)
             loss = self.penalty(ce, self.latency.expected(pair_probs))
-            out = torch.autograd.grad(loss, gates + list(self.alphas), allow_unused=True)
-            gate_grads, latency_grads = out[:len(gates)], list(out[len(gates):])
+            out = torch.autograd.grad(loss, [gates[lb] for lb in labels] + [alphas[lb] for lb in labels],
+                                      allow_unused=True)
+            gate_grads, latency_grads = out[:len(labels)], list(out[len(labels):])
         else:
             loss = ce
-            gate_grads = torch.autograd.grad(loss, gates)
+            gate_grads = torch.autograd.grad(loss, [gates[lb] for lb in labels], allow_unused=True)
         if not torch.isfinite(loss):
             return float("nan")
-        old = []
-        for a, (i, j), gg, lg in zip(self.alphas, pairs, gate_grads, latency_grads):
-            grad = two_path_alpha_grad(a, (i, j), gg)
+        old = {}
+        for label, gg, lg in zip(labels, gate_grads, latency_grads):
+            a = alphas[label]
+            grad = torch.zeros_like(a)
+            for r, pair in enumerate(pairs[label]):
+                g = gg[r] if gg is not None else torch.zeros(2, device=a.device)
+                grad[r] = two_path_alpha_grad(a[r], pair, g)
             if lg is not None:
                 grad = grad + lg
             a.grad = grad
-            old.append(a.detach()[[i, j]].clone())
+            old[label] = [a.detach()[r, list(pair)].clone() for r, pair in enumerate(pairs[label])]
         a_opt.step()
-        for a, pair, before in zip(self.alphas, pairs, old):
-            rescale_two_paths(a, pair, before)
+        for label in labels:
+            for r, pair in enumerate(pairs[label]):
+                rescale_two_paths(alphas[label][r], pair, old[label][r])
         a_opt.zero_grad(set_to_none=True)
         return loss.item()
 
-    def reinforce_step(self, model: MBConvSupernet, a_opt: torch.optim.Optimizer,
+    def reinforce_step(self, model: nn.Module, a_opt: torch.optim.Optimizer,
                        batch: tuple[Tensor, Tensor]) -> float:
         """REINFORCE over ``rl_samples`` single-path networks, reward from valid accuracy and latency."""
         cfg = self.config
         x, y = batch
+        alphas = self.relax.alphas
         rewards, grads = [], []
         for _ in range(cfg.rl_samples):
-            indices = [sample_one(a) for a in self.alphas]
+            drawn = self.relax.sample_paths()
             with torch.no_grad():
-                acc = (model(x, [PathSample(i) for i in indices]).argmax(1) == y).float().mean().item()
-            reward = self.penalty.reward(acc, self.latency.of_indices(indices))
-            log_prob = sum(F.log_softmax(a, dim=-1)[i] for a, i in zip(self.alphas, indices))
-            grads.append(torch.autograd.grad(-log_prob, self.alphas))
+                acc = (model(x).argmax(1) == y).float().mean().item()
+            reward = self.penalty.reward(acc, self.latency.of_choice(drawn) if self.latency is not None else 0.0)
+            log_prob = sum(F.log_softmax(alphas[label][r], dim=-1)[i]
+                           for label, rows in drawn.items() for r, i in enumerate(rows))
+            grads.append(torch.autograd.grad(-log_prob, self.relax.parameters()))
             rewards.append(reward)
         mean = sum(rewards) / len(rewards)
         self.baseline = mean if self.baseline is None else self.baseline + cfg.rl_baseline_decay * (mean - self.baseline)
-        for k, a in enumerate(self.alphas):
+        for k, a in enumerate(self.relax.parameters()):
             a.grad = sum((r - self.baseline) * g[k] for r, g in zip(rewards, grads)) / len(rewards)
         a_opt.step()
         a_opt.zero_grad(set_to_none=True)
         return mean
-
