@@ -1,5 +1,6 @@
-"""The dense (DenseNAS) space: connectivity, Viterbi, expected latency, valid paths, building,
-head layers, the supernet, lookup-table parts and arch round trips."""
+"""The dense (DenseNAS) space: connectivity, Viterbi, expected latency, valid paths, the
+sequential decision order (next_decision/complete), building, head layers, the supernet,
+lookup-table parts and arch round trips."""
 
 from __future__ import annotations
 
@@ -151,6 +152,74 @@ def test_inconsistent_archs_are_rejected():
         space.validate(arch.with_choice("block3.input", 0).with_choice("block1.input", -1))  # 0 -> 3 skips a stage
     with pytest.raises(ArchError, match="nothing on the path"):
         space.validate(arch.with_choice("block2.input", 1))
+
+
+# --------------------------------------------------------------------------- sequential decisions
+def decision_sequences(space) -> list[dict]:
+    """Every finished decision sequence of ``space.next_decision`` (depth-first)."""
+    out, todo = [], [{}]
+    while todo:
+        values = todo.pop()
+        step = space.next_decision(values)
+        if step is None:
+            out.append(values)
+            continue
+        label, allowed = step
+        todo += [{**values, label: v} for v in allowed]
+    return out
+
+
+def test_decisions_run_from_the_tail_back_and_reach_every_arch_once():
+    space = DenseSpace(**TINY)  # 441 archs; blocks 1 and 2 have a single predecessor
+    assert space.next_decision({}) == ("tail.input", (2, 3))
+    assert space.next_decision({"tail.input": 3}) == ("block3.layer0", OPS)
+    assert space.next_decision({"tail.input": 3, "block3.layer0": "skip"}) == ("block3.input", (1, 2))
+    assert space.next_decision({"tail.input": 3, "block3.layer0": "skip", "block3.input": 1}) == \
+        ("block1.layer0", OPS)
+    done = {"tail.input": 3, "block3.layer0": "skip", "block3.input": 1, "block1.layer0": "mb_k3_e3",
+            "block1.input": 0}
+    assert space.next_decision(done) is None
+    assert space.complete(done) == space.arch_from_path([0, 1, 3, 4], {(1, 0): "mb_k3_e3", (3, 0): "skip"})
+    archs = [space.complete(values) for values in decision_sequences(space)]
+    for arch in archs:
+        space.validate(arch)
+    assert len(archs) == len(set(archs)) == space.size() == 441
+    rng = np.random.default_rng(0)
+    assert {space.sample(rng) for _ in range(200)} <= set(archs)
+
+
+def test_complete_takes_single_allowed_decisions_and_refuses_open_or_wrong_ones():
+    space = DenseSpace(**TINY)
+    # block 2's only input is block 1, block 1's only input is node 0: complete takes them
+    arch = space.complete({"tail.input": 2, "block2.layer0": "mb_k5_e6", "block1.layer0": "skip"})
+    assert space.path(arch) == [0, 1, 2, 4] and arch["block3.input"] == -1 and arch["block3.layer0"] == "skip"
+    space.validate(arch)
+    with pytest.raises(ArchError, match="'block3.layer0' is still to be decided"):
+        space.complete({"tail.input": 3})
+    with pytest.raises(ArchError, match="tail.input=1 is not a predecessor of the tail"):
+        space.next_decision({"tail.input": 1})
+    with pytest.raises(ArchError, match="block3.input=-1 is not a predecessor of block 3"):
+        space.complete({"tail.input": 3, "block3.layer0": "skip", "block3.input": -1})
+    with pytest.raises(ArchError, match="'conv' is not one of"):
+        space.complete({"tail.input": 2, "block2.layer0": "conv", "block1.layer0": "skip"})
+
+
+def test_the_default_decision_order_is_every_choice_of_two_or_more_values():
+    space = make_space("nb201", C=4, N=1)
+    values, labels = {}, []
+    while (step := space.next_decision(values)) is not None:
+        label, allowed = step
+        assert allowed == space.choices()[label].values
+        labels.append(label)
+        values[label] = allowed[-1]
+    assert labels == [label for label, c in space.choices().items() if c.size > 1]
+    arch = space.complete(values)
+    space.validate(arch)
+    assert (arch["C"], arch["N"]) == (4, 1)
+    with pytest.raises(ArchError, match="is still to be decided"):
+        space.complete({})
+    with pytest.raises(ArchError, match="'nope' does not exist"):
+        space.complete({**values, "nope": 1})
 
 
 # --------------------------------------------------------------------------- networks

@@ -1,6 +1,7 @@
 """MetaQNN (Q-learning): walks obey the transition rules, the hand-computed Q-update, the
 epsilon schedule, replay, checkpoint round trip, and resume through the trial loop, on the
-layer space and over any space's declared choices (the CLI on nb201 with a table)."""
+layer space and over any space's declared choices (the CLI on nb201 with a table), including
+the dense space's path decisions (allowed actions only)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import numpy as np
 import pytest
 
+from nasforge.arch import Arch
 from nasforge.errors import ConfigError
 from nasforge.evaluators.synthetic import SyntheticTable
 from nasforge.experiment import Experiment
@@ -19,7 +21,7 @@ from nasforge.spaces.layers import Layer
 from nasforge.strategies import make_strategy
 from nasforge.strategies.qlearning import END, PAPER_SCHEDULE, MetaQNNStrategy, epsilon_at, scaled_schedule
 from nasforge.trials import Budget, run_trials
-from test_reinforce import RuledSpace, ToySpace, best_count, nb201_table
+from test_reinforce import DENSE_TINY, RuledSpace, ToySpace, best_count, nb201_table
 
 
 def _strategy(space, seed=0, **options) -> MetaQNNStrategy:
@@ -141,13 +143,13 @@ def test_bad_options_and_spaces_are_config_errors():
                 {"schedule": "fast"}, {"lr": -1}):
         with pytest.raises(ConfigError):
             make_strategy("metaqnn", bad)
-    with pytest.raises(ConfigError, match="'dense' has cross-choice rules.*use random or evolution"):
-        make_strategy("metaqnn").setup(make_space("dense"), 0)
-    assert "'ruled' has cross-choice rules" in MetaQNNStrategy.supports(RuledSpace())
+    assert MetaQNNStrategy.supports(make_space("dense")) is None  # rules, and a decision order that keeps them
+    with pytest.raises(ConfigError, match="'ruled' has cross-choice rules.*no decision order.*use random or evolution"):
+        make_strategy("metaqnn").setup(RuledSpace(), 0)
     assert make_strategy("metaqnn", {}, "digits").config.trials == 20  # the digits trial budget
 
 
-@pytest.mark.parametrize("space_name", ["layers", "darts"])
+@pytest.mark.parametrize("space_name", ["layers", "darts", "dense"])
 def test_a_killed_metaqnn_search_resumes_to_the_uninterrupted_result(tmp_path, space_name):
     space = make_space(space_name)
     table = SyntheticTable(space)
@@ -212,15 +214,16 @@ def test_choice_walk_q_update_matches_hand_computed_values():
     # decisions op (3 values), in (3 combinations), act (2); width is fixed and takes no step
     strategy = _strategy(ToySpace(), lr=0.01, discount=1.0, q_init=0.5, replay=0)
     arch = strategy.sequence.arch([2, 1, 0])  # op c, inputs (0, 2), act relu
-    assert strategy.transitions(arch) == [((0, -1), 2, (1, 2), [0, 1, 2]), ((1, 2), 1, (2, 1), [0, 1]),
-                                          ((2, 1), 0, None, [])]
+    # a state is (label to decide, value of the decision before); an action a value index
+    s0, s1, s2 = ("op", None), ("in", "c"), ("act", (0, 2))
+    assert strategy.transitions(arch) == [(s0, 2, s1, [0, 1, 2]), (s1, 1, s2, [0, 1]), (s2, 0, None, [])]
     strategy.replay_update([(arch, 0.8), (arch, 0.8)])
-    # first: Q((2,1),0) = 0.503; Q((1,2),1) = 0.5 + .01 (0.503 - 0.5) = 0.50003; Q((0,-1),2) = 0.5000003
-    # second: Q((2,1),0) = 0.503 + .01 (0.8 - 0.503) = 0.50597; Q((1,2),1) = 0.50003 + .01 (0.50597 - 0.50003)
-    #         = 0.5000894; Q((0,-1),2) = 0.5000003 + .01 (0.5000894 - 0.5000003) = 0.500001191
-    assert strategy.q[(2, 1)][0] == pytest.approx(0.50597, abs=1e-12)
-    assert strategy.q[(1, 2)][1] == pytest.approx(0.5000894, abs=1e-12)
-    assert strategy.q[(0, -1)][2] == pytest.approx(0.500001191, abs=1e-12)
+    # first: Q(s2,0) = 0.503; Q(s1,1) = 0.5 + .01 (0.503 - 0.5) = 0.50003; Q(s0,2) = 0.5000003
+    # second: Q(s2,0) = 0.503 + .01 (0.8 - 0.503) = 0.50597; Q(s1,1) = 0.50003 + .01 (0.50597 - 0.50003)
+    #         = 0.5000894; Q(s0,2) = 0.5000003 + .01 (0.5000894 - 0.5000003) = 0.500001191
+    assert strategy.q[s2][0] == pytest.approx(0.50597, abs=1e-12)
+    assert strategy.q[s1][1] == pytest.approx(0.5000894, abs=1e-12)
+    assert strategy.q[s0][2] == pytest.approx(0.500001191, abs=1e-12)
     assert strategy.walk(epsilon=0.0) == arch  # greedy follows the only values above q_init
 
 
@@ -235,7 +238,7 @@ def test_choice_walks_are_valid_archs_of_every_space(name):
         arch = strategy.walk(epsilon=[1.0, 0.0][k % 2])
         space.validate(arch)
         strategy.tell(arch, {"objective": float(rng.random())})
-    assert all(len(state) == 2 and state[0] < len(tokens) for state in strategy.q)
+    assert all(len(state) == 2 and state[0] in tokens for state in strategy.q)
 
 
 def test_metaqnn_on_nb201_learns_the_best_op():
@@ -267,3 +270,73 @@ def test_cli_metaqnn_on_nb201_with_the_table_evaluator(tmp_path):
         assert len(exp.store.trials()) == 12
     finally:
         exp.close()
+
+
+# --------------------------------------------------------------------------- the dense space's path decisions
+def test_dense_q_update_takes_the_max_over_allowed_actions_only():
+    space = make_space("dense", **DENSE_TINY)
+    strategy = _strategy(space, lr=0.01, discount=1.0, q_init=0.5, replay=0)
+    arch = space.arch_from_path([0, 1, 3, 4], {(1, 0): "mb_k3_e3", (3, 0): "skip"})
+    # tail.input in (2, 3); block 3's input in (-1, 1, 2) but only 1 or 2 on the path; block 1's only
+    # input (node 0) is taken without a step but is the value before block1.layer0's decision
+    s0, s1, s2, s3 = ("tail.input", None), ("block3.layer0", 3), ("block3.input", "skip"), ("block1.layer0", 1)
+    ops = list(range(7))
+    assert strategy.transitions(arch) == [(s0, 1, s1, ops), (s1, 6, s2, [1, 2]), (s2, 1, s3, ops), (s3, 0, None, [])]
+    strategy.q[s2] = {0: 0.9, 2: 0.7}  # action 0 (input -1) is never allowed there: its value must not count
+    strategy.replay_update([(arch, 0.8)])
+    # Q(s3,0) = 0.503; Q(s2,1) = 0.5 + .01 (0.503 - 0.5) = 0.50003; Q(s1,6) = 0.5 + .01 (max(0.50003, 0.7) - 0.5)
+    # = 0.502; Q(s0,1) = 0.5 + .01 (0.502 - 0.5) = 0.50002
+    assert strategy.q[s3][0] == pytest.approx(0.503, abs=1e-12)
+    assert strategy.q[s2][1] == pytest.approx(0.50003, abs=1e-12)
+    assert strategy.q[s1][6] == pytest.approx(0.502, abs=1e-12)
+    assert strategy.q[s0][1] == pytest.approx(0.50002, abs=1e-12)
+
+
+def test_dense_walks_are_valid_archs_with_allowed_actions_only():
+    space = make_space("dense")
+    strategy = _strategy(space, replay=5, trials=60)
+    seq = strategy.sequence
+    rng = np.random.default_rng(0)
+    paths = set()
+    for k in range(60):
+        arch = strategy.walk(epsilon=[1.0, 0.0][k % 2])
+        space.validate(arch)
+        paths.add(tuple(space.path(arch)))
+        strategy.tell(arch, {"objective": float(rng.random())})
+    assert len(paths) > 10
+    for (label, _), row in strategy.q.items():
+        values = seq.values[seq.labels.index(label)]
+        assert all(values[a] != -1 for a in row)  # a block on the path is never dropped
+
+
+def test_metaqnn_on_dense_learns_the_ops_of_the_first_block():
+    # a state holds the previous decision only, so the reward's credit reaches the last decisions of
+    # the walk most: on dense, the path is decided from the tail back and the first block comes last
+    space = make_space("dense")
+
+    def objective(arch: Arch) -> float:
+        first = space.path(arch)[1]
+        return float(np.mean([arch[f"block{first}.layer{l}"] == "mb_k3_e6" for l in range(space.layers[first])]))
+
+    strategy = _strategy(space, seed=0, trials=100, replay=20)
+    scores = []
+    for _ in range(100):
+        arch = strategy.ask()
+        space.validate(arch)
+        scores.append(objective(arch))
+        strategy.tell(arch, {"objective": scores[-1]})
+    explore, exploit = np.mean(scores[:50]), np.mean(scores[-20:])  # epsilon 1.0; then 0.3 down to 0.1
+    assert explore < 0.25 and exploit > 0.6 and objective(strategy.walk(epsilon=0.0)) == 1.0
+
+
+def test_cli_metaqnn_on_dense_with_the_synthetic_evaluator(tmp_path):
+    from test_cli import run_main
+
+    out = tmp_path / "run"
+    code = run_main("search", "--space", "dense", "--strategy", "metaqnn", "--evaluator", "synthetic", "--trials", "8",
+                    "--out", out, "--data", "synthetic", "--set", "train.epochs=1", "--set", "latency.repeats=1",
+                    "--set", "latency.warmup=0", "-q")
+    assert code == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["space"] == "dense" and result["strategy"] == "metaqnn"
+    make_space("dense").validate(Arch.from_json(out / "arch.json"))

@@ -1,6 +1,7 @@
 """NAS-RL (REINFORCE): log-probabilities, the policy-gradient step, the depth schedule, the
 baseline, checkpoint round trip, and resume through the trial loop, on the layer space and
-over any space's declared choices (one token per choice; the CLI on nb201 with a table)."""
+over any space's declared choices (one token per decision; the CLI on nb201 with a table),
+including the dense space's path decisions (softmax masked to the allowed values)."""
 
 from __future__ import annotations
 
@@ -178,10 +179,12 @@ def test_state_dict_round_trip_restores_everything_and_the_next_asks():
     assert a.baseline == b.baseline and a.updates == b.updates == 3
 
 
-def test_setup_rejects_cross_choice_rules_and_spaces_without_conv():
-    with pytest.raises(ConfigError, match="'dense' has cross-choice rules.*use random or evolution"):
-        make_strategy("reinforce").setup(make_space("dense"), 0)
-    assert "'ruled' has cross-choice rules" in ReinforceStrategy.supports(RuledSpace())
+def test_setup_rejects_cross_choice_rules_without_a_decision_order_and_spaces_without_conv():
+    assert ReinforceStrategy.supports(make_space("dense")) is None  # rules, and a decision order that keeps them
+    reason = ReinforceStrategy.supports(RuledSpace())
+    assert "'ruled' has cross-choice rules" in reason and "no decision order" in reason and "\n" not in reason
+    with pytest.raises(ConfigError, match="'ruled' has cross-choice rules.*use random or evolution"):
+        make_strategy("reinforce").setup(RuledSpace(), 0)
     assert "space 'fixed' has nothing to decide" in ReinforceStrategy.supports(FixedSpace())
     opaque = type("OpaqueSpace", (ToySpace,), {"name": "opaque", "choices": lambda self: {"cell": object()}})
     assert "choice 'cell' of space 'opaque' (object) has none" in ReinforceStrategy.supports(opaque())
@@ -192,7 +195,7 @@ def test_setup_rejects_cross_choice_rules_and_spaces_without_conv():
     assert ReinforceConfig().lr == 6e-4 and ReinforceConfig().hidden == 35  # the paper's settings
 
 
-@pytest.mark.parametrize("space_name, workers", [("layers", 1), ("layers", 3), ("nb201", 3)])
+@pytest.mark.parametrize("space_name, workers", [("layers", 1), ("layers", 3), ("nb201", 3), ("dense", 3)])
 def test_a_killed_reinforce_search_resumes_to_the_uninterrupted_result(tmp_path, space_name, workers):
     space = make_space(space_name, **({"skips": True} if space_name == "layers" else {}))
     table = SyntheticTable(space)
@@ -354,3 +357,108 @@ def test_cli_reinforce_on_nb201_with_the_table_evaluator(tmp_path):
     assert (arch["C"], arch["N"]) == (4, 1)
     best = max(trials, key=lambda r: r["metrics"]["objective"])
     assert best["metrics"]["objective"] == pytest.approx(0.4 + 0.08 * best_count(arch), abs=1e-2)
+
+
+# --------------------------------------------------------------------------- the dense space's path decisions
+DENSE_TINY = dict(widths=[4, 6, 8, 10], scales=[0, 0, 1, 1], stages=[0, 1, 2, 2], layers=[0, 1, 1, 1],
+                  connections=2, last=8)  # 441 archs; blocks 1 and 2 have one possible input
+
+
+def dense_archs(space) -> list[Arch]:
+    """Every architecture of a dense space, from its decision order."""
+    out, todo = [], [{}]
+    while todo:
+        values = todo.pop()
+        step = space.next_decision(values)
+        if step is None:
+            out.append(space.complete(values))
+        else:
+            todo += [{**values, step[0]: v} for v in step[1]]
+    return out
+
+
+def dense_objective(space, arch) -> float:
+    """A hand objective: half for ending the path at the last block, half for the share of the
+    kept blocks' stacking layers holding mb_k3_e6."""
+    path = space.path(arch)
+    ops = [arch[f"block{b}.layer{l}"] for b in path[1:-1] for l in range(space.layers[b])]
+    return 0.5 * (path[-2] == space.tail - 1) + 0.5 * float(np.mean([o == "mb_k3_e6" for o in ops]))
+
+
+def test_masked_controller_is_a_distribution_over_exactly_the_valid_dense_archs():
+    space = make_space("dense", **DENSE_TINY)
+    strategy = _strategy(space, seed=1)
+    # a head per choice of two or more values (block{i}.input holds -1 too), in choices() order
+    assert strategy.sequence.labels == [label for label, c in space.choices().items() if c.size > 1]
+    archs = dense_archs(space)
+    assert len(archs) == space.size() == 441
+    total = sum(strategy.log_prob(a).exp().item() for a in archs)
+    assert total == pytest.approx(1.0, abs=1e-4)
+    for _ in range(20):
+        arch, roll = strategy.sample()
+        space.validate(arch)
+        path = space.path(arch)
+        # tokens: tail.input, one op per kept layer, and the inputs of blocks with two predecessors
+        assert len(roll.probs) == 1 + sum(space.layers[b] for b in path[1:-1]) + sum(b == 3 for b in path)
+        assert strategy.log_prob(arch).item() == pytest.approx(float(np.sum(np.log(roll.probs))), abs=1e-5)
+        probs = strategy.probabilities(arch)
+        assert list(probs)[0] == "tail.input" and all(sum(p) == pytest.approx(1.0, abs=1e-6) for p in probs.values())
+        if "block3.input" in probs:
+            assert probs["block3.input"][0] == 0.0  # -1 (dropped) is never allowed on the path
+    on_path = space.arch_from_path([0, 1, 3, 4], {(1, 0): "mb_k3_e3", (3, 0): "skip"})
+    with pytest.raises(ArchError, match="'block3.input': -1 is not allowed after the earlier decisions"):
+        strategy.log_prob(on_path.with_choice("block3.input", -1))
+    with pytest.raises(ArchError, match="'block1.input': -1 is not allowed"):
+        strategy.log_prob(on_path.with_choice("block1.input", -1))
+
+
+def test_reinforce_on_dense_emits_only_valid_archs_and_learns_a_path_and_an_op():
+    space = make_space("dense")
+    strategy = _strategy(space, seed=0, batch=8, lr=0.05, reward_power=1.0)
+    last = strategy.sequence.values[strategy.sequence.labels.index("tail.input")].index(space.tail - 1)
+    before = strategy.probabilities()["tail.input"][last]
+    scores, paths = [], set()
+    for _ in range(8 * 12):
+        arch = strategy.ask()
+        space.validate(arch)
+        paths.add(tuple(space.path(arch)))
+        scores.append(dense_objective(space, arch))
+        strategy.tell(arch, {"objective": scores[-1]})
+    assert strategy.updates == 12 and len(paths) > 10
+    after = strategy.probabilities()["tail.input"][last]
+    assert before < 0.4 and after > 0.9
+    assert np.mean(scores[-24:]) > np.mean(scores[:24]) + 0.25
+
+
+def test_dense_state_dict_round_trip_restores_the_next_asks():
+    space = make_space("dense")
+    a = _strategy(space, seed=3, batch=4, lr=0.01)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        a.tell(a.ask(), {"objective": float(rng.random())})
+    state = copy.deepcopy(a.state_dict())
+    b = _strategy(space, seed=99, batch=4, lr=0.01)
+    b.load_state_dict(state)
+    for _ in range(10):
+        x, y = a.ask(), b.ask()
+        assert x == y
+        r = float(rng.random())
+        a.tell(x, {"objective": r})
+        b.tell(y, {"objective": r})
+    assert a.baseline == b.baseline and a.updates == b.updates == 4
+    for pa, pb in zip(a.controller.parameters(), b.controller.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_cli_reinforce_on_dense_with_the_synthetic_evaluator(tmp_path, strategy="reinforce"):
+    from test_cli import run_main
+
+    out = tmp_path / "run"
+    code = run_main("search", "--space", "dense", "--strategy", strategy, "--evaluator", "synthetic", "--trials", "8",
+                    "--out", out, "--data", "synthetic", "--set", "train.epochs=1", "--set", "latency.repeats=1",
+                    "--set", "latency.warmup=0", "-q")
+    assert code == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["space"] == "dense" and result["strategy"] == strategy
+    arch = Arch.from_json(out / "arch.json")
+    make_space("dense").validate(arch)

@@ -10,6 +10,8 @@ choice is relaxed by the strategy's mixed op.
 from __future__ import annotations
 
 import inspect
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -92,6 +94,14 @@ class InputChoice:
 Choice = OpChoice | ValueChoice | InputChoice
 
 
+def choice_values(choice: Any) -> tuple[Any, ...]:
+    """Every value of a declared choice, in a fixed order: an ``InputChoice``'s sorted index
+    tuples in lexicographic order, otherwise the choice's ``values``."""
+    if isinstance(choice, InputChoice):
+        return tuple(itertools.combinations(range(choice.n_inputs), choice.k))
+    return tuple(choice.values)
+
+
 class SearchSpace:
     """Base class of a search space: declares choices, samples, mutates, validates and builds.
 
@@ -146,6 +156,50 @@ class SearchSpace:
 
     def check_consistency(self, arch: Arch) -> None:
         """Extra cross-choice rules of a space (none by default)."""
+
+    # --- sequential decisions (NAS-RL's controller, MetaQNN's walks) -----------
+    def next_decision(self, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+        """The next choice to decide after the decisions ``values`` (label -> value), and the
+        values it may take given them; ``None`` once nothing is left to decide.
+
+        A space with cross-choice rules overrides this (with ``complete``) so that every
+        finished sequence of decisions is a valid architecture. The default decides every
+        choice with two or more values in ``choices()`` order, each with all its values
+        (``choice_values``); single-valued choices are left to ``complete``.
+        """
+        for label, choice in self.choices().items():
+            if label not in values:
+                options = choice_values(choice)
+                if len(options) > 1:
+                    return label, options
+        return None
+
+    def complete(self, values: Mapping[str, Any]) -> Arch:
+        """The architecture of a finished sequence of decisions ``values``: every choice that
+        was not decided is filled in (by default: the single value of a one-valued choice).
+        A decision still open with a single allowed value is taken; one with several, or a
+        label the space does not declare, is an ``ArchError``."""
+        values = dict(values)
+        while (step := self.next_decision(values)) is not None:
+            label, allowed = step
+            if len(allowed) != 1:
+                raise ArchError(f"choice '{label}' is still to be decided (one of {list(allowed)}); decide it "
+                                "before completing the architecture")
+            values[label] = allowed[0]
+        declared = self.choices()
+        for label in values:
+            if label not in declared:
+                raise ArchError(f"choice '{label}' does not exist in space '{self.name}'; decide declared choices only")
+        out: dict[str, Any] = {}
+        for label, choice in declared.items():
+            if label in values:
+                out[label] = values[label]
+                continue
+            options = choice_values(choice)
+            if len(options) != 1:
+                raise ArchError(f"choice '{label}' was not decided and has {len(options)} values; decide it")
+            out[label] = options[0]
+        return Arch(self.name, out, self.version)
 
     def sample(self, rng: np.random.Generator) -> Arch:
         """A uniformly random architecture (each choice sampled independently)."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from torch import Tensor, nn
@@ -386,6 +386,54 @@ class DenseSpace(SearchSpace):
             for l in range(self.layers[i]):
                 if arch[f"block{i}.layer{l}"] != SKIP:
                     raise ArchError(f"block {i} is dropped, so block{i}.layer{l} must be 'skip'; fix that value")
+
+    # --- sequential decisions -------------------------------------------------
+    def next_decision(self, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+        """The path decided backwards from the tail: ``tail.input`` among the tail's
+        predecessors, then for each block reached its stacking layers' ops (``block{i}.layer{l}``,
+        in order) and its input among its predecessors (``block{i}.input``), until node 0.
+        Dropped blocks are never asked about (``complete`` sets them to -1 and ``skip``), so
+        every finished sequence is a valid architecture."""
+        if "tail.input" not in values:
+            return "tail.input", tuple(self.predecessors[self.tail])
+        node, succ, label = values["tail.input"], self.tail, "tail.input"
+        while True:
+            if node not in self.predecessors[succ]:
+                raise ArchError(f"{label}={node!r} is not a predecessor of "
+                                f"{'the tail' if succ == self.tail else f'block {succ}'} "
+                                f"(those are {self.predecessors[succ]}); decide among them")
+            if node == 0:
+                return None
+            for l in range(self.layers[node]):
+                if f"block{node}.layer{l}" not in values:
+                    return f"block{node}.layer{l}", OPS
+            label = f"block{node}.input"
+            if label not in values:
+                return label, tuple(self.predecessors[node])
+            node, succ = values[label], node
+
+    def complete(self, values: Mapping[str, Any]) -> Arch:
+        """The architecture of a finished decision sequence (``next_decision``): the decided path
+        and ops; every dropped block gets input -1 and ``skip`` layers."""
+        values = dict(values)
+        while (step := self.next_decision(values)) is not None:
+            label, allowed = step
+            if len(allowed) != 1:
+                raise ArchError(f"choice '{label}' is still to be decided (one of {list(allowed)}); decide it "
+                                "before completing the architecture")
+            values[label] = allowed[0]
+        path, node = [self.tail], values["tail.input"]
+        while True:
+            path.append(node)
+            if node == 0:
+                break
+            node = values[f"block{node}.input"]
+        path.reverse()
+        ops = {(b, l): values[f"block{b}.layer{l}"] for b in path[1:-1] for l in range(self.layers[b])}
+        bad = [f"{k}={v!r}" for k, v in ((f"block{b}.layer{l}", o) for (b, l), o in ops.items()) if v not in OPS]
+        if bad:
+            raise ArchError(f"{bad[0]} is not one of {list(OPS)}; fix that value")
+        return self.arch_from_path(path, ops)
 
     def sample(self, rng: np.random.Generator) -> Arch:
         """A random path (uniform successor at each node) with uniform ops on its blocks."""

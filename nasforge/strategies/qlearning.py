@@ -2,15 +2,18 @@
 Network Architectures using Reinforcement Learning", ICLR 2017), on the layer space and
 on any space's declared choices.
 
-**Any space** (darts, nb201, mbconv, users' spaces): the walk visits the space's choices
-with more than one value in ``choices()`` order (``ChoiceSequence``, shared with NAS-RL;
-an ``InputChoice``'s actions are its sorted combinations, single-valued choices are
-filled in). A state is ``(position, index of the previous choice's value)`` (``-1`` at
-the start), an action an index into the next choice's values; the walk ends after the
-last choice, whose Q-value takes the reward. Spaces with cross-choice rules
-(``check_consistency``, e.g. the dense path) are refused. Epsilon schedule, replay and
-the Q-update below are the same on every space; ``size_bins`` and ``square`` only
-concern the layer space.
+**Any space** (darts, nb201, mbconv, dense, users' spaces): the walk follows the space's
+decision order (``SearchSpace.next_decision``, through ``ChoiceSequence``, shared with
+NAS-RL; by default the choices with more than one value in ``choices()`` order; dense:
+its path from the tail back). An ``InputChoice``'s actions are its sorted combinations;
+single-valued choices, and decisions with a single allowed value, are filled in without
+a step. A state is ``(label of the choice to decide, value of the decision before)``
+(``None`` at the start), an action an index into the choice's values, among those the
+space allows there; the walk ends after the last decision, whose Q-value takes the
+reward, and the Q-update's ``max`` runs over the next state's allowed actions. A space
+with cross-choice rules (``check_consistency``) but no decision order is refused.
+Epsilon schedule, replay and the Q-update below are the same on every space;
+``size_bins`` and ``square`` only concern the layer space.
 
 **The layer space**: the agent walks a state space from a start state to a termination:
 a state is the layer just added (type and parameters), its depth, the bin of its
@@ -53,7 +56,7 @@ from nasforge.errors import ConfigError
 from nasforge.registry import check_supported
 from nasforge.spaces.layers import NONE, Layer, LayerSpace, conv_out, pool_out
 from nasforge.strategies.base import SampleStrategy, register_strategy
-from nasforge.strategies.reinforce import ChoiceSequence, sequence_support
+from nasforge.strategies.reinforce import ChoiceSequence, Step, sequence_support
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ PAPER_SCHEDULE: tuple[tuple[float, int], ...] = (
 )
 END = ("end",)
 #: walk state on the layer space: (depth, layer key, size bin, fc layers so far), the start is
-#: depth 0; on other spaces: (position, previous value index), the start is (0, -1)
+#: depth 0; on other spaces: (label to decide, previous decision's value), the start's is None
 State = tuple
 #: an action: a layer key or ``END`` on the layer space, a value index on other spaces
 Action = Any
@@ -125,7 +128,7 @@ def epsilon_at(schedule: list[tuple[float, int]], model: int) -> float:
 @register_strategy
 class MetaQNNStrategy(SampleStrategy):
     """MetaQNN: epsilon-greedy Q-learning over layer sequences (the layer space) or over a
-    space's declared choices, with experience replay."""
+    space's decisions (its decision order, allowed values only), with experience replay."""
 
     name = "metaqnn"
     description = ("MetaQNN: Q-learning with epsilon-greedy walks and replay over choices or the layer grammar "
@@ -141,7 +144,8 @@ class MetaQNNStrategy(SampleStrategy):
     @classmethod
     def supports(cls, space: Any) -> str | None:
         """The layer space (its grammar's transition rules), or any space with a choice of two or
-        more values and no cross-choice rules (one step per choice)."""
+        more values whose cross-choice rules, if any, come with a decision order
+        (``next_decision``; one step per decision)."""
         if isinstance(space, LayerSpace):
             return None
         return sequence_support(cls.name, space)
@@ -151,7 +155,7 @@ class MetaQNNStrategy(SampleStrategy):
         check_supported(type(self), space)
         self.space = space
         self.sequence = None if isinstance(space, LayerSpace) else ChoiceSequence(space)
-        self._indices: dict[Arch, list[int]] = {}
+        self._steps: dict[Arch, list[Step]] = {}
         self._actions: dict[tuple, list[Action]] = {}
         self.rng = np.random.default_rng(seed)
         self.q: dict[State, dict[Action, float]] = {}
@@ -246,12 +250,20 @@ class MetaQNNStrategy(SampleStrategy):
         return steps
 
     # --- the choice sequence of other spaces -----------------------------------------
+    def choice_state(self, pos: int, prev: Any) -> State:
+        """The state of deciding choice ``pos`` of the sequence after a decision of value ``prev``."""
+        return (self.sequence.labels[pos], prev)
+
+    def choice_steps(self, arch: Arch) -> list[Step]:
+        """The decisions of ``arch`` (``ChoiceSequence.steps``, cached per architecture)."""
+        steps = self._steps.get(arch)
+        if steps is None:
+            steps = self._steps[arch] = self.sequence.steps(arch)
+        return steps
+
     def choice_path(self, arch: Arch) -> list[tuple[State, int]]:
-        """The walk of ``arch`` over the declared choices: ``(state, action)`` per choice."""
-        indices = self._indices.get(arch)
-        if indices is None:
-            indices = self._indices[arch] = self.sequence.indices(arch)
-        return [((i, indices[i - 1] if i else -1), k) for i, k in enumerate(indices)]
+        """The walk of ``arch`` over the space's decisions: ``(state, action)`` per decision."""
+        return [(self.choice_state(step.pos, step.prev), step.index) for step in self.choice_steps(arch)]
 
     # --- ask / tell ----------------------------------------------------------------
     def choose(self, state: State, actions: list[Any], epsilon: float) -> Any:
@@ -265,11 +277,10 @@ class MetaQNNStrategy(SampleStrategy):
     def walk(self, epsilon: float) -> Arch:
         """One epsilon-greedy walk from the start to the end: a valid architecture."""
         if self.sequence is not None:
-            indices: list[int] = []
-            for size in self.sequence.sizes:
-                indices.append(self.choose((len(indices), indices[-1] if indices else -1), list(range(size)),
-                                           epsilon))
-            return self.sequence.arch(indices)
+            seq = self.sequence
+            values, _ = seq.walk(lambda pos, allowed, prev: self.choose(self.choice_state(pos, prev), list(allowed),
+                                                                        epsilon))
+            return seq.complete(values)
         state, ctx = self.start()
         layers: list[Layer] = []
         while True:
@@ -303,10 +314,16 @@ class MetaQNNStrategy(SampleStrategy):
         """``(state, action, next state, its actions)`` along the walk of ``arch``; the last step's
         next state is ``None`` (its action ends the walk)."""
         if self.sequence is not None:
-            steps = self.choice_path(arch)
-            sizes = self.sequence.sizes
-            return [(state, action, (i + 1, action), list(range(sizes[i + 1]))) if i + 1 < len(steps)
-                    else (state, action, None, []) for i, (state, action) in enumerate(steps)]
+            steps = self.choice_steps(arch)
+            out = []
+            for i, step in enumerate(steps):
+                state = self.choice_state(step.pos, step.prev)
+                if i + 1 < len(steps):
+                    nxt = steps[i + 1]
+                    out.append((state, step.index, self.choice_state(nxt.pos, nxt.prev), list(nxt.allowed)))
+                else:
+                    out.append((state, step.index, None, []))
+            return out
         out = []
         for state, action, ctx in self.path(arch):
             if action == END:

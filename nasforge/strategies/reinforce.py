@@ -2,13 +2,17 @@
 Search with Reinforcement Learning", ICLR 2017), on the sequential layer space and on any
 space's declared choices.
 
-**Any space** (darts, nb201, mbconv, users' spaces): the controller emits one token per
-declared choice with more than one value, in ``choices()`` order, each from its own
-softmax head (NNI's policy-based RL; the NAS-Bench-201 paper's REINFORCE baseline); an
-``InputChoice`` token indexes the sorted list of its combinations (``ChoiceSequence``),
-single-valued choices are filled in without a token. Spaces with cross-choice rules
-(``check_consistency``, e.g. the dense path) are refused: independent tokens cannot
-follow them. Training (below) is the same on every space.
+**Any space** (darts, nb201, mbconv, dense, users' spaces): the controller emits one
+token per decision of the space's decision order (``SearchSpace.next_decision``; by
+default every declared choice with more than one value, in ``choices()`` order), each
+from its choice's own softmax head (NNI's policy-based RL; the NAS-Bench-201 paper's
+REINFORCE baseline); an ``InputChoice`` token indexes the sorted list of its
+combinations (``ChoiceSequence``), single-valued choices are filled in without a token.
+A space with cross-choice rules gives the values allowed at each step (dense: its path,
+decided from the tail back): the head's softmax is masked to them, for sampling and for
+the log-probability and entropy of the update alike, and a decision with a single
+allowed value takes no token. A space with cross-choice rules (``check_consistency``)
+but no decision order is refused. Training (below) is the same on every space.
 
 On the layer space the controller emits a network layer by layer: per conv layer the
 filter height, filter width, stride height, stride width and number of filters, each
@@ -37,10 +41,9 @@ Controller (paper's small setting): two LSTM layers of 35 units, weights uniform
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +56,7 @@ from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.errors import ArchError, ConfigError
 from nasforge.registry import check_supported
-from nasforge.spaces.base import InputChoice, SearchSpace
+from nasforge.spaces.base import InputChoice, SearchSpace, choice_values
 from nasforge.spaces.layers import Layer, LayerSpace
 from nasforge.strategies.base import SampleStrategy, register_strategy
 
@@ -85,24 +88,39 @@ class ReinforceConfig:
 # ---------------------------------------------------------------------------
 # A space's declared choices as a sequence of decisions (shared with MetaQNN)
 # ---------------------------------------------------------------------------
-def choice_values(choice: Any) -> tuple[Any, ...]:
-    """Every value of a declared choice, in a fixed order: an ``InputChoice``'s sorted index
-    tuples in lexicographic order, otherwise the choice's ``values``."""
-    if isinstance(choice, InputChoice):
-        return tuple(itertools.combinations(range(choice.n_inputs), choice.k))
-    return tuple(choice.values)
-
-
 def _frozen(value: Any) -> Any:
     return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-class ChoiceSequence:
-    """A space's declared choices as the decisions of a sequential policy.
+def _value(arch: Arch, label: str) -> Any:
+    try:
+        return arch[label]
+    except KeyError:
+        raise ArchError(f"choice '{label}' is missing from the architecture; add it") from None
 
-    ``labels[i]`` is the ``i``-th choice with more than one value (``choices()`` order) and
-    ``values[i]`` its values (``choice_values``); single-valued choices are ``fixed``. An
-    architecture is the list of value indices, one per decision (``arch``/``indices``).
+
+@dataclass(frozen=True)
+class Step:
+    """One decision along a walk: the choice (its position ``pos`` among ``ChoiceSequence.labels``),
+    the indices of its values allowed there (ascending), the index taken, and the value of the
+    decision before (``None`` at the start; a decision with a single allowed value counts)."""
+
+    pos: int
+    allowed: tuple[int, ...]
+    index: int
+    prev: Any
+
+
+class ChoiceSequence:
+    """A space's choices as the decisions of a sequential policy, in the order of the space's
+    ``next_decision`` (by default every choice with two or more values in ``choices()`` order,
+    each with all its values; the dense space decides its path from the tail back).
+
+    ``labels[i]`` is the ``i``-th declared choice with more than one value and ``values[i]``
+    its values (``choice_values``): a policy has one head over them per label and restricts
+    it to the values allowed at each step. Single-valued choices are ``fixed``; a decision
+    with a single allowed value is taken without a step. An architecture is the list of
+    value indices of its steps (``arch``/``indices``).
     """
 
     def __init__(self, space: Any):
@@ -121,44 +139,132 @@ class ChoiceSequence:
                 self.values.append(values)
             else:
                 self.fixed[label] = values[0]
+        self.position = {label: i for i, label in enumerate(self.labels)}
         self._lookup = [{_frozen(v): k for k, v in enumerate(values)} for values in self.values]
+        self._every = [tuple(range(len(v))) for v in self.values]
 
     @property
     def sizes(self) -> list[int]:
-        """Number of values of each decision."""
+        """Number of values of each labelled choice (the size of its head)."""
         return [len(v) for v in self.values]
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def arch(self, indices: Sequence[int]) -> Arch:
-        """The architecture taking value ``indices[i]`` at decision ``i`` (fixed choices filled in)."""
-        picked = dict(zip(self.labels, (values[k] for values, k in zip(self.values, indices))))
-        space = self.space
-        return Arch(space.name, {label: picked[label] if label in picked else self.fixed[label]
-                                 for label in self.order}, space.version)
+    def index(self, pos: int, value: Any) -> int | None:
+        """The index of ``value`` among choice ``pos``'s values (``None``: not one of them)."""
+        return self._lookup[pos].get(_frozen(value))
 
-    def indices(self, arch: Arch) -> list[int]:
-        """The value index of every decision of ``arch``; ``ArchError`` naming the first bad choice."""
+    def next(self, values: dict[str, Any]) -> tuple[int, tuple[int, ...]] | None:
+        """The next decision after ``values`` (label -> value): ``(pos, allowed indices)``, or
+        ``None`` when the sequence is finished. A decision with a single allowed value is
+        recorded in ``values`` and skipped."""
+        space = self.space
+        for _ in range(len(self.order) + 1):
+            step = space.next_decision(values)
+            if step is None:
+                return None
+            label, allowed = step
+            if label in values:
+                raise ConfigError(f"space '{space.name}' asks for choice '{label}' twice (next_decision); "
+                                  "ask for each choice once")
+            if len(allowed) == 1:
+                values[label] = allowed[0]
+                continue
+            pos = self.position.get(label)
+            if pos is None:
+                raise ConfigError(f"space '{space.name}' asks for choice '{label}' (next_decision) but does not "
+                                  "declare it with two or more values in choices(); declare it")
+            if len(allowed) == len(self.values[pos]) and allowed == self.values[pos]:
+                return pos, self._every[pos]
+            indices = [self.index(pos, v) for v in allowed]
+            if not allowed or None in indices:
+                raise ConfigError(f"space '{space.name}' allows {list(allowed)} for choice '{label}' "
+                                  f"(next_decision); allow a non-empty subset of its values {list(self.values[pos])}")
+            return pos, tuple(sorted(set(indices)))
+        raise ConfigError(f"space '{space.name}' never finishes its decisions (next_decision); return None once "
+                          "every choice is decided")
+
+    def walk(self, choose: Callable[[int, tuple[int, ...], Any], int], forced: Arch | None = None
+             ) -> tuple[dict[str, Any], list[Step]]:
+        """Run the decisions to the end: ``choose(pos, allowed, prev)`` gives the value index of
+        each step. Returns every decided value (label -> value, single-allowed ones included;
+        ``complete`` makes the architecture) and the steps. With ``forced``, a decision whose
+        only allowed value differs from ``forced``'s is an ``ArchError``."""
+        values: dict[str, Any] = {}
+        out: list[Step] = []
+        prev: Any = None
+        while True:
+            before = len(values)
+            nxt = self.next(values)
+            if len(values) > before:  # decisions with a single allowed value were taken
+                taken = list(values)[before:]
+                if forced is not None:
+                    for label in taken:
+                        if _frozen(_value(forced, label)) != _frozen(values[label]):
+                            raise ArchError(f"choice '{label}': {_value(forced, label)!r} is not allowed after the "
+                                            f"earlier decisions (only {values[label]!r} is); score archs of this "
+                                            "space only")
+                prev = _frozen(values[taken[-1]])
+            if nxt is None:
+                return values, out
+            pos, allowed = nxt
+            k = choose(pos, allowed, prev)
+            out.append(Step(pos, allowed, k, prev))
+            values[self.labels[pos]] = self.values[pos][k]
+            prev = _frozen(values[self.labels[pos]])
+
+    def steps(self, arch: Arch) -> list[Step]:
+        """The decisions that emit ``arch``; ``ArchError`` naming the first choice that is
+        missing, not a value of the space, or not allowed after the decisions before it."""
         if arch.space != self.space.name:
             raise ArchError(f"architecture belongs to space '{arch.space}', not '{self.space.name}'; "
                             "score archs of this space only")
-        out = []
-        for label, lookup in zip(self.labels, self._lookup):
-            try:
-                value = arch[label]
-            except KeyError:
-                raise ArchError(f"choice '{label}' is missing from the architecture; add it") from None
-            k = lookup.get(_frozen(value))
+
+        def given(pos: int, allowed: tuple[int, ...], prev: Any) -> int:
+            label = self.labels[pos]
+            value = _value(arch, label)
+            k = self.index(pos, value)
             if k is None:
                 raise ArchError(f"choice '{label}': {value!r} is not a value of the space; "
                                 "score archs of this space only")
-            out.append(k)
-        return out
+            if k not in allowed:
+                raise ArchError(f"choice '{label}': {value!r} is not allowed after the earlier decisions (allowed: "
+                                f"{[self.values[pos][i] for i in allowed]}); score archs of this space only")
+            return k
+
+        return self.walk(given, forced=arch)[1]
+
+    def indices(self, arch: Arch) -> list[int]:
+        """The value index of every decision of ``arch``; ``ArchError`` naming the first bad choice."""
+        return [step.index for step in self.steps(arch)]
+
+    def arch(self, indices: Sequence[int]) -> Arch:
+        """The architecture taking value ``indices[i]`` at decision ``i`` (the rest filled in by
+        the space's ``complete``); ``ArchError`` if an index is not allowed where it is used."""
+        todo = list(indices)
+
+        def given(pos: int, allowed: tuple[int, ...], prev: Any) -> int:
+            if not todo:
+                raise ArchError(f"{len(indices)} decisions given but the space takes more; give them all")
+            k = int(todo.pop(0))
+            if k not in allowed:
+                raise ArchError(f"decision {len(indices) - len(todo) - 1} ('{self.labels[pos]}'): index {k} is not "
+                                f"allowed there (allowed: {list(allowed)})")
+            return k
+
+        values, steps = self.walk(given)
+        if todo:
+            raise ArchError(f"{len(indices)} decisions given but the space takes {len(steps)}; give {len(steps)}")
+        return self.complete(values)
+
+    def complete(self, values: dict[str, Any]) -> Arch:
+        """The architecture of a finished sequence of decisions (``values``: label -> value)."""
+        return self.space.complete(values)
 
 
 def sequence_support(strategy: str, space: Any) -> str | None:
-    """Why ``strategy`` cannot decide ``space``'s declared choices one by one (``None``: it can)."""
+    """Why ``strategy`` cannot decide ``space``'s choices one after the other (``None``: it can)."""
     name = getattr(space, "name", space)
     if not callable(getattr(space, "choices", None)):
         return f"strategy '{strategy}' needs a space that declares its choices; '{name}' has no choices()"
@@ -170,11 +276,14 @@ def sequence_support(strategy: str, space: Any) -> str | None:
     if not any(c.size > 1 for c in declared.values()):
         return (f"strategy '{strategy}' needs a choice with two or more values; space '{name}' has nothing to "
                 "decide")
-    rules = getattr(type(space), "check_consistency", None)
-    if rules is not None and rules is not SearchSpace.check_consistency:
-        return (f"strategy '{strategy}' decides each declared choice on its own, but space '{name}' has "
-                "cross-choice rules (check_consistency) it cannot follow: use random or evolution "
-                "(the space's own sample and mutate)")
+    cls = type(space)
+    rules = getattr(cls, "check_consistency", None)
+    ordered = getattr(cls, "next_decision", None)
+    if (rules is not None and rules is not SearchSpace.check_consistency
+            and (ordered is None or ordered is SearchSpace.next_decision)):
+        return (f"strategy '{strategy}' decides the choices one after the other, but space '{name}' has "
+                "cross-choice rules (check_consistency) and no decision order that follows them (next_decision, "
+                "complete): use random or evolution (the space's own sample and mutate)")
     return None
 
 
@@ -202,19 +311,21 @@ class Controller(nn.Module):
 @dataclass
 class Rollout:
     """One controller pass: what it emitted (the layers, or one value index per decision of
-    a ``ChoiceSequence``), the summed log-probability and entropy, and the probability of
-    every decision taken (for checking)."""
+    a ``ChoiceSequence``), the summed log-probability and entropy, the probability of every
+    decision taken (for checking), and (a sampled ``ChoiceSequence`` pass) the architecture."""
 
     decisions: list[Any]
     log_prob: Tensor
     entropy: Tensor
     probs: list[float]
+    arch: Arch | None = None
 
 
 @register_strategy
 class ReinforceStrategy(SampleStrategy):
     """NAS-RL: LSTM controller, REINFORCE with a moving-average baseline; on the layer space a
-    layer grammar with growing depth, on any other space one token per declared choice."""
+    layer grammar with growing depth, on any other space one token per decision of the space's
+    decision order (masked to the values allowed there)."""
 
     name = "reinforce"
     description = ("NAS-RL: LSTM controller trained by REINFORCE, one token per choice or the layer grammar "
@@ -231,7 +342,8 @@ class ReinforceStrategy(SampleStrategy):
     @classmethod
     def supports(cls, space: Any) -> str | None:
         """A layer space whose types include conv (the layer grammar), or any space with a choice
-        of two or more values and no cross-choice rules (one token per choice)."""
+        of two or more values whose cross-choice rules, if any, come with a decision order
+        (``next_decision``; one token per decision)."""
         if isinstance(space, LayerSpace):
             if "conv" not in space.types:
                 return "strategy 'reinforce' emits conv layers but space.types has no 'conv'; add it"
@@ -277,31 +389,53 @@ class ReinforceStrategy(SampleStrategy):
         return max(1, min(self.space.max_depth, grown))
 
     # --- the controller pass ----------------------------------------------------
-    def decide(self, key: str, x: Tensor, state: tuple[Tensor, Tensor] | None, forced: int | None
-               ) -> tuple[int, Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
-        """One token from head ``key``: sampled, or ``forced`` (teacher forcing). Returns the index,
-        its log-probability, the head's entropy, the next input (its embedding) and the LSTM state."""
+    def decide(self, key: str, x: Tensor, state: tuple[Tensor, Tensor] | None, forced: int | None,
+               allowed: Sequence[int] | None = None) -> tuple[int, Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]:
+        """One token from head ``key``: sampled, or ``forced`` (teacher forcing). ``allowed``
+        (ascending value indices; default all) masks the head: the softmax runs over those
+        values only. Returns the index, its log-probability, the (masked) distribution's
+        entropy, the next input (the token's embedding) and the LSTM state."""
         ctl = self.controller
         h, state = ctl.step(x, state)
-        logp = F.log_softmax(ctl.heads[key](h), dim=-1).view(-1)
-        k = forced if forced is not None else int(torch.multinomial(logp.detach().exp(), 1, generator=self.gen))
-        return k, logp[k], -(logp.exp() * logp).sum(), ctl.embed[key](torch.tensor([k])), state
+        logits = ctl.heads[key](h)
+        if allowed is None or len(allowed) == logits.shape[-1]:
+            logp = F.log_softmax(logits, dim=-1).view(-1)
+            k = forced if forced is not None else int(torch.multinomial(logp.detach().exp(), 1, generator=self.gen))
+            return k, logp[k], -(logp.exp() * logp).sum(), ctl.embed[key](torch.tensor([k])), state
+        logp = F.log_softmax(logits.view(-1)[torch.tensor(allowed)], dim=-1)
+        j = allowed.index(forced) if forced is not None else \
+            int(torch.multinomial(logp.detach().exp(), 1, generator=self.gen))
+        k = int(allowed[j])
+        return k, logp[j], -(logp.exp() * logp).sum(), ctl.embed[key](torch.tensor([k])), state
 
-    def choice_rollout(self, indices: Sequence[int] | None = None) -> Rollout:
-        """Sample one value per decision of the space's choices, or score the given value
-        ``indices`` (teacher forcing): same pass."""
+    def choice_rollout(self, indices: Sequence[int] | None = None, steps: Sequence[Step] | None = None) -> Rollout:
+        """Sample a decision sequence of the space (``ChoiceSequence``), or score given value
+        ``indices`` or ``steps`` (teacher forcing): same pass. At each step the head of the
+        choice decided is masked to the values allowed there."""
         x, state = self.controller.start, None
         log_prob = torch.zeros(())
         entropy = torch.zeros(())
         probs: list[float] = []
+        seq = self.sequence
+        if indices is not None and steps is None:
+            steps = seq.steps(seq.arch(indices))
         out: list[int] = []
-        for i, key in enumerate(self.tokens):
-            k, lp, ent, x, state = self.decide(key, x, state, None if indices is None else int(indices[i]))
+
+        def token(pos: int, allowed: tuple[int, ...], given: int | None) -> int:
+            nonlocal x, state, log_prob, entropy
+            k, lp, ent, x, state = self.decide(self.tokens[pos], x, state, given, allowed)
             log_prob = log_prob + lp
             entropy = entropy + ent
             probs.append(float(lp.detach().exp()))
             out.append(k)
-        return Rollout(out, log_prob, entropy, probs)
+            return k
+
+        if steps is not None:
+            for step in steps:
+                token(step.pos, step.allowed, step.index)
+            return Rollout(out, log_prob, entropy, probs)
+        values, _ = seq.walk(lambda pos, allowed, prev: token(pos, allowed, None))
+        return Rollout(out, log_prob, entropy, probs, seq.complete(values))
 
     def rollout(self, depth: int | None = None, layers: list[Layer] | None = None) -> Rollout:
         """Layer space: sample ``depth`` layers, or score the given ``layers`` (teacher forcing): same pass."""
@@ -361,7 +495,7 @@ class ReinforceStrategy(SampleStrategy):
     def score(self, arch: Arch) -> Rollout:
         """The teacher-forced pass over ``arch`` (differentiable log-probability and entropy)."""
         if self.sequence is not None:
-            return self.choice_rollout(self.sequence.indices(arch))
+            return self.choice_rollout(steps=self.sequence.steps(arch))
         return self.rollout(layers=self.space.layers_of(arch))
 
     def sample(self, depth: int | None = None) -> tuple[Arch, Rollout]:
@@ -369,7 +503,7 @@ class ReinforceStrategy(SampleStrategy):
         with torch.no_grad():
             if self.sequence is not None:
                 roll = self.choice_rollout()
-                return self.sequence.arch(roll.decisions), roll
+                return roll.arch, roll
             roll = self.rollout(depth=depth)
         return self.space.arch_of(roll.decisions), roll
 
@@ -380,21 +514,34 @@ class ReinforceStrategy(SampleStrategy):
         return self.score(arch).log_prob
 
     def probabilities(self, arch: Arch | None = None) -> dict[str, list[float]]:
-        """Per declared choice (any space but the layer space), the controller's probability of
-        each value, along the pass that emits ``arch`` (default: each decision's most likely value)."""
+        """Per decision (any space but the layer space), the controller's probability of each
+        value of the choice decided (0 for values not allowed there), along the pass that emits
+        ``arch`` (default: each decision's most likely value), in decision order."""
         if self.sequence is None:
             raise ConfigError("reinforce: per-choice probabilities need a space of declared choices, not the "
                               "layer grammar; use log_prob(arch)")
-        indices = None if arch is None else self.sequence.indices(arch)
+        seq = self.sequence
+        given = None if arch is None else iter(seq.steps(arch))
         ctl, out = self.controller, {}
         x, state = ctl.start, None
+
+        def pick(pos: int, allowed: tuple[int, ...], prev: Any) -> int:
+            nonlocal x, state
+            key = self.tokens[pos]
+            h, state = ctl.step(x, state)
+            logits = ctl.heads[key](h)
+            if len(allowed) == logits.shape[-1]:
+                p = F.softmax(logits, dim=-1).view(-1)
+            else:
+                p = torch.zeros(logits.shape[-1])
+                p[torch.tensor(allowed)] = F.softmax(logits.view(-1)[torch.tensor(allowed)], dim=-1)
+            k = int(p.argmax()) if given is None else next(given).index
+            out[seq.labels[pos]] = [float(v) for v in p]
+            x = ctl.embed[key](torch.tensor([k]))
+            return k
+
         with torch.no_grad():
-            for i, (key, label) in enumerate(zip(self.tokens, self.sequence.labels)):
-                h, state = ctl.step(x, state)
-                p = F.softmax(ctl.heads[key](h), dim=-1).view(-1)
-                k = int(p.argmax()) if indices is None else indices[i]
-                out[label] = [float(v) for v in p]
-                x = ctl.embed[key](torch.tensor([k]))
+            seq.walk(pick)
         return out
 
     # --- ask / tell ---------------------------------------------------------------
