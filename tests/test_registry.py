@@ -25,6 +25,33 @@ from nasforge.strategies import STRATEGIES, SampleStrategy, Strategy, get_strate
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
+#: a user's space with a rule across its choices and no decision order that keeps it
+RULED_SOURCE = '''
+from nasforge.errors import ArchError
+from nasforge.spaces.base import OpChoice, SearchSpace
+
+
+class Ruled(SearchSpace):
+    """Two ops that must differ."""
+
+    name = "ruled"
+
+    def choices(self):
+        return {"a": OpChoice("a", ("x", "y")), "b": OpChoice("b", ("x", "y"))}
+
+    def check_consistency(self, arch):
+        if arch["a"] == arch["b"]:
+            raise ArchError("a and b must differ")
+'''
+
+
+@pytest.fixture(scope="module")
+def ruled(tmp_path_factory) -> str:
+    """A space reference (file.py:Ruled) to ``RULED_SOURCE``, outside every test's tmp_path."""
+    path = tmp_path_factory.mktemp("user") / "ruled.py"
+    path.write_text(RULED_SOURCE)
+    return f"{path}:Ruled"
+
 
 # --------------------------------------------------------------------------- the Registry class
 def test_registry_register_forms_names_and_descriptions():
@@ -114,15 +141,16 @@ def test_base_strategy_supports_every_space():
 
 
 @pytest.mark.parametrize("name", ["reinforce", "metaqnn"])
-def test_rl_strategies_search_declared_choices_but_not_cross_choice_rules(name):
+def test_rl_strategies_search_every_space_but_cross_choice_rules_without_a_decision_order(name, ruled):
     cls = get_strategy_class(name)
-    for space in ("layers", "darts", "nb201", "mbconv"):
+    for space in ("layers", "darts", "nb201", "mbconv", "dense"):
         assert cls.supports(make_space(space)) is None
-    reason = cls.supports(make_space("dense"))
+    reason = cls.supports(make_space(ruled))
     assert reason and "\n" not in reason
-    assert f"strategy '{name}'" in reason and "'dense'" in reason and "cross-choice rules" in reason
+    assert f"strategy '{name}'" in reason and "'ruled'" in reason and "cross-choice rules" in reason
+    assert "no decision order" in reason
     with pytest.raises(ConfigError) as info:
-        check_supported(cls, make_space("dense"))
+        check_supported(cls, make_space(ruled))
     assert str(info.value) == reason
 
 
@@ -146,27 +174,30 @@ def test_table_evaluator_needs_an_arch_string_form():
     assert EVALUATORS.get("synthetic").supports(make_space("layers")) is None
 
 
-def test_sample_search_checks_the_space_before_anything_runs():
+def test_sample_search_checks_the_space_before_anything_runs(ruled):
     with pytest.raises(ConfigError, match="cross-choice rules"):
-        make_strategy("reinforce").search(make_space("dense"), None, evaluator=lambda arch: {"objective": 0.0})
+        make_strategy("reinforce").search(make_space(ruled), None, evaluator=lambda arch: {"objective": 0.0})
 
 
 # --------------------------------------------------------------------------- resolve_config
-def test_resolve_rejects_an_incompatible_strategy_and_space():
+def test_resolve_rejects_an_incompatible_strategy_and_space(ruled):
     with pytest.raises(ConfigError) as info:
-        resolve_config({"space": {"name": "dense"}, "strategy": {"name": "reinforce"}})
+        resolve_config({"space": {"name": ruled}, "strategy": {"name": "reinforce"}})
     assert "cross-choice rules" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="metaqnn"):
-        resolve_config({"space": {"name": "dense"}, "strategy": {"name": "metaqnn"}})
+        resolve_config({"space": {"name": ruled}, "strategy": {"name": "metaqnn"}})
+    with pytest.raises(ConfigError, match="densenas"):
+        resolve_config({"space": {"name": "nb201"}, "strategy": {"name": "densenas"}})
+    assert resolve_config({"space": {"name": "dense"}, "strategy": {"name": "metaqnn"}}).space["name"] == "dense"
     cfg = resolve_config({"space": {"name": "layers"}, "strategy": {"name": "reinforce"}})
     assert cfg.strategy["name"] == "reinforce"
     assert resolve_config({"space": {"name": "nb201"}, "strategy": {"name": "metaqnn"}}).space["name"] == "nb201"
 
 
-def test_resolve_without_a_search_does_not_check_the_strategy():
+def test_resolve_without_a_search_does_not_check_the_strategy(ruled):
     """`nasforge train` and resuming a run whose search is done give the architecture: no search."""
-    cfg = resolve_config({"space": {"name": "dense"}, "strategy": {"name": "reinforce"}}, search=False)
-    assert cfg.space["name"] == "dense"
+    cfg = resolve_config({"space": {"name": ruled}, "strategy": {"name": "reinforce"}}, search=False)
+    assert cfg.space["name"] == ruled
 
 
 def test_resolve_rejects_the_table_evaluator_on_a_space_without_arch_strings(tmp_path):
@@ -208,7 +239,8 @@ def test_support_matrix_covers_every_strategy_and_space():
         for space, reason in row.items():
             assert reason == get_strategy_class(strategy).supports(make_space(space))
     assert matrix["reinforce"]["layers"] is None and matrix["reinforce"]["darts"] is None
-    assert matrix["reinforce"]["dense"] and matrix["metaqnn"]["dense"]
+    assert matrix["reinforce"]["dense"] is None and matrix["metaqnn"]["dense"] is None
+    assert matrix["densenas"]["nb201"] and matrix["darts"]["dense"]
     assert matrix["random"] == {s: None for s in space_names()}
 
 
@@ -224,9 +256,9 @@ def _nasforge(*args, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, env=_env(), cwd=cwd, timeout=120)
 
 
-def test_cli_incompatible_pair_fails_before_creating_the_run_directory(tmp_path: Path):
+def test_cli_incompatible_pair_fails_before_creating_the_run_directory(tmp_path: Path, ruled):
     target = tmp_path / "x"
-    proc = _nasforge("search", "--space", "dense", "--strategy", "reinforce", "--data", "synthetic",
+    proc = _nasforge("search", "--space", ruled, "--strategy", "reinforce", "--data", "synthetic",
                      "--out", target, "-q", cwd=tmp_path)
     err = ANSI.sub("", proc.stderr)
     assert proc.returncode == 2, err
