@@ -402,7 +402,7 @@ def test_masked_controller_is_a_distribution_over_exactly_the_valid_dense_archs(
         assert len(roll.probs) == 1 + sum(space.layers[b] for b in path[1:-1]) + sum(b == 3 for b in path)
         assert strategy.log_prob(arch).item() == pytest.approx(float(np.sum(np.log(roll.probs))), abs=1e-5)
         probs = strategy.probabilities(arch)
-        assert list(probs)[0] == "tail.input" and all(sum(p) == pytest.approx(1.0, abs=1e-6) for p in probs.values())
+        assert next(iter(probs)) == "tail.input" and all(sum(p) == pytest.approx(1.0, abs=1e-6) for p in probs.values())
         if "block3.input" in probs:
             assert probs["block3.input"][0] == 0.0  # -1 (dropped) is never allowed on the path
     on_path = space.arch_from_path([0, 1, 3, 4], {(1, 0): "mb_k3_e3", (3, 0): "skip"})
