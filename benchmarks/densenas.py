@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for w in weights:
         tic = time.time()
-        strategy = make_strategy("densenas", {"epochs": args.epochs, "batch_size": args.batch_size,
-                                              "lat_weight": w, "latency_table": str(table_file)}, name)
+        strategy = make_strategy("densenas", {"epochs": args.epochs, "batch_size": args.batch_size}, name,
+                                 latency={"weight": w, "table": str(table_file)})
         result = strategy.search(space, data, seed=args.seed)
         search_s = time.time() - tic
         arch = result.arch

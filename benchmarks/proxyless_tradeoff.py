@@ -111,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         exp = Experiment.create(out / run, {"benchmark": "proxyless_tradeoff", "latency_weight": w,
                                             "data": {"name": name}, "space": {"name": "mbconv", "preset": preset},
                                             "strategy": {"name": "proxyless"}}, force=True)
-        strategy = make_strategy("proxyless", {"epochs": search_epochs, "batch_size": args.batch,
-                                               "latency_loss": args.loss, "latency_weight": w,
-                                               "latency_table": str(table_path)}, name)
+        strategy = make_strategy("proxyless", {"epochs": search_epochs, "batch_size": args.batch}, name,
+                                 latency={"loss": args.loss, "weight": w, "table": str(table_path)})
         ts = time.perf_counter()
         result = strategy.search(space, data, experiment=exp, seed=args.seed)
         search_s = time.perf_counter() - ts

@@ -64,6 +64,7 @@ import torch
 from torch import Tensor, nn
 
 from nasforge.oneshot.loop import make_optimizers, search_step
+from nasforge.hardware.penalty import LatencyConfig
 from nasforge.progress import Progress
 from nasforge.spaces.darts import DartsSpace
 from nasforge.strategies import get_strategy_class
@@ -126,6 +127,7 @@ def oneshot_maker(name: str, space_factory: Callable[[BenchConfig], Any], arch: 
     def make(cfg: BenchConfig, engine: Engine) -> tuple[nn.Module, Callable[[], Any]]:
         strategy = get_strategy_class(name)(get_strategy_class(name).Config(epochs=1, batch_size=cfg.batch, **options))
         strategy.engine = engine
+        strategy.latency_config = LatencyConfig(loss="none")  # step timing only: no latency term, no table
         space = space_factory(cfg)
         data_info = SimpleNamespace(input_shape=cfg.input_shape, num_classes=cfg.num_classes)
         strategy.setup(space, data_info, None, Progress())
@@ -172,8 +174,7 @@ def mbconv_maker(kind: str):
         from nasforge.spaces.mbconv import LARGEST_OP
 
         if kind in ("proxyless-w", "proxyless"):
-            return oneshot_maker("proxyless", _mbconv_space, arch=kind == "proxyless", warmup_epochs=0,
-                                 latency_loss="none")(cfg, engine)
+            return oneshot_maker("proxyless", _mbconv_space, arch=kind == "proxyless", warmup_epochs=0)(cfg, engine)
         if kind == "mbconv-allpaths":  # DARTS's softmax relaxation of the same network, weight step only
             return oneshot_maker("darts", _mbconv_space, arch=False)(cfg, engine)
         space = _mbconv_space(cfg)

@@ -20,6 +20,7 @@ from nasforge.data import Dataset, dataset_names, load_dataset
 from nasforge.errors import ConfigError
 from nasforge.experiment import Experiment
 from nasforge.hardware import count_flops, count_params, measure_latency
+from nasforge.hardware.penalty import LatencyConfig
 from nasforge.profiles import fill_auto
 from nasforge.progress import Progress
 from nasforge.registry import check_supported
@@ -44,15 +45,6 @@ class DataConfig:
     name: str = option("digits", help="dataset: digits (embedded), cifar10 (--data-dir), synthetic")
     dir: str | None = option(None, help="folder or file holding the dataset (cifar10)")
     valid_fraction: float | None = option(None, lo=0.0, hi=0.9, help="share of the training set held out (auto)")
-
-
-@dataclass
-class LatencyConfig:
-    device: str = option("cpu", choices=("cpu", "cuda", "onnxruntime"), help="where the final model is timed")
-    batch_size: int = option(1, lo=1, hi=65536, help="batch size of the latency measurement")
-    warmup: int = option(10, lo=0, hi=100000, help="untimed warm-up runs")
-    repeats: int = option(50, lo=1, hi=100000, help="timed runs (median reported)")
-    threads: int | None = option(None, lo=1, hi=1024, help="CPU threads while timing (default: PyTorch's)")
 
 
 @dataclass
@@ -116,18 +108,17 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
     strategy.setdefault("name", DEFAULT_STRATEGY)
     # Instantiate once to check names, options and ranges; store the resolved options.
     space_obj = make_space(space["name"], **{k: v for k, v in space.items() if k != "name"})
-    strat = make_strategy(strategy["name"], {k: v for k, v in strategy.items() if k != "name"}, cfg.data.name)
+    strat = make_strategy(strategy["name"], {k: v for k, v in strategy.items() if k != "name"}, cfg.data.name,
+                          latency=cfg.latency)
     if search:  # an incompatible pair fails before a run directory exists
         check_supported(type(strat), space_obj)
     cfg.space = space
     cfg.strategy = {"name": strategy["name"], **to_dict(strat.config)}
-    if search and isinstance(cfg.strategy.get("latency_device"), str) and not cfg.strategy.get("latency_table"):
-        check_device(cfg.strategy["latency_device"], "strategy.latency_device")  # the table is timed there
     fill_auto(cfg.train, cfg.data.name, "train")
-    if cfg.strategy.get("latency_table"):  # a missing or corrupt table fails before a run directory exists
+    if cfg.latency.table:  # a missing or corrupt table fails before a run directory exists
         from nasforge.hardware.lut import LatencyTable
 
-        LatencyTable.load(cfg.strategy["latency_table"])
+        LatencyTable.load(cfg.latency.table)
     cfg.trials.fill_auto(cfg.data.name)
     if "trials" in cfg.strategy and "trials" not in strategy and cfg.trials.max_trials:
         cfg.strategy["trials"] = cfg.trials.max_trials  # schedules over the budget (MetaQNN's epsilon) span it
@@ -155,7 +146,8 @@ def build_space(cfg: RunConfig) -> SearchSpace:
 
 
 def build_strategy(cfg: RunConfig) -> Strategy:
-    return make_strategy(cfg.strategy["name"], {k: v for k, v in cfg.strategy.items() if k != "name"}, cfg.data.name)
+    return make_strategy(cfg.strategy["name"], {k: v for k, v in cfg.strategy.items() if k != "name"}, cfg.data.name,
+                         latency=cfg.latency)
 
 
 def measure_model(model: Any, input_shape: tuple[int, ...], cfg: LatencyConfig) -> dict[str, Any]:

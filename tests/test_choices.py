@@ -168,6 +168,16 @@ def test_arch_of_another_space_is_refused():
     assert Arch.from_dict(arch.to_dict()) == arch  # a user space's arch.json loads by its reference
 
 
+def test_user_space_options_are_recorded_in_the_arch():
+    ref = str(ROOT / "examples" / "my_cnn.py") + ":MyCNN"
+    space = make_space(ref, layers=2)
+    arch = space.sample(np.random.default_rng(1))
+    assert arch["option.layers"] == 2 and "layer2.kernel" not in arch.as_dict()
+    rebuilt = type(space).for_arch(Arch.from_dict(arch.to_dict()))  # what train/export do with an arch.json
+    net = rebuilt.build(arch, (1, 8, 8), 10)
+    assert len(net.features) == 2 and net(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
 # --------------------------------------------------------------------------- the documented example
 def _doc_code() -> str:
     return re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)[0]
@@ -191,7 +201,7 @@ def test_doc_example_runs_with_every_method(tmp_path, capsys):
     runs = {
         "darts": ["--strategy", "darts", "--set", "strategy.epochs=1"],
         "gdas": ["--strategy", "gdas", "--set", "strategy.epochs=1"],
-        "proxyless": ["--strategy", "proxyless", "--set", "strategy.epochs=2", "--set", f"strategy.latency_table={table}"],
+        "proxyless": ["--strategy", "proxyless", "--set", "strategy.epochs=2", "--set", f"latency.table={table}"],
         "evolution": ["--strategy", "evolution", "--trials", "4", "--evaluator", "synthetic"],
     }
     for name, args in runs.items():

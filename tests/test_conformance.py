@@ -75,15 +75,16 @@ def test_pair_runs_or_is_refused_in_one_line(strategy, space_name, data, tmp_pat
         evaluator = make_evaluator("synthetic", {}, space, data)
         result = s.search(space, data, evaluator=evaluator, budget=4, seed=0)
     else:
-        options = {"epochs": 1, "batch_size": 32}
+        options, latency = {"epochs": 1, "batch_size": 32}, None
         if strategy in ("darts", "gdas"):
             options.update(layers=3, channels=4)
         if strategy == "proxyless":
-            options.update(warmup_epochs=0, latency_table=module_table(space, data, tmp_path / "t.json"),
-                           latency_loss="add")
+            options.update(warmup_epochs=0)
+            latency = {"table": module_table(space, data, tmp_path / "t.json"), "loss": "add"}
         if strategy == "densenas":
-            options.update(warmup_fraction=0.0, latency_table=str(dense_table(space, tmp_path / "t.json")))
-        s = make_strategy(strategy, options, "synthetic")
+            options.update(warmup_fraction=0.0)
+            latency = {"table": str(dense_table(space, tmp_path / "t.json"))}
+        s = make_strategy(strategy, options, "synthetic", latency=latency)
         result = s.search(space, data, seed=0)
         assert result.history and result.history[-1]["arch_weights"]
     space.validate(result.arch)

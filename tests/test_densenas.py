@@ -20,6 +20,8 @@ from nasforge.oneshot.dense import all_paths
 from nasforge.report.sections.densenas import densenas_section
 from nasforge.spaces import make_space
 from nasforge.spaces.dense import OPS, DenseSpace
+from nasforge.hardware.penalty import LatencyConfig
+from nasforge.strategies import densenas as densenas_module
 from nasforge.strategies import get_strategy_class, make_strategy
 from nasforge.strategies.densenas import TABLE_FILE, DenseNasStrategy, rescale_
 
@@ -48,8 +50,9 @@ def fake_table(space: DenseSpace, path: Path, shape=(1, 8, 8), classes=10) -> Pa
     return table.save(path)
 
 
-def _strategy(**options) -> DenseNasStrategy:
-    return make_strategy("densenas", {"epochs": 3, "lat_weight": 0.0, **options}, "synthetic")
+def _strategy(latency=None, **options) -> DenseNasStrategy:
+    """A short DenseNAS; without ``latency`` (the run's latency section) it searches for accuracy alone."""
+    return make_strategy("densenas", {"epochs": 3, **options}, "synthetic", latency=latency or {"weight": 0.0})
 
 
 class _Spy(DenseNasStrategy):
@@ -64,11 +67,15 @@ class _Spy(DenseNasStrategy):
 # --------------------------------------------------------------------------- pieces
 def test_registration_and_defaults():
     assert get_strategy_class("densenas") is DenseNasStrategy and DenseNasStrategy.kind == "oneshot"
-    cfg = make_strategy("densenas", {}, "digits").config
-    assert (cfg.lat_weight, cfg.lat_base, cfg.a_beta1, cfg.a_wd, cfg.arch_op_samples) == (0.15, 15.0, 0.5, 1e-3, 2)
+    strategy = make_strategy("densenas", {}, "digits")
+    cfg, lat = strategy.config, strategy.latency_config
+    assert (cfg.a_beta1, cfg.a_wd, cfg.arch_op_samples) == (0.5, 1e-3, 2)
+    assert (lat.form(densenas_module.DEFAULT_FORM), densenas_module.DEFAULT_WEIGHT, lat.base) == ("log", 0.15, 15.0)
     assert cfg.epochs == 10 and cfg.batch_size == 64  # digits profile
-    with pytest.raises(ConfigError, match="lat_weight"):
-        make_strategy("densenas", {"lat_weight": -1}, "digits")
+    with pytest.raises(ConfigError, match="latency.weight"):
+        make_strategy("densenas", {}, "digits", latency={"weight": -1})
+    with pytest.raises(ConfigError, match="strategy.lat_weight is now latency.weight"):
+        make_strategy("densenas", {"lat_weight": 0.2}, "digits")
 
 
 def test_rescale_keeps_the_sampled_mass_and_the_others():
@@ -108,7 +115,7 @@ def test_sampling_draws_the_configured_number_of_heads_and_ops():
 
 def test_expected_latency_is_the_mean_over_paths_of_the_table_prediction(tmp_path, data):
     space = DenseSpace(**TINY)
-    strategy = _strategy(lat_weight=0.5, latency_table=str(fake_table(space, tmp_path / "t.json")))
+    strategy = _strategy({"weight": 0.5, "table": str(fake_table(space, tmp_path / "t.json"))})
     torch.manual_seed(1)
     strategy.init_arch(space)
     with torch.no_grad():
@@ -146,7 +153,7 @@ def test_expected_latency_is_the_mean_over_paths_of_the_table_prediction(tmp_pat
 
 def test_latency_term_pulls_towards_cheaper_paths(tmp_path, data):
     space = DenseSpace(**TINY)
-    strategy = _strategy(lat_weight=50.0, a_lr=0.05, latency_table=str(fake_table(space, tmp_path / "t.json")))
+    strategy = _strategy({"weight": 50.0, "table": str(fake_table(space, tmp_path / "t.json"))}, a_lr=0.05)
     torch.manual_seed(0)
     strategy.init_arch(space)
     strategy.setup_latency(space, data, None, None)
@@ -190,7 +197,8 @@ def test_resume_replays_exactly_and_reuses_the_table(tmp_path, data):
     def run(name, callbacks=()):
         path = tmp_path / name
         exp = Experiment.open(path) if path.exists() else Experiment.create(path, {}, force=True)
-        strategy = _Spy(_strategy(epochs=3, lat_weight=0.3, latency_table=str(table)).config)
+        strategy = _Spy(_strategy(epochs=3).config)
+        strategy.latency_config = LatencyConfig(weight=0.3, table=str(table))
         return strategy, strategy.search(make_space("dense", **space_opts), data, experiment=exp, seed=4,
                                          callbacks=callbacks)
 
@@ -214,19 +222,19 @@ def test_resume_replays_exactly_and_reuses_the_table(tmp_path, data):
 def test_table_is_built_into_the_run_and_reused(tmp_path, data):
     space = make_space("dense", **TINY)
     exp = Experiment.create(tmp_path / "run", {}, force=True)
-    strategy = _strategy(epochs=1, lat_weight=0.2, table_warmup=0, table_repeats=2)
+    strategy = _strategy({"weight": 0.2, "warmup": 0, "repeats": 2}, epochs=1)
     result = strategy.search(space, data, experiment=exp, seed=0)
     path = tmp_path / "run" / TABLE_FILE
     table = LatencyTable.load(path)
     table.check(space, data.input_shape, "cpu")
     assert set(table.entries) == set(space.latency_parts(data.input_shape, data.num_classes))
     assert result.info["predicted_latency_ms"] == pytest.approx(table.predict(space, result.arch))
-    again = _strategy(epochs=1, lat_weight=0.2)
+    again = _strategy({"weight": 0.2}, epochs=1)
     again.setup_latency(space, data, exp, None)
     assert again.table.entries == table.entries  # loaded, not re-measured
     other = make_space("dense", **{**TINY, "last": 12})
     with pytest.raises(ConfigError, match="another configuration"):
-        _strategy(latency_table=str(path), lat_weight=0.2).setup_latency(other, data, None, None)
+        _strategy({"table": str(path), "weight": 0.2}).setup_latency(other, data, None, None)
 
 
 def test_report_section_draws_the_path(tmp_path, data):
@@ -251,7 +259,7 @@ def test_cli_search_with_densenas_end_to_end(tmp_path: Path):
     env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200", TERM="dumb")
     proc = subprocess.run(
         [sys.executable, "-m", "nasforge.cli", "search", "--space", "dense", "--strategy", "densenas",
-         "--data", "synthetic", "--set", "strategy.epochs=2", "--set", "strategy.table_repeats=2",
+         "--data", "synthetic", "--set", "strategy.epochs=2", "--set", "latency.repeats=2",
          "--set", "train.epochs=1", "--out", str(out), "-q"],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -28,25 +28,27 @@ def small():
 
 def _method(name: str, tmp_path, **extra):
     """(strategy, space) of a short run of each one-shot method on tiny synthetic data."""
+    latency = None
     if name.startswith("proxyless"):
         table = tmp_path / "mbconv_table.json"
         mbconv_table(make_space("mbconv")).save(table)
-        options = {"epochs": 3, "warmup_epochs": 1, "batch_size": 16, "latency_table": str(table)}
+        options = {"epochs": 3, "warmup_epochs": 1, "batch_size": 16}
+        latency = {"table": str(table), "loss": "mul"}
         options.update({"grad_estimator": "reinforce", "rl_samples": 2} if name == "proxyless-rl"
-                       else {"latency_loss": "mul", "arch_every": 2})
+                       else {"arch_every": 2})
         space = make_space("mbconv")
     elif name == "densenas":
         space = make_space("dense", **TINY)
         table = dense_table(space, tmp_path / "dense_table.json")
-        options = {"epochs": 3, "warmup_fraction": 0.34, "batch_size": 16, "lat_weight": 0.2,
-                   "latency_table": str(table)}
+        options = {"epochs": 3, "warmup_fraction": 0.34, "batch_size": 16}
+        latency = {"weight": 0.2, "table": str(table)}
     elif name == "gdas-nb201":
         options, space = {"epochs": 2, "batch_size": 16}, make_space("nb201")
         name = "gdas"
     else:
         options = {"epochs": 2, "batch_size": 16}
         space = make_space("darts")
-    strategy = make_strategy(name.split("-")[0], {**options, **extra}, "synthetic")
+    strategy = make_strategy(name.split("-")[0], {**options, **extra}, "synthetic", latency=latency)
     return strategy, space
 
 

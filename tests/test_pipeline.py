@@ -108,6 +108,6 @@ def test_a_missing_latency_table_is_refused_before_the_run_starts(tmp_path):
     from nasforge.errors import ConfigError
     from nasforge.pipeline import resolve_config
 
-    raw = {"space": {"name": "mbconv"}, "strategy": {"name": "proxyless", "latency_table": str(tmp_path / "no.json")}}
+    raw = {"space": {"name": "mbconv"}, "strategy": {"name": "proxyless"}, "latency": {"table": str(tmp_path / "no.json")}}
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_config(raw)

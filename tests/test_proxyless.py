@@ -64,9 +64,10 @@ def table_path(tmp_path):
     return str(path)
 
 
-def _strategy(table_path, **options) -> ProxylessStrategy:
-    return make_strategy("proxyless", {"epochs": 2, "warmup_epochs": 0, "batch_size": 32,
-                                       "latency_table": table_path, **options}, "synthetic")
+def _strategy(table_path, latency=None, **options) -> ProxylessStrategy:
+    """A short ProxylessNAS on ``table_path``; ``latency``: more keys of the run's latency section."""
+    return make_strategy("proxyless", {"epochs": 2, "warmup_epochs": 0, "batch_size": 32, **options}, "synthetic",
+                         latency={"table": table_path, **(latency or {})})
 
 
 def _hooked(model) -> Counter:
@@ -210,7 +211,7 @@ def test_binary_arch_step_moves_only_the_sampled_pairs(table_path, data, latency
     space = make_space("mbconv")
     torch.manual_seed(0)
     model = space.supernet(SHAPE, 10)
-    strategy = _prepared(_strategy(table_path, latency_loss=latency_loss, alpha_init_std=0.3), space, model,
+    strategy = _prepared(_strategy(table_path, {"loss": latency_loss}, alpha_init_std=0.3), space, model,
                          table_path)
     alphas = [a[0] for a in strategy.relax.parameters()]  # one row per layer
     a_opt = torch.optim.Adam(strategy.relax.parameters(), lr=0.05, betas=(0.0, 0.999))
@@ -299,17 +300,22 @@ def test_table_errors(tmp_path, data):
     table.save(path)
     smallest = ModuleLatency(space, space.supernet(SHAPE, 10), table).smallest
     with pytest.raises(ConfigError, match=f"smallest network.*{smallest:.4f} ms"):
-        _strategy(str(path), target_latency_ms=smallest * 0.9).search(space, data, seed=0)
+        _strategy(str(path), {"target_ms": smallest * 0.9}).search(space, data, seed=0)
     with pytest.raises(ConfigError, match="relaxes a space written with choice modules"):
         _strategy(str(path)).search(make_space("layers"), data, seed=0)
 
 
 def test_config_defaults_and_checks():
-    cfg = make_strategy("proxyless", {}, "digits").config
+    strategy = make_strategy("proxyless", {}, "digits")
+    cfg = strategy.config
     assert (cfg.a_lr, cfg.a_beta1, cfg.a_beta2, cfg.a_eps) == (0.02, 0.0, 0.999, 1e-8)
-    assert cfg.latency_loss == "mul" and cfg.latency_weight == 0.3 and cfg.latency_alpha == 0.2
+    lat = strategy.latency_config  # the run's latency section: auto loss and weight take the paper's
+    assert (lat.loss, lat.weight, lat.alpha) == ("auto", None, 0.2) and strategy.latency_weight() == 0.3
     assert cfg.warmup_epochs == cfg.epochs // 4
-    assert make_strategy("proxyless", {"latency_loss": "add"}).config.latency_weight == 0.1
+    assert make_strategy("proxyless", {}, latency={"loss": "add"}).latency_weight() == 0.1
+    assert make_strategy("proxyless", {"grad_estimator": "reinforce"}).latency_weight() == 0.1
+    with pytest.raises(ConfigError, match=r"strategy.latency_weight is now latency.weight"):
+        make_strategy("proxyless", {"latency_weight": 0.3})
     with pytest.raises(ConfigError, match="warmup_epochs"):
         make_strategy("proxyless", {"epochs": 3, "warmup_epochs": 3})
     with pytest.raises(ConfigError, match="grad_estimator"):
@@ -319,7 +325,7 @@ def test_config_defaults_and_checks():
 # --------------------------------------------------------------------------- search loop
 def test_search_records_and_derives(tmp_path, table_path, data):
     exp = Experiment.create(tmp_path / "run", {"strategy": {"name": "proxyless"}}, force=True)
-    strategy = _strategy(table_path, epochs=3, warmup_epochs=1, latency_loss="add", latency_weight=1.0)
+    strategy = _strategy(table_path, {"loss": "add", "weight": 1.0}, epochs=3, warmup_epochs=1)
     result = strategy.search(make_space("mbconv"), data, experiment=exp, seed=0)
     rows = exp.store.epochs("search")
     assert [r["metrics"]["phase"] for r in rows] == ["warmup", "search", "search"]
@@ -382,7 +388,7 @@ def test_reinforce_favours_the_rewarded_ops(table_path, data):
     """With accuracy flat, the latency reward alone must push probability to cheaper ops."""
     space = make_space("mbconv")
     model = space.supernet(SHAPE, 10)
-    strategy = _prepared(_strategy(table_path, grad_estimator="reinforce", latency_loss="add", latency_weight=1.0,
+    strategy = _prepared(_strategy(table_path, {"loss": "add", "weight": 1.0}, grad_estimator="reinforce",
                                    rl_samples=8, a_lr=0.1, alpha_init_std=0.0), space, model, table_path)
     torch.manual_seed(0)
     a_opt = torch.optim.Adam(strategy.relax.parameters(), lr=0.1, betas=(0.0, 0.999))
@@ -417,6 +423,6 @@ def test_cli_search_with_proxyless_end_to_end(tmp_path: Path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run([sys.executable, "-m", "nasforge.cli", "search", "--space", "mbconv", "--strategy",
-                           "proxyless", "--set", "strategy.target_latency_ms=0.000001", "--out",
+                           "proxyless", "--set", "latency.target_ms=0.000001", "--out",
                            str(tmp_path / "bad"), "-q"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0 and "error:" in proc.stderr + proc.stdout

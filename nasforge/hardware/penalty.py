@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from nasforge.config import option
 from nasforge.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,19 +34,64 @@ TABLE_FILE = "latency_table.json"
 FORMS = ("none", "add", "mul", "log")
 
 
-def load_or_build_table(space: Any, data: Any, device: str, *, table: str | None = None, experiment: Any = None,
-                        threads: int | None = None, warmup: int | None = None, repeats: int | None = None,
+@dataclass
+class LatencyConfig:
+    """The ``latency`` section of a run: the target hardware and the latency objective.
+
+    One device for everything latency: the lookup table of a hardware-aware search is
+    measured there and the final network is timed there. ``loss``/``weight`` left at
+    ``auto`` take the method's paper default (ProxylessNAS: ``mul``, 0.3 for the two-path
+    gradient, 0.1 for REINFORCE; DenseNAS: ``log``, 0.15); ``none`` or weight 0 searches for
+    accuracy alone.
+    """
+
+    device: str = option("cpu", choices=("cpu", "cuda", "onnxruntime"),
+                         help="target device: the lookup table is measured there and the final model timed there")
+    table: str | None = option(None, help="a lookup table from 'nasforge latency' (auto: measured at search start "
+                                          "and kept in the run)")
+    loss: str = option("auto", choices=("auto",) + FORMS,
+                       help="latency term of the architecture loss: add (CE + w*E/T), mul (a*CE*(log E/log T)^w), "
+                            "log (CE + w*log E/log base), none (auto: the method's)")
+    weight: float | None = option(None, lo=0.0, hi=1e6, help="weight of the latency term (auto: the method's)")
+    target_ms: float | None = option(None, lo=1e-6, hi=1e7,
+                                     help="target latency T in ms (auto: geometric mean of the smallest and largest "
+                                          "network)")
+    alpha: float = option(0.2, lo=1e-6, hi=1e6, help="mul: factor a of the loss (ProxylessNAS 0.2)")
+    base: float = option(15.0, lo=1.0001, hi=1e6, help="log: base of the logarithm (DenseNAS 15)")
+    batch_size: int = option(1, lo=1, hi=65536, help="batch size of every latency measurement")
+    warmup: int = option(10, lo=0, hi=100000, help="untimed warm-up runs per measurement")
+    repeats: int = option(50, lo=1, hi=100000, help="timed runs per measurement (median kept)")
+    threads: int | None = option(None, lo=1, hi=1024, help="CPU threads while timing (default: PyTorch's)")
+
+    def form(self, default: str) -> str:
+        return default if self.loss == "auto" else self.loss
+
+    def active(self, default_form: str) -> bool:
+        """Whether the search has a latency term (and so needs a table)."""
+        return self.form(default_form) != "none" and self.weight != 0.0
+
+
+#: strategy options of earlier versions that are now ``latency.*`` keys
+MOVED_OPTIONS = {"latency_weight": "weight", "lat_weight": "weight", "latency_loss": "loss",
+                 "target_latency_ms": "target_ms", "latency_table": "table", "latency_device": "device",
+                 "latency_threads": "threads", "latency_alpha": "alpha", "lat_base": "base",
+                 "table_warmup": "warmup", "table_repeats": "repeats", "table_threads": "threads"}
+
+
+def load_or_build_table(space: Any, data: Any, latency: LatencyConfig, *, experiment: Any = None,
                         progress: Any = None) -> Any:
-    """The lookup table of a search: ``table`` if given, else this run's saved one, else measured now (and saved)."""
+    """The lookup table of a search: ``latency.table`` if given, else this run's saved one, else measured now on
+    ``latency.device`` (and saved in the run)."""
     from nasforge.hardware.lut import LatencyTable, build_table
 
+    device = latency.device
     saved = experiment.path / TABLE_FILE if experiment is not None else None
-    path = Path(table) if table else (saved if saved is not None and saved.is_file() else None)
+    path = Path(latency.table) if latency.table else (saved if saved is not None and saved.is_file() else None)
     if path is None:
         log.info("building the latency table of %s on %s", space.name, device)
-        timing = {k: v for k, v in (("warmup", warmup), ("repeats", repeats)) if v is not None}
-        built = build_table(space, data.input_shape, data.num_classes, device=device, threads=threads,
-                            progress=progress, **timing)
+        built = build_table(space, data.input_shape, data.num_classes, device=device, threads=latency.threads,
+                            batch_size=latency.batch_size, warmup=latency.warmup, repeats=latency.repeats,
+                            progress=progress)
         if saved is not None:
             built.save(saved)
         return built

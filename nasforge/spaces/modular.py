@@ -203,9 +203,16 @@ class FunctionSpace(ModuleSpace):
                                   f"{sorted(k for k in (accepted or ()) if k not in ('input_shape', 'num_classes'))}")
         self.options = options
 
+    def fixed_choices(self) -> dict[str, Choice]:
+        """The space options, recorded in every arch (``option.NAME``) so an arch.json rebuilds its network."""
+        from nasforge.spaces.base import ValueChoice
+
+        return {f"option.{k}": ValueChoice(f"option.{k}", (v,)) for k, v in sorted(self.options.items())}
+
     @classmethod
     def for_arch(cls, arch: Arch) -> "FunctionSpace":
-        return cls()
+        """The space with the options ``arch`` records."""
+        return cls(**{k[len("option."):]: v for k, v in arch.as_dict().items() if k.startswith("option.")})
 
     def network(self, input_shape: tuple[int, int, int], num_classes: int, **options: Any) -> nn.Module:
         factory = type(self).factory

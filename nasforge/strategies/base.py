@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar
 
 from nasforge.arch import Arch
 from nasforge.config import load_section
+from nasforge.errors import ConfigError
 from nasforge.profiles import fill_auto
 from nasforge.registry import Registry, check_supported
 
@@ -41,6 +42,10 @@ class Strategy:
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
+        from nasforge.hardware.penalty import LatencyConfig
+
+        #: the run's ``latency`` section (target device, table, latency objective); hardware-aware methods read it
+        self.latency_config = LatencyConfig()
 
     @classmethod
     def supports(cls, space: Any) -> str | None:
@@ -109,8 +114,20 @@ def get_strategy_class(name: str) -> type[Strategy]:
     return STRATEGIES.get(name)
 
 
-def make_strategy(name: str, options: dict[str, Any] | None = None, dataset: str = "digits") -> Strategy:
-    """A strategy with checked options; "auto" (None) options take the dataset's profile."""
+def make_strategy(name: str, options: dict[str, Any] | None = None, dataset: str = "digits",
+                  latency: Any = None) -> Strategy:
+    """A strategy with checked options; "auto" (None) options take the dataset's profile. ``latency``: the
+    run's ``latency`` section (a ``LatencyConfig`` or a dict of its keys) for hardware-aware methods."""
+    from nasforge.hardware.penalty import MOVED_OPTIONS, LatencyConfig
+
     cls = get_strategy_class(name)
+    for key in options or {}:
+        if key in MOVED_OPTIONS:
+            raise ConfigError(f"strategy.{key} is now latency.{MOVED_OPTIONS[key]} (one latency section for every "
+                              f"method); use --set latency.{MOVED_OPTIONS[key]}=...")
     config = load_section(cls.Config, options or {}, "strategy")
-    return cls(fill_auto(config, dataset, "search"))
+    strategy = cls(fill_auto(config, dataset, "search"))
+    if latency is not None:
+        strategy.latency_config = latency if isinstance(latency, LatencyConfig) else \
+            load_section(LatencyConfig, latency, "latency")
+    return strategy

@@ -23,12 +23,14 @@ Path sampling (what runs in one step; the official code samples ops, this adds c
 
 Only blocks that a sampled connection reaches from the tail are computed.
 
-Latency. The architecture loss is the official one: ``CE + lat_weight * log(lat) /
-log(lat_base)`` (``sub_loss_factor`` 0.15, ``log_base`` 15), where ``lat`` is the expected
+Latency (the run's ``latency`` section). The architecture loss is the official one:
+``CE + w * log(lat) / log(base)`` (``latency.loss`` auto = ``log``, ``latency.weight`` auto =
+0.15 = the official ``sub_loss_factor``, ``latency.base`` 15 = ``log_base``), where ``lat`` is the expected
 latency (ms) of the supernet from a lookup table, computed block by block from the tail
 back (``nasforge.oneshot.dense.expected_latency``) with the full transition probabilities
 and each layer's full op distribution (sampling only decides what runs, not the
-expectation). ``lat_weight = 0`` searches for accuracy alone and builds no table.
+expectation). ``latency.weight: 0`` (or ``latency.loss: none``) searches for accuracy alone
+and builds no table.
 
 Schedule (official ``run_apis/search.py``): the first ``warmup_fraction`` of the epochs
 (official: 50 of 150) train only the weights; after that each epoch first updates the
@@ -59,7 +61,6 @@ from nasforge.config import option
 from nasforge.data import Dataset
 from nasforge.errors import ConfigError
 from nasforge.experiment import Experiment
-from nasforge.hardware.latency import DEVICES
 from nasforge.hardware.penalty import TABLE_FILE, LatencyPenalty, load_or_build_table
 from nasforge.oneshot.dense import expected_latency, viterbi
 from nasforge.oneshot.loop import OneShotConfig
@@ -69,6 +70,9 @@ from nasforge.strategies.base import register_strategy
 from nasforge.strategies.oneshot import OneShotStrategy
 
 log = logging.getLogger(__name__)
+
+#: ``latency.loss: auto`` and ``latency.weight: auto`` of DenseNAS: the official ``CE + 0.15 * log(lat) / log(15)``
+DEFAULT_FORM, DEFAULT_WEIGHT = "log", 0.15
 
 __all__ = ["TABLE_FILE", "DenseNasConfig", "DenseNasStrategy", "rescale_"]
 
@@ -86,14 +90,6 @@ class DenseNasConfig(OneShotConfig):
     a_wd: float = option(1e-3, lo=0.0, hi=1.0, help="architecture weight decay (paper 1e-3)")
     head_samples: int = option(2, lo=0, hi=64, help="incoming connections run per block and step (0: all)")
     arch_op_samples: int = option(2, lo=1, hi=len(OPS), help="ops run per stacking layer in an architecture step")
-    lat_weight: float = option(0.15, lo=0.0, hi=100.0,
-                               help="latency loss factor: CE + lat_weight * log(lat)/log(lat_base) (0: off)")
-    lat_base: float = option(15.0, lo=1.0001, hi=1e6, help="base of the latency loss's logarithm (paper 15)")
-    latency_table: str | None = option(None, help="lookup table JSON (auto: built at search start, kept in the run)")
-    latency_device: str = option("cpu", choices=DEVICES, help="device the lookup table is measured on")
-    table_warmup: int = option(5, lo=0, hi=100000, help="untimed runs per table entry")
-    table_repeats: int = option(20, lo=1, hi=100000, help="timed runs per table entry (median kept)")
-    table_threads: int = option(1, lo=1, hi=1024, help="CPU threads while building the table")
 
 
 def rescale_(alpha: Tensor, old: Tensor, indices: Tensor) -> None:
@@ -169,25 +165,24 @@ class DenseNasStrategy(OneShotStrategy):
                       progress: Progress | None) -> None:
         """Load or build the lookup table and turn it into per-head and per-layer-op latencies."""
         self.table = None
-        cfg = self.config
-        if cfg.lat_weight <= 0:
+        lat = self.latency_config
+        if not lat.active(DEFAULT_FORM):
             return
-        self.table = table = load_or_build_table(
-            space, data, cfg.latency_device, table=cfg.latency_table, experiment=experiment,
-            threads=cfg.table_threads, warmup=cfg.table_warmup, repeats=cfg.table_repeats, progress=progress)
+        self.table = table = load_or_build_table(space, data, lat, experiment=experiment, progress=progress)
         keys = space.latency_keys()
         self.head_latency = {edge: table.get(key) for edge, key in keys.heads.items()}
         self.op_latency = torch.tensor([[table.get(k) if k else 0.0 for k in (layer[op] for op in OPS)]
                                         for layer in keys.layers], dtype=torch.float32,
                                        device=self.engine.device).reshape(-1, len(OPS))
         self.fixed_latency = table.overhead_ms + sum(table.get(k) for k in keys.fixed)
-        self.penalty = LatencyPenalty("log", cfg.lat_weight, base=cfg.lat_base)
+        weight = DEFAULT_WEIGHT if lat.weight is None else lat.weight
+        self.penalty = LatencyPenalty(lat.form(DEFAULT_FORM), weight, lat.target_ms or 1.0, lat.alpha, lat.base)
 
     def expected_latency(self, probs: Sequence[Tensor] | None = None) -> Tensor:
         """Expected latency (ms) of the supernet under the current path and op distributions."""
         if getattr(self, "table", None) is None:
-            raise ConfigError("no latency table: the search ran with strategy.lat_weight=0; set a positive "
-                              "lat_weight (or strategy.latency_table) to use the latency objective")
+            raise ConfigError("no latency table: the search ran with latency.weight=0 or latency.loss=none; set a "
+                              "positive latency.weight (or latency.table) to use the latency objective")
         space = self.space
         probs = self.path_probs() if probs is None else probs
         per_layer = (F.softmax(self.alpha, dim=-1) * self.op_latency).sum(-1)
@@ -224,7 +219,7 @@ class DenseNasStrategy(OneShotStrategy):
     def setup(self, space: DenseSpace, data: Dataset, experiment: Experiment | None, progress: Progress) -> None:
         self.space = space
         self.setup_latency(space, data, experiment, progress)
-        if experiment is not None and self.table is not None and self.config.latency_table is None:
+        if experiment is not None and self.table is not None and self.latency_config.table is None:
             experiment.store.set_meta("latency_table", str(experiment.path / TABLE_FILE))
 
     def build_supernet(self, space: DenseSpace, data: Dataset) -> nn.Module:
@@ -250,7 +245,7 @@ class DenseNasStrategy(OneShotStrategy):
         if self.table is not None:
             info["expected_latency_ms"] = self.expected_latency().item()
             info["predicted_latency_ms"] = self.table.predict(space, arch)
-            info["latency_table"] = self.config.latency_table or (
+            info["latency_table"] = self.latency_config.table or (
                 str(experiment.path / TABLE_FILE) if experiment else None)
         return info
 

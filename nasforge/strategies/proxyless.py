@@ -1,51 +1,54 @@
 """ProxylessNAS: direct architecture search on the target task and hardware
-(Cai, Zhu & Han, ICLR 2019), on the MBConv layer-wise space (``nasforge.spaces.mbconv``).
+(Cai, Zhu & Han, ICLR 2019): the paper's MBConv layer-wise space (``nasforge.spaces.mbconv``),
+and any other space written with choice modules (darts, nb201, users' spaces).
 
-Per searchable layer the strategy owns an architecture vector ``alpha`` (one entry per
-candidate op). Training alternates, on the two halves of the training split:
+Per choice (a layer; an edge of a cell) the strategy owns an architecture row ``alpha``
+(one entry per candidate; ``nasforge.oneshot.relax``). Training alternates, on the two
+halves of the training split:
 
-- **weight step** (train half): one path per layer sampled from ``softmax(alpha)``; only
-  that op runs (memory of one compact network); SGD (momentum 0.9, Nesterov, cosine lr).
+- **weight step** (train half): one path per choice sampled from ``softmax(alpha)``; only
+  that candidate runs (memory of one compact network); SGD (momentum 0.9, Nesterov, cosine lr).
 - **architecture step** (valid half, every ``arch_every`` weight steps, after the
   ``warmup_epochs`` where only weights train), by one of two estimators
   (``grad_estimator``):
 
-  * ``binary`` (the paper's gradient, its code's ``two`` mode): two paths per layer, a
+  * ``binary`` (the paper's gradient, its code's ``two`` mode): two paths per choice, a
     binary gate over them, ``dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i)`` on the two
     sampled alphas, an Adam step (betas (0, 0.999): an alpha with no gradient does not
     move), then both re-offset so every unsampled op keeps its probability
     (``nasforge.oneshot.binary``).
-  * ``reinforce``: ``rl_samples`` networks (one path per layer) scored on a valid batch;
+  * ``reinforce``: ``rl_samples`` networks (one path per choice) scored on a valid batch;
     reward = accuracy (times the latency term), moving-average baseline
     ``b += rl_baseline_decay * (mean reward - b)`` (the official update), gradient
     ``-(r - b) * grad log p(path)`` averaged over the samples, Adam.
 
 The bi-level loop is the shared one (``nasforge.oneshot.loop``, schedule ``every``); the
-loss forms and the table loading are ``nasforge.hardware.penalty``'s.
+loss forms, the table loading and the ``latency`` config section are ``nasforge.hardware.penalty``'s.
 
 **Latency** comes from a lookup table (``nasforge.hardware.lut``) of the space on
-``latency_device``: the expected latency of the supernet is
-``E[lat] = overhead + fixed parts + sum_layers sum_j p_j * table(op j at that layer)``
-(``zero`` costs nothing), differentiable in alpha. In the binary architecture step ``p``
-is, as in the official code, the softmax over each layer's two sampled ops (zeros
-elsewhere), so the latency gradient touches only the sampled alphas and the re-offset
-keeps holding; the recorded per-epoch ``expected_latency_ms`` uses the full softmax.
-Loss forms (``latency_loss``):
+``latency.device``: the expected latency of the supernet is
+``E[lat] = overhead + rest + sum_choices sum_j p_j * table(candidate j there)``
+(``zero`` costs nothing; ``ModuleLatency``), differentiable in alpha. In the binary
+architecture step ``p`` is, as in the official code, the softmax over each choice's two
+sampled ops (zeros elsewhere), so the latency gradient touches only the sampled alphas
+and the re-offset keeps holding; the recorded per-epoch ``expected_latency_ms`` uses the
+full softmax. Loss forms (``latency.loss``, auto ``mul``):
 
-- ``add``: ``CE + latency_weight * E[lat] / target`` (the official ``add#linear``
-  ``lambda * (E - T) / T`` up to a constant; default weight 0.1);
-- ``mul``: ``latency_alpha * CE * (log E[lat] / log target) ^ latency_weight`` (the
-  official ``mul#log``, alpha 0.2, beta 0.3), with both latencies in **microseconds** so
-  that the logs are positive for any network (the official code uses ms on phones, where
-  latencies are tens of ms; networks of small images run under 1 ms);
-- REINFORCE rewards: ``acc * (target / lat) ^ latency_weight`` (mul; official
-  ``rl_tradeoff_ratio`` 0.1) or ``acc - latency_weight * lat / target`` (add).
+- ``add``: ``CE + w * E[lat] / T`` (the official ``add#linear`` ``lambda * (E - T) / T``
+  up to a constant; default weight 0.1);
+- ``mul``: ``a * CE * (log E[lat] / log T) ^ w`` (the official ``mul#log``, a 0.2, w 0.3),
+  with both latencies in **microseconds** so that the logs are positive for any network
+  (the official code uses ms on phones, where latencies are tens of ms; networks of small
+  images run under 1 ms);
+- REINFORCE rewards: ``acc * (T / lat) ^ w`` (mul; official ``rl_tradeoff_ratio`` 0.1) or
+  ``acc - w * lat / T`` (add).
 
-The table is loaded from ``latency_table`` (checked against the space, input shape and
-device), or else built at search start on ``latency_device`` and saved as
-``DIR/latency_table.json`` (reused on resume). ``target_latency_ms`` left empty takes the
-geometric mean of the smallest and the largest network of the space; a target below the
-smallest network is refused.
+The table is loaded from ``latency.table`` (checked against the space, input shape and
+device), or else built at search start on ``latency.device`` and saved as
+``DIR/latency_table.json`` (reused on resume); with ``latency.loss: none`` (or weight 0)
+and no table none is built. ``latency.target_ms`` left empty takes the geometric mean of
+the smallest and the largest network of the space; a target below the smallest network is
+refused.
 
 Defaults from the official search script (``imagenet_arch_search.py``): weights SGD
 lr 0.025, momentum 0.9, Nesterov, weight decay 4e-5, cosine; architecture Adam lr 1e-3,
@@ -54,7 +57,8 @@ official 40 warm-up epochs before 120 search epochs become a quarter of ``epochs
 (auto), architecture updates run after every weight step (official: every 5, on
 ImageNet's thousands of steps per epoch), label smoothing is not used, a gradient clip
 of 5 guards the weights; the REINFORCE variant updates once per architecture step with
-``rl_samples`` (official 10) networks. Derivation: per layer the op with the largest alpha.
+``rl_samples`` (official 10) networks. Derivation: per choice the candidate with the largest
+alpha (a DARTS node keeps its two strongest inputs).
 """
 
 from __future__ import annotations
@@ -89,9 +93,12 @@ log = logging.getLogger(__name__)
 __all__ = ["TABLE_FILE", "TRADEOFF_FILE", "ProxylessConfig", "ProxylessStrategy"]
 
 TRADEOFF_FILE = "proxyless_tradeoff.json"
-#: ``latency_weight`` left empty: per (estimator, loss form), from the official defaults.
+#: the loss form of ``latency.loss: auto`` (the official ``mul#log``)
+DEFAULT_FORM = "mul"
+#: ``latency.weight`` left at auto: per (estimator, loss form), from the official defaults.
 DEFAULT_WEIGHTS = {("binary", "add"): 0.1, ("binary", "mul"): 0.3, ("reinforce", "add"): 0.1,
-                   ("reinforce", "mul"): 0.1, ("binary", "none"): 0.0, ("reinforce", "none"): 0.0}
+                   ("reinforce", "mul"): 0.1, ("binary", "none"): 0.0, ("reinforce", "none"): 0.0,
+                   ("binary", "log"): 0.15, ("reinforce", "log"): 0.15}
 
 
 @dataclass
@@ -115,26 +122,10 @@ class ProxylessConfig(OneShotConfig):
     a_wd: float = option(0.0, lo=0.0, hi=1.0, help="architecture weight decay (paper 0)")
     alpha_init_std: float = option(1e-3, lo=0.0, hi=10.0, help="std of the normal init of alpha (paper 1e-3)")
     arch_every: int = option(1, lo=1, hi=100000, help="weight steps per architecture step (paper 5 on ImageNet)")
-    latency_loss: str = option("mul", choices=("none", "add", "mul"),
-                               help="latency term: none, add (CE + w*E/T) or mul (a*CE*(log E/log T)^w)")
-    latency_weight: float | None = option(None, lo=0.0, hi=1e6,
-                                          help="add: lambda, mul: exponent beta (auto: 0.1 add, 0.3 mul; "
-                                               "reinforce 0.1)")
-    latency_alpha: float = option(0.2, lo=1e-6, hi=1e6, help="mul: factor of the loss (paper 0.2)")
-    target_latency_ms: float | None = option(None, lo=1e-6, hi=1e7,
-                                             help="target latency in ms (auto: geometric mean of the smallest "
-                                                  "and largest network)")
-    latency_device: str = option("cpu", choices=("cpu", "cuda", "onnxruntime"),
-                                 help="device the latency table is measured on")
-    latency_table: str | None = option(None, help="a table from 'nasforge latency' (auto: build one at search start)")
-    latency_threads: int | None = option(None, lo=1, hi=1024, help="CPU threads while building the table")
     rl_samples: int = option(10, lo=1, hi=10000, help="reinforce: networks sampled per architecture step (paper 10)")
     rl_baseline_decay: float = option(0.99, lo=0.0, hi=1.0,
                                       help="reinforce: baseline step b += d * (reward - b) (paper 0.99)")
 
-    def __post_init__(self) -> None:
-        if self.latency_weight is None:
-            self.latency_weight = DEFAULT_WEIGHTS[(self.grad_estimator, self.latency_loss)]
 
 
 @register_strategy
@@ -195,6 +186,13 @@ class ProxylessStrategy(OneShotStrategy):
         """The table's prediction for the derived architecture (None without a table)."""
         return self.table.predict(space, self.derive(space)) if self.table is not None else None
 
+    def latency_weight(self) -> float:
+        """``latency.weight``, or the official default for this estimator and loss form."""
+        lat = self.latency_config
+        if lat.weight is not None:
+            return lat.weight
+        return DEFAULT_WEIGHTS.get((self.config.grad_estimator, lat.form(DEFAULT_FORM)), 0.0)
+
     # --- the loop's hooks -------------------------------------------------------------
     def setup(self, space: ModuleSpace, data: Dataset, experiment: Experiment | None, progress: Progress) -> None:
         cfg = self.config
@@ -204,9 +202,9 @@ class ProxylessStrategy(OneShotStrategy):
         self.experiment = experiment
         self._space = space
         self.table = None  # no latency term and no table given: nothing to measure
-        if cfg.latency_loss != "none" or cfg.latency_table:
-            self.table = load_or_build_table(space, data, cfg.latency_device, table=cfg.latency_table,
-                                             experiment=experiment, threads=cfg.latency_threads, progress=progress)
+        lat = self.latency_config
+        if lat.active(DEFAULT_FORM) or lat.table:
+            self.table = load_or_build_table(space, data, lat, experiment=experiment, progress=progress)
 
     def build_supernet(self, space: ModuleSpace, data: Dataset) -> nn.Module:
         """The space's network at its final size (ProxylessNAS searches the target network itself)."""
@@ -214,21 +212,22 @@ class ProxylessStrategy(OneShotStrategy):
 
     def init_arch(self, space: ModuleSpace, model: nn.Module) -> None:
         """Alphas per label, the latency model of this supernet, the target (auto or checked)."""
-        cfg = self.config
+        cfg, lat_cfg = self.config, self.latency_config
         self.relax = Relaxation(model, self.engine.device, std=cfg.alpha_init_std)
         if self.table is None:
             self.latency, self.target_ms, self.penalty = None, 0.0, LatencyPenalty()
             return
         self.latency = lat = ModuleLatency(space, model, self.table, self.engine.device)
-        target = cfg.target_latency_ms
+        target = lat_cfg.target_ms
         if target is None:
             target = math.sqrt(lat.smallest * lat.largest)
         elif target < lat.smallest:
-            raise ConfigError(f"strategy.target_latency_ms={target:g} is below the smallest network of the space "
+            raise ConfigError(f"latency.target_ms={target:g} is below the smallest network of the space "
                               f"({lat.smallest:.4f} ms on {self.table.device} by the latency table); "
                               f"set it to at least {lat.smallest:.4f}")
         self.target_ms = float(target)
-        self.penalty = LatencyPenalty(cfg.latency_loss, cfg.latency_weight, self.target_ms, cfg.latency_alpha)
+        form = lat_cfg.form(DEFAULT_FORM)
+        self.penalty = LatencyPenalty(form, self.latency_weight(), self.target_ms, lat_cfg.alpha, lat_cfg.base)
         if self.experiment is not None:
             self.experiment.store.set_meta("latency_target_ms", self.target_ms)
 
@@ -260,11 +259,12 @@ class ProxylessStrategy(OneShotStrategy):
 
     def search_info(self, space: ModuleSpace, experiment: Experiment | None) -> dict[str, Any]:
         cfg = self.config
-        info: dict[str, Any] = {"grad_estimator": cfg.grad_estimator, "latency_loss": cfg.latency_loss}
+        info: dict[str, Any] = {"grad_estimator": cfg.grad_estimator, "latency_loss": self.penalty.form,
+                                "latency_weight": self.penalty.weight}
         if self.latency is not None:
             info.update(target_latency_ms=self.target_ms, predicted_latency_ms=self.derived_latency(space),
                         smallest_latency_ms=self.latency.smallest, largest_latency_ms=self.latency.largest,
-                        latency_device=cfg.latency_device)
+                        latency_device=self.table.device)
         return info
 
     def eval_forward(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
