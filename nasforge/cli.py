@@ -588,6 +588,8 @@ def main() -> None:
     except ImportError:  # pragma: no cover - older typer on click
         from click import exceptions as click_errors
 
+    global _reported_interrupt
+    _reported_interrupt = False  # per call (main may run several times in one process)
     try:
         code = app(standalone_mode=False, prog_name="nasforge")
     except NasforgeError as exc:

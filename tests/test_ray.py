@@ -113,3 +113,75 @@ def test_cli_search_on_an_existing_ray_cluster(local_ray, tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["search_trials"] == 6 and result["search_info"]["runner"] == "ray"
+
+
+_DRIVER = """
+import os, sys, time
+from nasforge.arch import Arch
+from nasforge.runners.ray import RayRunner, _children
+from nasforge.spaces import make_space
+import numpy as np
+
+def busy(arch, **kwargs):
+    started = time.time()
+    while time.time() - started < 300:  # a trial in progress when the driver is killed
+        sum(range(10000))
+    return {"objective": 0.0}
+
+runner = RayRunner(busy, workers=1)
+runner.submit(0, make_space("nb201").sample(np.random.default_rng(0)), 0)
+time.sleep(8)  # the task's worker is up
+print(" ".join(map(str, [runner._watchdog.pid] + _children(os.getpid()))), flush=True)
+time.sleep(600)
+"""
+
+
+def _tree(roots: list[int]) -> set[int]:
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    parents[int(name)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo += [child for child, parent in parents.items() if parent == pid]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watchdog reads /proc")
+def test_a_killed_driver_leaves_no_ray_processes():
+    """kill -9 of a driver whose local Ray runs a trial: the watchdog ends every process of that Ray
+    (without it, Ray's agent processes outlive the driver)."""
+    import signal
+
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
+    try:
+        line = driver.stdout.readline()
+        pids = sorted(_tree([int(p) for p in line.split()]))
+        assert len(pids) >= 4, line  # the watchdog, Ray's processes, the trial's worker
+
+        def alive(pid: int) -> bool:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                return False
+
+        assert all(alive(p) for p in pids)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        deadline = time.time() + 60
+        while time.time() < deadline and any(alive(p) for p in pids):
+            time.sleep(0.5)
+        assert not [p for p in pids if alive(p)], "Ray processes outlived their driver"
+    finally:
+        if driver.poll() is None:
+            driver.kill()

@@ -12,12 +12,22 @@ they are recorded, not retried). A task whose *worker* died (killed, out of memo
 retried by Ray up to ``max_retries`` times; if Ray gives up, the runner submits it again
 (``RESUBMITS`` more times) before recording the trial as failed. Results go back to the
 driver, which alone writes the store, so a retried trial is recorded once.
+
+A local Ray started by the runner is shut down by ``close``. If the driver dies without
+closing (``kill -9``), a small watchdog process (Linux) ends that Ray's processes and their
+children: it is started right after ``ray.init`` with the PIDs Ray spawned, keeps track of
+their descendants (agents, workers) while polling the driver and, once the driver is gone,
+terminates them all (``SIGTERM``, then ``SIGKILL``; a PID is matched with its start time, so
+a reused PID is never touched).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 from typing import Any, Callable
 from urllib.parse import urlparse
 
@@ -34,6 +44,89 @@ RESUBMITS = 2
 def _ray_trial(evaluator: Callable[..., dict[str, Any]], index: int, arch: dict[str, Any], seed: int) -> Outcome:
     """The body of one Ray task (module level, so workers import it by name)."""
     return evaluate_trial(evaluator, index, Arch.from_dict(arch, validate=False), seed)
+
+
+#: The watchdog (run as ``python -c``): argv = driver PID, then the PIDs to end when the driver is gone.
+_WATCHDOG = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to the driver's group is the driver's to handle
+driver, roots = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+
+def stat(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+def alive(pid):
+    fields = stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+def tree():
+    # every descendant of the roots, as (pid, start time) so a reused pid is never touched
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = stat(int(name))
+            if fields is not None:
+                parents[int(name)] = (int(fields[1]), fields[19])
+    out, todo = set(), [r for r in roots if r in parents]
+    while todo:
+        pid = todo.pop()
+        if pid in parents and (pid, parents[pid][1]) not in out:
+            out.add((pid, parents[pid][1]))
+            todo += [child for child, (parent, _) in parents.items() if parent == pid]
+    return out
+
+known = tree()
+while alive(driver):
+    time.sleep(0.5)
+    known |= tree()  # Ray's agents and workers appear after start; once the driver is gone they are orphans
+known |= tree()
+victims = {(pid, start) for pid, start in known if pid != os.getpid()}
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for pid, start in victims:
+        fields = stat(pid)
+        if fields is not None and fields[19] == start:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+    deadline = time.time() + 3
+    while sig == signal.SIGTERM and time.time() < deadline and any(alive(p) for p, _ in victims):
+        time.sleep(0.2)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc; empty where there is none)."""
+    out = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def start_watchdog(before: set[int]) -> subprocess.Popen | None:
+    """Watch this driver: the processes it spawned since ``before`` (a local Ray's) end if it dies unclosed."""
+    if not sys.platform.startswith("linux"):
+        return None
+    spawned = sorted(set(_children(os.getpid())) - before)
+    if not spawned:
+        return None
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), *map(str, spawned)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 def _import_ray() -> Any:
@@ -75,7 +168,9 @@ class RayRunner(Runner):
         ray = self._ray = _import_ray()
         self.workers = max(1, int(workers))
         self._owned = False
+        self._watchdog: subprocess.Popen | None = None
         if not ray.is_initialized():
+            before = set(_children(os.getpid()))
             if address:
                 check_address(address, connect_timeout)
             try:
@@ -90,6 +185,8 @@ class RayRunner(Runner):
                 raise ConfigError(f"cannot start or join {where} ({first}); check --address or use "
                                   "--runner local") from None
             self._owned = True
+            if not address:  # a Ray this driver started: ended even if the driver is killed
+                self._watchdog = start_watchdog(before)
         self._evaluator = ray.put(evaluator)
         self._task = ray.remote(num_cpus=1, max_retries=max_retries)(_ray_trial)
         self._refs: dict[Any, tuple[int, Arch, int, int]] = {}  # ref -> (index, arch, seed, resubmits)
@@ -135,3 +232,7 @@ class RayRunner(Runner):
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()
             self._owned = False
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
