@@ -174,11 +174,9 @@ class SearchSpace:
                     return label, options
         return None
 
-    def complete(self, values: Mapping[str, Any]) -> Arch:
-        """The architecture of a finished sequence of decisions ``values``: every choice that
-        was not decided is filled in (by default: the single value of a one-valued choice).
-        A decision still open with a single allowed value is taken; one with several, or a
-        label the space does not declare, is an ``ArchError``."""
+    def take_forced(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` plus every remaining decision that has a single allowed value; an ``ArchError``
+        for a decision still open with several."""
         values = dict(values)
         while (step := self.next_decision(values)) is not None:
             label, allowed = step
@@ -186,6 +184,14 @@ class SearchSpace:
                 raise ArchError(f"choice '{label}' is still to be decided (one of {list(allowed)}); decide it "
                                 "before completing the architecture")
             values[label] = allowed[0]
+        return values
+
+    def complete(self, values: Mapping[str, Any]) -> Arch:
+        """The architecture of a finished sequence of decisions ``values``: every choice that
+        was not decided is filled in (by default: the single value of a one-valued choice).
+        A decision still open with a single allowed value is taken; one with several, or a
+        label the space does not declare, is an ``ArchError``."""
+        values = self.take_forced(values)
         declared = self.choices()
         for label in values:
             if label not in declared:

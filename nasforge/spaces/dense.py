@@ -415,13 +415,7 @@ class DenseSpace(SearchSpace):
     def complete(self, values: Mapping[str, Any]) -> Arch:
         """The architecture of a finished decision sequence (``next_decision``): the decided path
         and ops; every dropped block gets input -1 and ``skip`` layers."""
-        values = dict(values)
-        while (step := self.next_decision(values)) is not None:
-            label, allowed = step
-            if len(allowed) != 1:
-                raise ArchError(f"choice '{label}' is still to be decided (one of {list(allowed)}); decide it "
-                                "before completing the architecture")
-            values[label] = allowed[0]
+        values = self.take_forced(values)
         path, node = [self.tail], values["tail.input"]
         while True:
             path.append(node)
