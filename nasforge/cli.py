@@ -147,6 +147,8 @@ def search(
     device: Optional[str] = DeviceOpt,
     precision: Optional[str] = PrecisionOpt,
     compile_: bool = CompileOpt,
+    logger: Optional[list[str]] = typer.Option(None, "--logger", help="Also log to: csv | tensorboard "
+                                               "(repeatable; shortcut for --set logging.loggers=[...])."),
     set_: Optional[list[str]] = SetOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing experiment directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -169,11 +171,14 @@ def search(
             overrides.append((key.split("."), value))
     overrides += _runner_overrides(runner, address, workers)
     overrides += _engine_overrides(device, precision, compile_)
+    if logger:
+        overrides.append((["logging", "loggers"], list(logger)))
     overrides += [parse_override(s) for s in set_ or []]
     cfg = resolve_config(raw, overrides)
     if out_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        out_dir = Path("runs") / f"{cfg.strategy['name']}-{cfg.space['name']}-{cfg.data.name}-{stamp}"
+        space_name = cfg.space["name"].rsplit(":", 1)[-1]  # a user's space: path/to/file.py:name -> name
+        out_dir = Path("runs") / f"{cfg.strategy['name']}-{space_name}-{cfg.data.name}-{stamp}"
     check_out_dir(out_dir, force)  # an --out that cannot be used fails before any data is read
     data = load_data(cfg)  # before creating the directory: a bad --data-dir leaves nothing behind
     _check_runner(cfg, data)

@@ -114,6 +114,8 @@ class Store:
         self.path = Path(path)
         self.timeout = STORE_TIMEOUT if timeout is None else float(timeout)
         self.readonly = readonly
+        #: loggers told of every recorded epoch and finished trial (``nasforge.loggers``)
+        self.listeners: list[Any] = []
         try:
             if readonly:
                 if not self.path.is_file():
@@ -179,6 +181,8 @@ class Store:
              json.dumps(arch_weights) if arch_weights is not None else None,
              json.dumps(arch) if arch is not None else None),
         )
+        for listener in self.listeners:
+            listener.epoch(phase, epoch, metrics, arch_weights, arch)
 
     def truncate_epochs(self, phase: str, after: int) -> None:
         """Forget epochs past ``after`` (they will be recomputed on resume)."""
@@ -225,6 +229,10 @@ class Store:
             fields["metrics"] = json.dumps(fields["metrics"])
         assignments = ", ".join(f"{key} = ?" for key in fields)
         self.conn.execute(f"UPDATE trials SET {assignments} WHERE id = ?", (*fields.values(), index))
+        if self.listeners and fields.get("status") in ("done", "failed"):
+            record = self.trial(index)
+            for listener in self.listeners:
+                listener.trial(record)
 
     @staticmethod
     def _trial_row(row: tuple) -> dict[str, Any]:

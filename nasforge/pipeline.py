@@ -48,6 +48,11 @@ class DataConfig:
 
 
 @dataclass
+class LoggingConfig:
+    loggers: list[str] = option([], help="standard loggers besides the store: csv, tensorboard (several at once)")
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; written to ``config.yaml`` fully resolved."""
 
@@ -63,6 +68,8 @@ class RunConfig:
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     # device, precision, torch.compile, BatchNorm recalibration of every network the run trains
     engine: EngineConfig = field(default_factory=EngineConfig)
+    # CSV files, TensorBoard events (nasforge.loggers)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 SECTIONS = tuple(f.name for f in fields(RunConfig))
@@ -80,7 +87,7 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
     for key in raw:
         if key not in SECTIONS:
             raise ConfigError(f"unknown config section '{key}'; valid sections are {list(SECTIONS)}")
-    for key in ("data", "space", "strategy", "train", "latency", "evaluator", "trials", "runner", "engine"):
+    for key in ("data", "space", "strategy", "train", "latency", "evaluator", "trials", "runner", "engine", "logging"):
         if key in raw and not isinstance(raw[key], dict):
             raise ConfigError(f"config section '{key}' must be a mapping, got {raw[key]!r}")
     cfg = RunConfig(
@@ -91,8 +98,12 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
         trials=load_section(TrialsConfig, raw.get("trials"), "trials"),
         runner=load_section(RunnerConfig, raw.get("runner"), "runner"),
         engine=load_section(EngineConfig, raw.get("engine"), "engine"),
+        logging=load_section(LoggingConfig, raw.get("logging"), "logging"),
     )
-    check_engine(cfg.engine)  # a device, precision or compile this machine lacks fails before a run directory exists
+    check_engine(cfg.engine)
+    from nasforge.loggers import check_loggers
+
+    check_loggers(cfg.logging.loggers)  # an unknown logger or a missing package fails before a run directory exists  # a device, precision or compile this machine lacks fails before a run directory exists
     from nasforge.hardware.latency import check_device
 
     check_device(cfg.latency.device, "latency.device")  # not after the whole search and training
@@ -168,6 +179,22 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
     engine = Engine(cfg.engine)
     versions = environment_info(str(engine.device))
     store.set_meta("versions", versions)
+    from nasforge.loggers import make_logger
+
+    loggers = [make_logger(name, exp.path, store) for name in cfg.logging.loggers]
+    store.listeners.extend(loggers)
+    try:
+        return _run_phases(exp, cfg, progress, data, space, engine, versions)
+    finally:
+        for logger in loggers:
+            store.listeners.remove(logger)
+            logger.close()
+
+
+def _run_phases(exp: Experiment, cfg: RunConfig, progress: Progress, data: Dataset, space: SearchSpace,
+                engine: Engine, versions: dict[str, Any]) -> dict[str, Any]:
+    """The phases of ``run_experiment``: search, training, measurement (finished ones skipped)."""
+    store = exp.store
 
     if (exp.path / "arch.json").exists():
         arch = Arch.from_json(exp.path / "arch.json")
