@@ -302,6 +302,7 @@ class Choose(ChoiceModule):
             raise ConfigError(f"Choose got the choice '{labels[0]}' twice; pass each value choice once")
         self.labels = labels
         self.combos = list(itertools.product(*(range(len(c.values)) for c in self.choices)))
+        self._index = {combo: k for k, combo in enumerate(self.combos)}
         built = []
         for combo in self.combos:
             args = dict(kwargs)
@@ -331,7 +332,7 @@ class Choose(ChoiceModule):
 
     def forward(self, x: Tensor) -> Tensor:
         decisions = [self.decision(label) for label in self.labels]
-        index = {combo: k for k, combo in enumerate(self.combos)}
+        index = self._index
         kind = type(decisions[0])
         if kind is Soft:
             out = None

@@ -20,7 +20,7 @@ reduction cells) starts exactly as with one matrix per group.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ class Relaxation:
         self.labels = list(self.shapes)
         self.names = {label: self.modules[label][0].candidate_names(label) for label in self.labels}
         sizes = [r * n for r, n in self.shapes.values()]
-        flat = std * torch.randn(sum(sizes))
+        flat = std * torch.randn(sum(sizes)) if std else torch.zeros(sum(sizes))  # std 0: no draw from the RNG
         self.alphas: dict[str, nn.Parameter] = {}
         for label, chunk in zip(self.labels, torch.split(flat, sizes)):
             self.alphas[label] = nn.Parameter(chunk.reshape(self.shapes[label]).clone().to(device))
@@ -131,16 +131,15 @@ class Relaxation:
     def set(self, decisions: Mapping[str, Decision]) -> None:
         self.current = dict(decisions)
 
-    def soft(self, labels: Iterable[str] | None = None) -> None:
+    def soft(self) -> None:
         """Softmax weights for every label (DARTS)."""
-        self.set({label: Soft(F.softmax(self.alphas[label], dim=-1)) for label in (labels or self.labels)})
+        self.set({label: Soft(F.softmax(a, dim=-1)) for label, a in self.alphas.items()})
 
-    def hard(self, tau: float, labels: Sequence[str] | None = None) -> None:
+    def hard(self, tau: float) -> None:
         """A Gumbel hard sample per row (GDAS). Labels with as many candidates are sampled together
         (one draw over their stacked rows, in label order)."""
-        labels = list(labels or self.labels)
         by_width: dict[int, list[str]] = {}
-        for label in labels:
+        for label in self.labels:
             by_width.setdefault(self.shapes[label][1], []).append(label)
         decisions: dict[str, Decision] = {}
         for group in by_width.values():
@@ -151,11 +150,7 @@ class Relaxation:
                 rows = self.shapes[label][0]
                 decisions[label] = Hard(sample.index[start:start + rows], sample.weights[start:start + rows])
                 start += rows
-        self.current.update(decisions)
-        if set(labels) != set(self.labels):  # labels not sampled keep no stale decision
-            for label in self.labels:
-                if label not in decisions:
-                    self.current.pop(label, None)
+        self.set(decisions)
 
     def argmax_paths(self) -> None:
         """The candidate with the largest alpha per row (the derived network inside the supernet)."""

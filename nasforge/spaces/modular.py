@@ -95,10 +95,10 @@ class ModuleSpace(SearchSpace):
         return net
 
     def supernet(self, input_shape: tuple[int, int, int], num_classes: int, **options: Any) -> nn.Module:
-        return self.network(tuple(input_shape), num_classes, search=True,
-                            **self._options(self.supernet_options, options)) \
-            if "search" in inspect.signature(self.network).parameters \
-            else self.network(tuple(input_shape), num_classes, **self._options(self.supernet_options, options))
+        options = self._options(self.supernet_options, options)
+        if "search" in inspect.signature(self.network).parameters:
+            options["search"] = True
+        return self.network(tuple(input_shape), num_classes, **options)
 
     # --- latency lookup tables ------------------------------------------------------------
     def _probe_inputs(self, net: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, Any]:
@@ -167,20 +167,36 @@ class ModuleSpace(SearchSpace):
 
     def arch_candidate_keys(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int) -> list[str]:
         """Table keys of the candidates ``build(arch)`` is made of (one per choice module instance)."""
-        net = self.network(tuple(input_shape), num_classes)
         values = arch.as_dict()
         keys = []
-        for path, m in choice_modules(net):
-            if isinstance(m, OpChoice):
-                name = values[m.label]
-                if not is_zero(name, m.candidates[m.names.index(name)]):
-                    keys.append(f"{path}:{name}")
-            elif isinstance(m, NodeChoice):
-                for k, j in enumerate(values[f"{m.label}.inputs"]):
-                    keys.append(f"{path}:{j}:{values[f'{m.label}.op{k}']}")
-            elif isinstance(m, Choose):
-                keys.append(f"{path}:{','.join(repr(values[label]) for label in m.labels)}")
+        for path, kind, labels, zero in self._key_plan(tuple(input_shape), num_classes):
+            if kind == "op":
+                if values[labels[0]] not in zero:
+                    keys.append(f"{path}:{values[labels[0]]}")
+            elif kind == "node":
+                for k, j in enumerate(values[f"{labels[0]}.inputs"]):
+                    keys.append(f"{path}:{j}:{values[f'{labels[0]}.op{k}']}")
+            elif kind == "choose":
+                keys.append(f"{path}:{','.join(repr(values[label]) for label in labels)}")
         return keys
+
+    def _key_plan(self, input_shape: tuple[int, int, int], num_classes: int) -> list[tuple[str, str, tuple, set]]:
+        """Per choice module of the network: (path, kind, labels, zero candidate names); built once per shape,
+        so a table prediction does not build a network."""
+        cache = self.__dict__.setdefault("_key_plans", {})
+        key = (input_shape, num_classes)
+        if key not in cache:
+            plan = []
+            for path, m in choice_modules(self.network(input_shape, num_classes)):
+                if isinstance(m, OpChoice):
+                    zero = {n for n, op in zip(m.names, m.candidates) if is_zero(n, op)}
+                    plan.append((path, "op", (m.label,), zero))
+                elif isinstance(m, NodeChoice):
+                    plan.append((path, "node", (m.label,), set()))
+                elif isinstance(m, Choose):
+                    plan.append((path, "choose", tuple(m.labels), set()))
+            cache[key] = plan
+        return cache[key]
 
     def arch_latency_parts(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int) -> list[str]:
         return [REST_KEY] + self.arch_candidate_keys(arch, input_shape, num_classes)

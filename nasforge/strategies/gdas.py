@@ -60,7 +60,6 @@ from torch import Tensor, nn
 from nasforge.config import option
 from nasforge.data import Dataset
 from nasforge.errors import ConfigError
-from nasforge.oneshot.relax import gumbel_hard, sample_gumbel  # noqa: F401  (GDAS's sampler)
 from nasforge.spaces.darts import DartsSpace, GdasReductionCell, Genotype
 from nasforge.spaces.modular import ModuleSpace
 from nasforge.strategies.base import register_strategy

@@ -179,7 +179,7 @@ class ProxylessStrategy(OneShotStrategy):
         return {"layers": layers}
 
     def entropy(self) -> float:
-        rows = [p for _, _, p in ((lbl, r, F.softmax(a, dim=-1)) for lbl, r, a in self.rows())]
+        rows = [F.softmax(a, dim=-1) for _, _, a in self.rows()]
         return float(sum(-(p * p.clamp_min(1e-12).log()).sum() for p in rows).detach()) / max(len(rows), 1)
 
     def derived_latency(self, space: ModuleSpace) -> float | None:
