@@ -147,7 +147,7 @@ def search(
     device: Optional[str] = DeviceOpt,
     precision: Optional[str] = PrecisionOpt,
     compile_: bool = CompileOpt,
-    logger: Optional[list[str]] = typer.Option(None, "--logger", help="Also log to: csv | tensorboard "
+    logger: Optional[list[str]] = typer.Option(None, "--logger", help="Also log to: csv | tensorboard | mlflow "
                                                "(repeatable; shortcut for --set logging.loggers=[...])."),
     set_: Optional[list[str]] = SetOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing experiment directory."),

@@ -13,20 +13,32 @@ config (``--logger csv --logger tensorboard``) picks them:
   temperature, expected latency...), the architecture weights of every record group as a
   histogram and, per group, an image of the probabilities (rows: edges or layers, columns:
   candidates), and the derived arch as text; trials as ``trials/objective`` by trial index.
+- ``mlflow`` (``pip install 'nasforge[mlflow]'``): one MLflow run per nasforge run, at
+  ``logging.mlflow_uri`` (auto: ``$MLFLOW_TRACKING_URI``, else a file store in ``DIR/mlruns``),
+  in the experiment ``logging.mlflow_experiment``: every config field as a param, every numeric
+  metric as ``<phase>/<metric>`` with the epoch as its step (trials: ``trials/objective`` by trial
+  index), the derived arch of every epoch as the artifact ``arch/<phase>.json`` (the latest) and
+  at the end ``arch.json``, ``result.json`` and the final metrics (``final/test_acc``...). A
+  resumed run continues the same MLflow run (its id is kept in the store).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 from nasforge.errors import ConfigError
 from nasforge.registry import Registry
 
-__all__ = ["LOGGERS", "CsvLogger", "RunLogger", "TensorBoardLogger", "check_loggers", "make_logger"]
+__all__ = ["LOGGERS", "CsvLogger", "MlflowLogger", "RunLogger", "TensorBoardLogger", "check_loggers",
+           "make_logger"]
+
+log = logging.getLogger(__name__)
 
 
 class RunLogger:
@@ -155,12 +167,139 @@ def _weight_groups(arch_weights: Any) -> dict[str, list]:
     return out
 
 
+def _require_mlflow() -> Any:
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise ConfigError("logger 'mlflow' needs the mlflow package; pip install 'nasforge[mlflow]' "
+                          "or drop --logger mlflow") from None
+    return MlflowClient
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def mlflow_uri(path: Path, configured: str | None = None) -> str:
+    """The tracking URI of a run's MLflow logger: the configured one, ``$MLFLOW_TRACKING_URI``, else a
+    file store in ``DIR/mlruns``."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or (Path(path).resolve() / "mlruns").as_uri()
+
+
+@LOGGERS.register("mlflow", description="an MLflow run: config as params, metrics per epoch/trial, the derived "
+                                        "arch as artifacts (logging.mlflow_uri; pip install 'nasforge[mlflow]')")
+class MlflowLogger(RunLogger):
+    """One MLflow run per nasforge run: params from the config, metrics with steps, arch and result artifacts.
+
+    A failing tracking server never stops the search: the first error is logged as a warning and
+    the logger goes quiet.
+    """
+
+    def __init__(self, path: Path, store: Any):
+        super().__init__(path, store)
+        from nasforge.config import read_yaml
+
+        config = read_yaml(self.path / "config.yaml") if (self.path / "config.yaml").is_file() else {}
+        section = config.get("logging") if isinstance(config.get("logging"), dict) else {}
+        self.uri = mlflow_uri(self.path, section.get("mlflow_uri"))
+        if self.uri.startswith("file:") or "://" not in self.uri:  # MLflow 3 asks for an opt-in to its file store
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.client = _require_mlflow()(tracking_uri=self.uri)
+        name = section.get("mlflow_experiment") or "nasforge"
+        experiment = self.client.get_experiment_by_name(name)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
+        run_id = store.get_meta("mlflow_run_id") if store is not None else None
+        if run_id is not None and self._exists(run_id):
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(experiment_id, run_name=self.path.name,
+                                         tags={"nasforge.run_dir": str(self.path.resolve())})
+            self.run_id = run.info.run_id
+            if store is not None:
+                store.set_meta("mlflow_run_id", self.run_id)
+            params: dict[str, Any] = {}
+            _flat("", config, params)
+            self._params({k: v for k, v in params.items()})
+        self.failed = False
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.client.get_run(run_id)
+            return True
+        except Exception:  # deleted, or written to another tracking server
+            return False
+
+    def _params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)[:6000])
+                 for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def _safely(self, fn: Callable[[], None]) -> None:
+        if self.failed:
+            return
+        try:
+            fn()
+        except Exception as exc:  # the tracking server went away: the run goes on without it
+            self.failed = True
+            log.warning("mlflow logging stopped (%s: %s); the run goes on", type(exc).__name__, exc)
+
+    def _metrics(self, values: dict[str, Any], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in values.items() if _numeric(v)]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def epoch(self, phase: str, epoch: int, metrics: dict[str, Any], arch_weights: Any, arch: Any) -> None:
+        flat: dict[str, Any] = {}
+        _flat("", metrics, flat)
+
+        def write() -> None:
+            self._metrics({f"{phase}/{k}": v for k, v in flat.items()}, epoch)
+            if arch:
+                self.client.log_text(self.run_id, json.dumps({"epoch": epoch, **arch}, indent=1, sort_keys=True),
+                                     f"arch/{phase}.json")
+
+        self._safely(write)
+
+    def trial(self, record: dict[str, Any]) -> None:
+        objective = (record.get("metrics") or {}).get("objective")
+        self._safely(lambda: self._metrics({"trials/objective": objective}, record["index"]))
+
+    def close(self) -> None:
+        result_path = self.path / "result.json"
+
+        def finish() -> None:
+            for name in ("arch.json", "result.json"):
+                if (self.path / name).is_file():
+                    self.client.log_artifact(self.run_id, str(self.path / name))
+            if result_path.is_file():
+                result = json.loads(result_path.read_text())
+                final = {"test_acc": result.get("test_acc"), "params": result.get("params"),
+                         "flops": result.get("flops")}
+                for key, lat in (result.get("latencies") or {"": result.get("latency") or {}}).items():
+                    final[f"latency_ms{'.' + key if key else ''}"] = (lat or {}).get("median_ms")
+                self._metrics({f"final/{k}": v for k, v in final.items()}, 0)
+            self.client.set_terminated(self.run_id, status="FINISHED" if result_path.is_file() else "KILLED")
+
+        self._safely(finish)
+
+
 def check_loggers(names: list[str]) -> None:
     """Refuse an unknown logger or a missing package before a run directory exists."""
     for name in names:
         LOGGERS.get(name)
         if name == "tensorboard":
             _require_tensorboard()
+        elif name == "mlflow":
+            _require_mlflow()
 
 
 def make_logger(name: str, path: Path, store: Any) -> RunLogger:

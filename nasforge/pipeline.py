@@ -49,7 +49,11 @@ class DataConfig:
 
 @dataclass
 class LoggingConfig:
-    loggers: list[str] = option([], help="standard loggers besides the store: csv, tensorboard (several at once)")
+    loggers: list[str] = option([], help="standard loggers besides the store: csv, tensorboard, mlflow (several at "
+                                         "once)")
+    mlflow_uri: str | None = option(None, help="MLflow tracking URI (auto: $MLFLOW_TRACKING_URI, else a file store "
+                                               "in DIR/mlruns)")
+    mlflow_experiment: str = option("nasforge", help="MLflow experiment the run is logged in")
 
 
 @dataclass

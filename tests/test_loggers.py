@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import sys
 
 import pytest
@@ -55,3 +56,38 @@ def test_bad_loggers_fail_before_the_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
     with pytest.raises(ConfigError, match=r"pip install 'nasforge\[tensorboard\]'"):
         check_loggers(["tensorboard"])
+
+
+def test_a_search_logs_an_mlflow_run_read_back_with_the_client(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for this opt-in to its file store
+    uri = (tmp_path / "mlruns").as_uri()
+    out = tmp_path / "run"
+    assert run_main("search", *TINY, "--logger", "mlflow", "--set", f"logging.mlflow_uri={uri}",
+                    "--set", "logging.mlflow_experiment=tiny", "--out", out) == 0
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("tiny")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "run"
+    params = run.data.params
+    assert params["strategy.name"] == "gdas" and params["train.epochs"] == "2" and params["data.name"] == "synthetic"
+    history = client.get_metric_history(run.info.run_id, "search/train_loss")
+    assert sorted(m.step for m in history) == [0, 1]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/train_loss")] == [0, 1]
+    tau = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "search/tau")}
+    assert tau[1] == pytest.approx(0.1)
+    result = json.loads((out / "result.json").read_text())
+    assert run.data.metrics["final/test_acc"] == pytest.approx(result["test_acc"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"arch", "arch.json", "result.json"} <= artifacts
+    derived = json.loads(client.download_artifacts(run.info.run_id, "arch/search.json", str(tmp_path / "dl")) and
+                         (tmp_path / "dl" / "search.json").read_text())
+    assert derived["epoch"] == 1 and derived["choices"] == json.loads((out / "arch.json").read_text())["choices"]
+
+
+def test_bad_mlflow_logger(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if mlflow were not installed
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
+    with pytest.raises(ConfigError, match=r"pip install 'nasforge\[mlflow\]'"):
+        check_loggers(["csv", "mlflow"])
