@@ -50,9 +50,9 @@ SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
 
 
 DeviceOpt = typer.Option(None, "--device", help="Where networks train: auto | cpu | cuda | cuda:N | mps "
-                         "(shortcut for --set engine.device=...). [default: auto, the GPU when there is one]")
+                         "(shortcut for --set engine.device=...).", show_default="auto, the GPU when there is one")
 PrecisionOpt = typer.Option(None, "--precision", help="32 | bf16 (bfloat16 autocast) | 16-mixed (float16 autocast "
-                            "and gradient scaling, GPU only). [default: 32]")
+                            "and gradient scaling, GPU only).", show_default="32")
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the final training's network.")
 
 
@@ -127,23 +127,22 @@ def _run(exp, cfg, quiet: bool, data=None) -> None:
 @app.command()
 def search(
     space: Optional[str] = typer.Option(None, help="Search space (see `nasforge list`), or your own: "
-                                        "path/to/file.py:name or package.module:name. [default: darts]"),
-    strategy: Optional[str] = typer.Option(None, help="Search strategy (see `nasforge list`). [default: gdas]"),
-    data: Optional[str] = typer.Option(None, help="Dataset: digits (embedded), cifar10, synthetic. [default: digits]"),
+                                        "path/to/file.py:name or package.module:name.", show_default="darts"),
+    strategy: Optional[str] = typer.Option(None, help="Search strategy (see `nasforge list`).", show_default="gdas"),
+    data: Optional[str] = typer.Option(None, help="Dataset: digits (embedded), cifar10, synthetic.", show_default="digits"),
     data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Experiment directory. [default: runs/STRATEGY-SPACE-DATA-TIME]"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Experiment directory.", show_default="runs/STRATEGY-SPACE-DATA-TIME"),
     config: Optional[Path] = typer.Option(None, help="YAML config file (sections seed, data, space, strategy, train, latency)."),
-    seed: Optional[int] = typer.Option(None, help="Seed of every random choice. [default: 0]"),
+    seed: Optional[int] = typer.Option(None, help="Seed of every random choice.", show_default="0"),
     epochs: Optional[int] = typer.Option(None, help="Search epochs (shortcut for --set strategy.epochs=N)."),
     early_stop: Optional[str] = typer.Option(None, help="Stopping policy of cell searches: none | dartsplus."),
     trials: Optional[int] = typer.Option(None, help="Trials of a sample-based search (random, evolution; "
-                                         "shortcut for --set trials.max_trials=N). [default: 20 on digits]"),
-    evaluator: Optional[str] = typer.Option(None, help="How sample-based trials are scored: train | table | synthetic. "
-                                            "[default: train]"),
+                                         "shortcut for --set trials.max_trials=N).", show_default="20 on digits"),
+    evaluator: Optional[str] = typer.Option(None, help="How sample-based trials are scored: train | table | synthetic.", show_default="train"),
     table: Optional[Path] = typer.Option(None, help="Benchmark table file for --evaluator table (e.g. NAS-Bench-201)."),
-    runner: Optional[str] = typer.Option(None, help="Where trials run: local | ray. [default: local]"),
+    runner: Optional[str] = typer.Option(None, help="Where trials run: local | ray.", show_default="local"),
     address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (implies --runner ray)."),
-    workers: Optional[int] = typer.Option(None, help="Trials at the same time (ray: CPUs of a local Ray). [default: 1]"),
+    workers: Optional[int] = typer.Option(None, help="Trials at the same time (ray: CPUs of a local Ray).", show_default="1"),
     device: Optional[str] = DeviceOpt,
     precision: Optional[str] = PrecisionOpt,
     compile_: bool = CompileOpt,
@@ -214,11 +213,11 @@ def _check_runner(cfg: Any, data: Any = None) -> None:
 @app.command()
 def resume(
     exp_dir: Path = typer.Argument(..., help="Experiment directory of an interrupted run."),
-    runner: Optional[str] = typer.Option(None, help="Where the remaining trials run: local | ray. [default: as before]"),
+    runner: Optional[str] = typer.Option(None, help="Where the remaining trials run: local | ray.", show_default="as before"),
     address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (implies --runner ray)."),
-    workers: Optional[int] = typer.Option(None, help="Trials at the same time. [default: as before]"),
+    workers: Optional[int] = typer.Option(None, help="Trials at the same time.", show_default="as before"),
     device: Optional[str] = typer.Option(None, "--device", help="Continue on another device: auto | cpu | cuda | "
-                                         "cuda:N | mps (checkpoints load anywhere). [default: as before]"),
+                                         "cuda:N | mps (checkpoints load anywhere).", show_default="as before"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every epoch."),
 ) -> None:
@@ -248,7 +247,7 @@ def train(
     arch_json: Path = typer.Argument(..., help="arch.json of a search (or one you wrote)."),
     data: str = typer.Option("digits", help="Dataset: digits, cifar10, synthetic."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory. [default: runs/train-DATA-TIME]"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory.", show_default="runs/train-DATA-TIME"),
     config: Optional[Path] = typer.Option(None, help="YAML config (its train and latency sections are used)."),
     seed: int = typer.Option(0, help="Seed."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (shortcut for --set train.epochs=N)."),
@@ -292,7 +291,7 @@ def train(
 def export(
     source: Path = typer.Argument(..., help="An experiment directory, a model.pt, or an arch.json (any space)."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript | json"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write. [default: next to the source]"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write.", show_default="next to the source"),
     data: str = typer.Option("digits", help="For an arch.json without a trained model.pt beside it: the dataset "
                                             "giving input shape and classes (the network is exported untrained)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
@@ -349,9 +348,9 @@ def latency(
     device: str = typer.Option("cpu", help="Target: cpu | cuda | onnxruntime."),
     data: str = typer.Option("digits", help="Dataset giving the input shape and classes: digits, cifar10, synthetic."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="Table file. [default: latency_tables/SPACE-DEVICE-CxHxW.json]"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Table file.", show_default="latency_tables/SPACE-DEVICE-CxHxW.json"),
     batch_size: int = typer.Option(1, help="Batch size of every measurement."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads while timing. [default: PyTorch's]"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads while timing.", show_default="PyTorch's"),
     warmup: int = typer.Option(10, help="Untimed runs before each measurement."),
     repeats: int = typer.Option(50, help="Timed runs per entry (median kept)."),
     check: int = typer.Option(0, help="Also measure N sampled architectures end to end and report the predictor's error."),
@@ -414,15 +413,15 @@ def quantize_cmd(
     budget: str = typer.Option(..., "--budget", "-b", help="size=0.25 | latency=0.5 | energy=0.5 (fraction of the "
                                "8-bit model) or absolute: size=12kB, latency=0.5ms, energy=2uJ."),
     accelerator: str = typer.Option("bitserial", help="Hardware model of latency/energy: bitserial | bitfusion."),
-    episodes: Optional[int] = typer.Option(None, help="Search episodes (shortcut for --set haq.episodes=N). [default: 100]"),
-    data: Optional[str] = typer.Option(None, help="Dataset: digits, cifar10, synthetic. [default: the run's, else digits]"),
+    episodes: Optional[int] = typer.Option(None, help="Search episodes (shortcut for --set haq.episodes=N).", show_default="100"),
+    data: Optional[str] = typer.Option(None, help="Dataset: digits, cifar10, synthetic.", show_default="the run's, else digits"),
     data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory; an interrupted one with the same "
-                                           "settings is resumed. [default: runs/haq-KIND-TIME]"),
-    finetune_epochs: Optional[int] = typer.Option(None, help="Epochs of the final fine-tune of the best policy. [default: 3]"),
+                                           "settings is resumed.", show_default="runs/haq-KIND-TIME"),
+    finetune_epochs: Optional[int] = typer.Option(None, help="Epochs of the final fine-tune of the best policy.", show_default="3"),
     seed: int = typer.Option(0, help="Seed."),
     device: Optional[str] = typer.Option(None, "--device", help="Where the fine-tunes and evaluations run: auto | cpu "
-                                         "| cuda | cuda:N | mps. [default: auto, the GPU when there is one]"),
+                                         "| cuda | cuda:N | mps.", show_default="auto, the GPU when there is one"),
     precision: Optional[str] = PrecisionOpt,
     set_: Optional[list[str]] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                                              help="Override a HAQ option, e.g. --set haq.finetune_steps=20 (repeatable)."),

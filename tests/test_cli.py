@@ -96,6 +96,21 @@ def test_search_help_mentions_the_options():
         assert opt in proc.stdout, opt
 
 
+def test_help_shows_the_defaults(cli):
+    """The defaults of options resolved from the config are shown, not eaten as markup."""
+    code, out, _ = cli("search", "--help")
+    assert code == 0
+    text = " ".join(out.replace("│", " ").split())
+    for option, default in (("--space", "darts"), ("--strategy", "gdas"), ("--data", "digits"),
+                            ("--out", "runs/STRATEGY-SPACE-DATA-TIME"), ("--seed", "0"), ("--trials", "20 on digits"),
+                            ("--workers", "1")):
+        assert re.search(re.escape(option) + r" .*?\[default: \(?" + re.escape(default) + r"\)?\]", text), option
+    for command, default in (("train", "runs/train-DATA-TIME"), ("export", "next to the source"),
+                             ("latency", "latency_tables/SPACE-DEVICE-CxHxW.json"), ("resume", "as before")):
+        code, out, _ = cli(command, "--help")
+        assert code == 0 and default in " ".join(out.replace("│", " ").split()), command
+
+
 @pytest.mark.skipif(shutil.which("nasforge") is None, reason="nasforge script not on PATH")
 def test_console_script_help():
     proc = subprocess.run(["nasforge", "--help"], capture_output=True, text=True, env=_env(), timeout=60)
