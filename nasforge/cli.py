@@ -54,6 +54,11 @@ DeviceOpt = typer.Option(None, "--device", help="Where networks train: auto | cp
 PrecisionOpt = typer.Option(None, "--precision", help="32 | bf16 (bfloat16 autocast) | 16-mixed (float16 autocast "
                             "and gradient scaling, GPU only).", show_default="32")
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the final training's network.")
+DATA_HELP = ("Dataset: digits (embedded), cifar10, cifar100, imagenet, imagenet16, tiny-imagenet, imagefolder (your "
+             "folder of images), npz (your arrays), synthetic; `nasforge list` shows the layout each expects.")
+DATA_DIR_HELP = "Folder or file holding the dataset (all but digits and synthetic)."
+DataWorkersOpt = typer.Option(None, "--data-workers", help="DataLoader worker processes (shortcut for --set "
+                              "data.workers=N; 0: load in the main process).", show_default="0")
 
 
 def _engine_overrides(device: str | None, precision: str | None = None,
@@ -129,8 +134,9 @@ def search(
     space: Optional[str] = typer.Option(None, help="Search space (see `nasforge list`), or your own: "
                                         "path/to/file.py:name or package.module:name.", show_default="darts"),
     strategy: Optional[str] = typer.Option(None, help="Search strategy (see `nasforge list`).", show_default="gdas"),
-    data: Optional[str] = typer.Option(None, help="Dataset: digits (embedded), cifar10, synthetic.", show_default="digits"),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
+    data: Optional[str] = typer.Option(None, help=DATA_HELP, show_default="digits"),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
+    data_workers: Optional[int] = DataWorkersOpt,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Experiment directory.", show_default="runs/STRATEGY-SPACE-DATA-TIME"),
     config: Optional[Path] = typer.Option(None, help="YAML config file (sections seed, data, space, strategy, train, latency)."),
     seed: Optional[int] = typer.Option(None, help="Seed of every random choice.", show_default="0"),
@@ -162,7 +168,8 @@ def search(
     raw = read_yaml(config) if config else {}
     overrides = []
     for key, value in (("space.name", space), ("strategy.name", strategy), ("data.name", data),
-                       ("data.dir", str(data_dir) if data_dir else None), ("seed", seed), ("strategy.epochs", epochs),
+                       ("data.dir", str(data_dir) if data_dir else None), ("data.workers", data_workers),
+                       ("seed", seed), ("strategy.epochs", epochs),
                        ("strategy.early_stop", early_stop), ("trials.max_trials", trials),
                        ("evaluator.name", evaluator or ("table" if table else None)),
                        ("evaluator.path", str(table) if table else None)):
@@ -245,8 +252,9 @@ def resume(
 @app.command()
 def train(
     arch_json: Path = typer.Argument(..., help="arch.json of a search (or one you wrote)."),
-    data: str = typer.Option("digits", help="Dataset: digits, cifar10, synthetic."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
+    data: str = typer.Option("digits", help=DATA_HELP),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
+    data_workers: Optional[int] = DataWorkersOpt,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory.", show_default="runs/train-DATA-TIME"),
     config: Optional[Path] = typer.Option(None, help="YAML config (its train and latency sections are used)."),
     seed: int = typer.Option(0, help="Seed."),
@@ -269,6 +277,8 @@ def train(
     overrides = [(["data", "name"], data), (["seed"], seed), (["space", "name"], arch.space)]
     if data_dir:
         overrides.append((["data", "dir"], str(data_dir)))
+    if data_workers is not None:
+        overrides.append((["data", "workers"], data_workers))
     if epochs is not None:
         overrides.append((["train", "epochs"], epochs))
     overrides += _engine_overrides(device, precision, compile_)
@@ -289,23 +299,34 @@ def train(
 
 @app.command()
 def export(
-    source: Path = typer.Argument(..., help="An experiment directory, a model.pt, or an arch.json (any space)."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript | json"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write.", show_default="next to the source"),
+    source: Path = typer.Argument(..., help="An experiment directory (a search, train or quantize run), a model.pt, "
+                                  "or an arch.json (any space)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx (checked with ONNX Runtime) | pt2 (torch.export "
+                            "program) | json (the architecture)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder to write into, or a file named like the "
+                                           "format (x.onnx, x.pt2, x.json).", show_default="next to the source"),
+    opset: int = typer.Option(18, help="ONNX opset (below 18 the legacy exporter writes the file)."),
     data: str = typer.Option("digits", help="For an arch.json without a trained model.pt beside it: the dataset "
                                             "giving input shape and classes (the network is exported untrained)."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
 ) -> None:
-    """Export a network to ONNX (checked against PyTorch with ONNX Runtime) or TorchScript, latency beside it."""
+    """Export a network to ONNX (checked against PyTorch with ONNX Runtime) or a torch.export program, its
+    latency beside it; or its architecture as JSON."""
     from nasforge.arch import Arch
-    from nasforge.experiment import check_export_dir, check_writable
-    from nasforge.export import export_model, write_latency
+    from nasforge.experiment import check_export_dir, check_out_file, check_writable
+    from nasforge.export import EXPORT_FORMATS, check_format, export_model, load_exportable, write_latency
     from nasforge.train import load_model
 
     from nasforge.data.datasets import check_data_dir
 
+    check_format(fmt, with_json=True)  # torchscript and unknown formats fail before anything is loaded
     check_data_dir(data, data_dir)  # not ignored when a trained model.pt makes the dataset unnecessary
-    if out_dir is not None:
+    suffix = EXPORT_FORMATS.get(fmt, ".json")
+    out_file = None
+    if out_dir is not None and out_dir.suffix == suffix and not out_dir.is_dir():
+        out_file = out_dir  # --out x.onnx / x.pt2 / x.json: that file
+        check_out_file(out_file, f"model{suffix}")
+    elif out_dir is not None:
         check_export_dir(out_dir)  # a file in the way or an unwritable folder fails before any export
     if source.suffix == ".json":
         arch = Arch.from_json(source)
@@ -315,7 +336,7 @@ def export(
             model, saved_arch, input_shape = load_model(trained)
             if saved_arch != arch:
                 model = None
-        if model is None:
+        if model is None and fmt != "json":
             from nasforge.data import load_dataset
             from nasforge.spaces import get_space_class
 
@@ -325,19 +346,22 @@ def export(
             console.print(f"note: no trained model.pt for this arch beside {source}; exporting an untrained "
                           f"network for {data} input {list(input_shape)}")
     else:
-        path = source / "model.pt" if source.is_dir() else source
-        model, arch, input_shape = load_model(path)
-        source = path
-    target = out_dir or source.parent
-    check_writable(target)
+        model, arch, input_shape, source = load_exportable(source)  # a quantize run: its quantized network
+    target = out_dir if out_dir is not None and out_file is None else source.parent
+    check_writable(out_file or target)
     if fmt == "json":
-        written = {"path": str(arch.save(Path(target) / "arch.export.json")), "format": "json"}
+        written = {"path": str(arch.save(out_file or Path(target) / "arch.export.json")), "format": "json"}
     else:
-        written = export_model(model, input_shape, target, fmt)
+        written = export_model(model, input_shape, target, fmt, opset=opset, path=out_file)
         written["latency"] = str(write_latency(model, input_shape, written))
     diff = written.get("max_abs_diff")
-    out.print(f"wrote {written['path']}" + (f" (max |onnxruntime - pytorch| = {diff:.2e})" if diff is not None else "")
-              + (f"; latency in {written['latency']}" if "latency" in written else ""), highlight=False, soft_wrap=True)
+    message = f"wrote {written['path']}"
+    if diff is not None:
+        how = f"{written['exporter']} exporter; " if fmt == "onnx" else ""
+        message += f" ({how}max |{'onnxruntime' if fmt == 'onnx' else 'torch.export'} - pytorch| = {diff:.2e})"
+    if "latency" in written:
+        message += f"; latency in {written['latency']}"
+    out.print(message, highlight=False, soft_wrap=True)
 
 
 # --- command: latency (lookup tables; hardware layer) ---
@@ -346,8 +370,8 @@ def latency(
     space: str = typer.Option("mbconv", help="Search space whose ops are measured (see `nasforge list`; "
                                              "or path/to/file.py:name)."),
     device: str = typer.Option("cpu", help="Target: cpu | cuda | onnxruntime."),
-    data: str = typer.Option("digits", help="Dataset giving the input shape and classes: digits, cifar10, synthetic."),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
+    data: str = typer.Option("digits", help="Dataset giving the input shape and classes (see --data of search)."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Table file.", show_default="latency_tables/SPACE-DEVICE-CxHxW.json"),
     batch_size: int = typer.Option(1, help="Batch size of every measurement."),
     threads: Optional[int] = typer.Option(None, help="CPU threads while timing.", show_default="PyTorch's"),
@@ -415,7 +439,7 @@ def quantize_cmd(
     accelerator: str = typer.Option("bitserial", help="Hardware model of latency/energy: bitserial | bitfusion."),
     episodes: Optional[int] = typer.Option(None, help="Search episodes (shortcut for --set haq.episodes=N).", show_default="100"),
     data: Optional[str] = typer.Option(None, help="Dataset: digits, cifar10, synthetic.", show_default="the run's, else digits"),
-    data_dir: Optional[Path] = typer.Option(None, help="Folder or .npz holding the dataset (for cifar10)."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory; an interrupted one with the same "
                                            "settings is resumed.", show_default="runs/haq-KIND-TIME"),
     finetune_epochs: Optional[int] = typer.Option(None, help="Epochs of the final fine-tune of the best policy.", show_default="3"),
@@ -518,10 +542,25 @@ def quantize_cmd(
 def report(
     exp_dir: Path = typer.Argument(..., help="Experiment directory (finished or not)."),
 ) -> None:
-    """Write DIR/report.html with plots of the search (op weights, skip-connects, early stop) and the result."""
+    """Write DIR/report.html (one self-contained file): the result, the cell graph, op-weight heatmaps, plots."""
     from nasforge.report import write_report
 
     path = write_report(exp_dir)
+    out.print(str(path), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def compare(
+    run_dirs: list[str] = typer.Argument(..., help="Run directories; globs allowed (e.g. 'runs/*')."),
+    out_file: Path = typer.Option(Path("compare.html"), "--out", help="The HTML page to write."),
+) -> None:
+    """Compare runs on one self-contained HTML page: table, accuracy vs latency and search time, search curves."""
+    from nasforge.report.compare import write_compare
+
+    def warn(line: str) -> None:
+        console.print(f"warning: {escape(_error_line(line))}", highlight=False, soft_wrap=True, emoji=False)
+
+    path = write_compare(run_dirs, out_file, warn=warn)
     out.print(str(path), highlight=False, soft_wrap=True)
 
 

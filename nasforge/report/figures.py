@@ -1,12 +1,17 @@
 """The kit sections draw with: figures on an Agg canvas, atomic PNG writes, HTML snippets, arch text.
 
+Pages are self-contained: ``figure_html`` inlines a PNG as a base64 ``data:`` URI, so a report
+or a comparison is one HTML file that can be mailed or moved on its own.
+
 Figures use matplotlib's object API (no ``pyplot``), so a report never touches the backend or
 the figures of a notebook that calls it.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
 import os
 from pathlib import Path
@@ -16,9 +21,9 @@ from nasforge.errors import ArchError
 from nasforge.utils import atomic_write
 
 __all__ = ["REPORT_DIR", "describe_arch", "escape", "figure", "figure_html", "genotype_of", "html_table",
-           "integer_epochs", "optional_figure", "save_figure", "shareable"]
+           "integer_epochs", "optional_figure", "png_bytes", "png_data_uri", "save_figure", "shareable"]
 
-#: Folder of the PNGs, inside the run directory (report.html links to them relatively).
+#: Folder of the PNGs, inside the run directory (report.html inlines them; the files are there for slides).
 REPORT_DIR = "report"
 
 
@@ -84,9 +89,26 @@ def html_table(rows: Sequence[tuple[Any, Any]]) -> str:
             + "\n</table>")
 
 
-def figure_html(name: str, caption: str) -> str:
-    """A figure of ``report/name`` with its caption."""
-    return (f'<figure><img src="{escape(REPORT_DIR + "/" + name)}" alt="{escape(caption)}">'
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes, in memory (for pages that inline their images)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def png_data_uri(png: bytes) -> str:
+    """A ``data:image/png;base64,...`` URI of PNG bytes."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def figure_html(image: str | os.PathLike | bytes, caption: str, out_dir: str | os.PathLike | None = None) -> str:
+    """A figure with its caption, the image inlined as a data URI: ``image`` is PNG bytes, or the name of
+    a PNG in ``out_dir`` (a section's figure), read and embedded so the page needs no other file."""
+    if isinstance(image, bytes):
+        png = image
+    else:
+        png = (Path(out_dir) / image if out_dir is not None else Path(image)).read_bytes()
+    return (f'<figure><img src="{png_data_uri(png)}" alt="{escape(caption)}">'
             f"<figcaption>{escape(caption)}</figcaption></figure>")
 
 

@@ -1,4 +1,6 @@
-"""report.html: the summary of a run, its architecture, the sections that apply, and its config."""
+"""report.html: the summary of a run, its architecture (as text and as a cell graph), the sections that
+apply, and its config. The page is one self-contained file: every figure is inlined as a base64 PNG
+(the same PNGs are also left in ``DIR/report/`` for slides and papers)."""
 
 from __future__ import annotations
 
@@ -8,23 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from nasforge.report.figures import (REPORT_DIR, describe_arch, escape, figure_html, genotype_of, html_table,
-                                     shareable)
+                                     optional_figure, shareable)
+from nasforge.report.graph import plot_cell_graph
 from nasforge.report.run import Run, load_run
 from nasforge.report.sections import SECTIONS
 from nasforge.report.sections.cells import early_stop
 from nasforge.utils import atomic_write_text
 
-__all__ = ["REPORT_HTML", "write_report"]
+__all__ = ["CSS", "REPORT_HTML", "render", "write_report"]
 
 REPORT_HTML = "report.html"
 
-_CSS = """
+CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.5em 0; }
 td, th { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertical-align: top; font-size: 0.92em; }
 th { background: #f4f4f4; }
-tr.stop td { background: #ffecec; }
+tr.stop td { background: #ffecec; } tr.front td { background: #eefbea; } td.num { text-align: right; }
 code, pre { font-family: ui-monospace, monospace; font-size: 0.88em; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
 .arch { font-size: 1.05em; background: #eef6ff; border-left: 4px solid #4a90d9; }
@@ -137,7 +140,7 @@ def _epoch_rows(run: Run) -> list[str]:
 
 
 def render(run: Run, out_dir: Path) -> str:
-    """The page of ``run``, drawing every section's figures into ``out_dir``."""
+    """The page of ``run``, drawing every section's figures into ``out_dir`` and inlining them."""
     notes = list(run.notes)
     if run.search and not any(e.get("arch_weights") for e in run.search):
         notes.append("no architecture weights were recorded (not a one-shot search): weight plots skipped")
@@ -146,13 +149,18 @@ def render(run: Run, out_dir: Path) -> str:
     name = run.path.name
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>nasforge report: {escape(name)}</title>", f"<style>{_CSS}</style></head><body>",
+        f"<title>nasforge report: {escape(name)}</title>", f"<style>{CSS}</style></head><body>",
         f"<h1>nasforge report: {escape(name)}</h1>",
         f'<p class="note">{escape(run.path.resolve())} &middot; written {escape(time.strftime("%Y-%m-%d %H:%M:%S"))}</p>',
     ]
     parts += [f'<p class="warn">{escape(n)}</p>' for n in notes]
     parts += ["<h2>Summary</h2>", html_table(_summary(run)), f"<h2>{escape(arch_source)}</h2>"]
     parts.append(_arch_block(final_arch) if final_arch else f"<p>{_NF}: no architecture derived yet</p>")
+    if final_arch:
+        graph = optional_figure(out_dir, "cell_graph.png", "The cell" + ("s" if genotype_of(final_arch) else "")
+                                + " of this architecture: nodes, and each edge labelled with its op.",
+                                lambda p: plot_cell_graph(final_arch, p))
+        parts += [figure_html(n, c, out_dir) for n, c in graph]
     if stop:
         parts.append(f"<p><strong>Early stop:</strong> DARTS+ criterion <code>{escape(stop.get('criterion'))}</code> "
                      f"fired at epoch {escape(stop.get('epoch'))} ({escape(stop.get('detail', ''))}); the "
@@ -168,13 +176,14 @@ def render(run: Run, out_dir: Path) -> str:
         if extra is None:
             continue
         title, body, figures = extra
-        parts += [f"<h2>{escape(title)}</h2>", body, *(figure_html(n, c) for n, c in figures)]
+        parts += [f"<h2>{escape(title)}</h2>", body, *(figure_html(n, c, out_dir) for n, c in figures)]
     parts += ["<h2>Configuration (config.yaml)</h2>", f"<pre>{escape(run.config_text)}</pre>", "</body></html>", ""]
     return "\n".join(parts)
 
 
 def write_report(exp_dir: str | os.PathLike) -> Path:
-    """Write ``exp_dir/report/*.png`` and ``exp_dir/report.html`` from what the run has recorded so far."""
+    """Write ``exp_dir/report.html`` (self-contained: its images inlined) from what the run has recorded so
+    far; the figures are also left as ``exp_dir/report/*.png``."""
     run = load_run(exp_dir)
     out = run.path / REPORT_DIR
     out.mkdir(exist_ok=True)
