@@ -273,8 +273,15 @@ def test_resume_on_a_non_experiment_dir(cli, tmp_path: Path):
 
 
 def test_export_of_a_missing_model(cli, tmp_path: Path):
-    code, _, err = cli("export", tmp_path / "model.pt", "--format", "torchscript")
+    code, _, err = cli("export", tmp_path / "model.pt", "--format", "pt2")
     assert_one_line_error(code, err, "model.pt")
+
+
+def test_export_torchscript_is_refused_with_what_replaces_it(cli, tmp_path: Path):
+    code, _, err = cli("export", tmp_path / "model.pt", "--format", "torchscript")
+    assert_one_line_error(code, err, "deprecated", "--format pt2")
+    code, _, err = cli("export", tmp_path / "model.pt", "--format", "tflite")
+    assert_one_line_error(code, err, "onnx|pt2|json")
 
 
 def test_interrupted_search_exits_130(cli, tmp_path: Path, monkeypatch):
@@ -346,21 +353,54 @@ def test_export_onnx(cli, run_dir: Path, tmp_path: Path, one_thread):
     shutil.copytree(run_dir, copy)
     code, out, err = cli("export", copy, "--format", "onnx")
     assert code == 0, err
+    assert err == ""  # no exporter warnings or progress lines
     assert (copy / "model.onnx").is_file()
-    assert "max |onnxruntime - pytorch| =" in " ".join(out.split())  # rich wraps at 80 columns
+    text = " ".join(out.split())  # rich wraps at 80 columns
+    assert "max |onnxruntime - pytorch| =" in text
+    assert "dynamo exporter" in text if importlib.util.find_spec("onnxscript") else "legacy exporter" in text
 
 
-def test_export_torchscript(cli, run_dir: Path, tmp_path: Path, one_thread):
-    out_dir = tmp_path / "ts"
-    code, out, err = cli("export", run_dir, "--format", "torchscript", "--out", out_dir)
+def test_export_pt2_keeps_the_onnx_latency_record(cli, run_dir: Path, tmp_path: Path, one_thread):
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime not installed")
+    out_dir = tmp_path / "both"
+    assert cli("export", run_dir, "--format", "onnx", "--out", out_dir)[0] == 0
+    code, out, err = cli("export", run_dir, "--format", "pt2", "--out", out_dir)
     assert code == 0, err
     written = sorted(p.name for p in out_dir.iterdir() if p.is_file())
-    assert written == ["model.latency.json", "model.torchscript.pt"]
-    latency = json.loads((out_dir / "model.latency.json").read_text())
-    assert latency["device"] == "cpu" and latency["median_ms"] > 0 and latency["file"] == "model.torchscript.pt"
-    module = torch.jit.load(str(out_dir / "model.torchscript.pt"))
+    assert written == ["model.onnx", "model.onnx.latency.json", "model.pt2", "model.pt2.latency.json"]
+    onnx_latency = json.loads((out_dir / "model.onnx.latency.json").read_text())
+    pt2_latency = json.loads((out_dir / "model.pt2.latency.json").read_text())
+    assert onnx_latency["device"] == "onnxruntime" and onnx_latency["file"] == "model.onnx"
+    assert pt2_latency["device"] == "cpu" and pt2_latency["file"] == "model.pt2" and pt2_latency["median_ms"] > 0
+    program = torch.export.load(str(out_dir / "model.pt2")).module()
     shape = json.loads((run_dir / "result.json").read_text())["latency"]["input_shape"]
-    assert module(torch.zeros(2, *shape)).shape == (2, 10)
+    assert program(torch.zeros(3, *shape)).shape == (3, 10)
+
+
+def test_export_to_a_named_file(cli, run_dir: Path, tmp_path: Path, one_thread):
+    code, _, err = cli("export", run_dir, "--format", "json", "--out", tmp_path / "x.json")
+    assert code == 0, err
+    assert (tmp_path / "x.json").is_file()  # a file, not a directory
+    assert json.loads((tmp_path / "x.json").read_text()) == json.loads((run_dir / "arch.json").read_text())
+    code, _, err = cli("export", run_dir, "--format", "pt2", "--out", tmp_path / "net.pt2")
+    assert code == 0, err
+    assert (tmp_path / "net.pt2").is_file() and (tmp_path / "net.pt2.latency.json").is_file()
+    (tmp_path / "d.json").mkdir()
+    code, _, err = cli("export", run_dir, "--format", "json", "--out", tmp_path / "d.json")  # an existing folder
+    assert code == 0 and (tmp_path / "d.json" / "arch.export.json").is_file(), err
+
+
+def test_export_opset(cli, run_dir: Path, tmp_path: Path, one_thread):
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime not installed")
+    import onnx
+
+    code, out, err = cli("export", run_dir, "--opset", "13", "--out", tmp_path / "m13.onnx")
+    assert code == 0, err
+    assert onnx.load(str(tmp_path / "m13.onnx")).opset_import[0].version == 13
+    code, _, err = cli("export", run_dir, "--opset", "99", "--out", tmp_path / "bad")
+    assert_one_line_error(code, err, "--opset 99")
 
 
 def test_export_an_arch_json_uses_the_trained_model_beside_it(cli, run_dir: Path, tmp_path: Path, one_thread):
@@ -372,7 +412,7 @@ def test_export_an_arch_json_uses_the_trained_model_beside_it(cli, run_dir: Path
     code, out, err = cli("export", run_dir / "arch.json", "--format", "onnx", "--out", out_dir)
     assert code == 0, err
     assert "untrained" not in err
-    latency = json.loads((out_dir / "model.latency.json").read_text())
+    latency = json.loads((out_dir / "model.onnx.latency.json").read_text())
     assert latency["device"] == "onnxruntime" and latency["file"] == "model.onnx"
     import onnxruntime as ort
 
@@ -388,20 +428,19 @@ def test_export_a_lone_arch_json_builds_it_for_the_dataset(cli, run_dir: Path, t
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copy(run_dir / "arch.json", lone / "arch.json")
-    code, out, err = cli("export", lone / "arch.json", "--format", "torchscript", "--data", "synthetic")
+    code, out, err = cli("export", lone / "arch.json", "--format", "pt2", "--data", "synthetic")
     assert code == 0, err
     assert "untrained" in err
-    assert (lone / "model.torchscript.pt").is_file() and (lone / "model.latency.json").is_file()
+    assert (lone / "model.pt2").is_file() and (lone / "model.pt2.latency.json").is_file()
 
 
-def test_export_torchscript_next_to_the_model_keeps_the_trained_model(cli, run_dir: Path, tmp_path: Path,
-                                                                      one_thread):
+def test_export_next_to_the_model_keeps_the_trained_model(cli, run_dir: Path, tmp_path: Path, one_thread):
     """The default target is the run directory, which already holds the trained model.pt."""
     from nasforge.train import load_model
 
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
-    code, _, err = cli("export", copy, "--format", "torchscript")
+    code, _, err = cli("export", copy, "--format", "pt2")
     assert code == 0, err
     model, arch, input_shape = load_model(copy / "model.pt")  # still the loadable training checkpoint
     assert input_shape == (1, 8, 8)
@@ -435,5 +474,5 @@ def test_export_an_arch_json_of_every_space_to_checked_onnx(cli, tmp_path: Path,
     assert code == 0, err
     diff = float(" ".join(out.split()).split("max |onnxruntime - pytorch| = ")[1].split(")")[0])
     assert diff < 1e-4
-    latency = json.loads((tmp_path / "model.latency.json").read_text())
+    latency = json.loads((tmp_path / "model.onnx.latency.json").read_text())
     assert latency["device"] == "onnxruntime" and latency["median_ms"] > 0

@@ -1,9 +1,9 @@
-"""Tests for nasforge.export: TorchScript and ONNX export with numerical checks."""
+"""Tests for nasforge.export: ONNX (current exporter, legacy fallback) and torch.export programs, checked
+against PyTorch; quantized runs; no exporter noise."""
 
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 import pytest
@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from nasforge.errors import NasforgeError
-from nasforge.export import check_onnx, export_model, to_onnx, to_torchscript
+from nasforge.export import check_format, check_onnx, export_model, onnx_export, to_onnx, to_pt2
 
 SHAPE = (3, 8, 8)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model() -> nn.Module:
@@ -35,26 +36,27 @@ def _model() -> nn.Module:
     return model
 
 
-def test_torchscript_roundtrip(tmp_path) -> None:
+def test_pt2_roundtrip(tmp_path) -> None:
     model = _model()
-    path = to_torchscript(model, SHAPE, tmp_path / "m.pt")
+    path = to_pt2(model, SHAPE, tmp_path / "m.pt2")
     assert path.is_file() and model.training
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        loaded = torch.jit.load(str(path))
-    x = torch.randn(3, *SHAPE)
+    loaded = torch.export.load(str(path)).module()
+    x = torch.randn(3, *SHAPE)  # another batch size than the one exported with
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=1e-6)
-    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp files left
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt2"]  # no temp files left
 
 
-def test_onnx_matches_pytorch(tmp_path) -> None:
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+def test_onnx_matches_pytorch(tmp_path, exporter) -> None:
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript")
     model = _model()
-    path = to_onnx(model, SHAPE, tmp_path / "m.onnx")
-    assert path.is_file() and model.training
+    path, used = onnx_export(model, SHAPE, tmp_path / "m.onnx", exporter=exporter)
+    assert used == exporter and path.is_file() and model.training
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
     diff = check_onnx(model, path, SHAPE, batch_size=3)
     assert 0 <= diff < 1e-4
@@ -65,6 +67,37 @@ def test_onnx_matches_pytorch(tmp_path) -> None:
     model.eval()
     with torch.no_grad():
         np.testing.assert_allclose(out, model(x).numpy(), atol=1e-4)
+
+
+def test_export_prints_no_exporter_noise(tmp_path, capfd, recwarn) -> None:
+    pytest.importorskip("onnxruntime")
+    capfd.readouterr()
+    export_model(_model(), SHAPE, tmp_path, "onnx")
+    to_onnx(_model(), SHAPE, tmp_path / "legacy.onnx", exporter="legacy")
+    to_pt2(_model(), SHAPE, tmp_path / "m.pt2")
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", (out + err)[:500]
+    assert not [w for w in recwarn if "torch" in str(w.filename) or "onnx" in str(w.filename)]
+
+
+def test_without_onnxscript_the_legacy_exporter_writes_the_file(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("onnxruntime")
+    import nasforge.export
+
+    monkeypatch.setattr(nasforge.export, "_onnxscript_available", lambda: False)
+    info = export_model(_model(), SHAPE, tmp_path, "onnx")
+    assert info["exporter"] == "legacy" and info["max_abs_diff"] < 1e-4
+
+
+def test_an_opset_below_18_uses_the_legacy_exporter_and_a_bad_one_is_refused(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    info = export_model(_model(), SHAPE, tmp_path, "onnx", opset=13)
+    assert info["exporter"] == "legacy" and info["opset"] == 13
+    assert onnx.load(info["path"]).opset_import[0].version == 13
+    with pytest.raises(NasforgeError, match="invalid --opset 99"):
+        export_model(_model(), SHAPE, tmp_path / "x", "onnx", opset=99)
 
 
 def test_check_onnx_detects_mismatch(tmp_path) -> None:
@@ -85,14 +118,17 @@ def test_export_model_formats(tmp_path) -> None:
     info = export_model(model, SHAPE, out, "onnx", name="net")
     assert info["format"] == "onnx" and info["path"] == str(out / "net.onnx")
     assert (out / "net.onnx").is_file() and info["max_abs_diff"] < 1e-4
-    info = export_model(model, SHAPE, out, "torchscript")
-    assert info == {"path": str(out / "model.torchscript.pt"), "format": "torchscript", "max_abs_diff": None}
-    assert (out / "model.torchscript.pt").is_file()
+    info = export_model(model, SHAPE, out, "pt2")
+    assert info["path"] == str(out / "model.pt2") and info["format"] == "pt2" and info["max_abs_diff"] < 1e-5
+    info = export_model(model, SHAPE, out, "onnx", path=tmp_path / "file.onnx")
+    assert info["path"] == str(tmp_path / "file.onnx") and (tmp_path / "file.onnx").is_file()
 
 
-def test_export_model_unknown_format(tmp_path) -> None:
-    with pytest.raises(NasforgeError, match="onnx\\|torchscript"):
+def test_export_model_unknown_format_and_torchscript(tmp_path) -> None:
+    with pytest.raises(NasforgeError, match="onnx\\|pt2"):
         export_model(_model(), SHAPE, tmp_path, "tflite")
+    with pytest.raises(NasforgeError, match="TorchScript .* deprecated .* --format pt2"):
+        check_format("torchscript", with_json=True)
     assert list(tmp_path.iterdir()) == []
 
 

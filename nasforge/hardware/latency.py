@@ -41,6 +41,7 @@ class LatencyResult:
     input_shape: tuple[int, ...]
     threads: int
     device_name: str
+    warmup_seconds: float = 0.0  # warm-up went on at least this long (besides the ``warmup`` calls)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict (``input_shape`` as a list)."""
@@ -123,10 +124,15 @@ def _torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _time_calls(fn: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[], None] | None = None) -> list[float]:
-    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; return per-call milliseconds."""
-    for _ in range(warmup):
+def _time_calls(fn: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[], None] | None = None,
+                warmup_seconds: float = 0.0) -> list[float]:
+    """Run ``fn`` ``warmup`` times untimed, and on until ``warmup_seconds`` have passed (a runtime's first calls
+    allocate memory and pick kernels), then ``repeats`` times; return per-call milliseconds."""
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - start < warmup_seconds:
         fn()
+        done += 1
     if sync is not None:
         sync()
     times: list[float] = []
@@ -145,7 +151,7 @@ def _is_on(model: nn.Module, device: torch.device) -> bool:
 
 
 def _measure_torch(model: nn.Module, shape: tuple[int, ...], device: str, batch_size: int,
-                   warmup: int, repeats: int) -> list[float]:
+                   warmup: int, repeats: int, warmup_seconds: float = 0.0) -> list[float]:
     """Time eager PyTorch forward passes on ``device`` without modifying ``model``."""
     target = torch.device(device)
     if device == "cuda":
@@ -155,11 +161,11 @@ def _measure_torch(model: nn.Module, shape: tuple[int, ...], device: str, batch_
     x = example_input(runner, shape, batch_size, seed=0, device=target)
     sync = torch.cuda.synchronize if device == "cuda" else None
     with eval_mode(runner), torch.inference_mode():
-        return _time_calls(lambda: runner(x), warmup, repeats, sync)
+        return _time_calls(lambda: runner(x), warmup, repeats, sync, warmup_seconds)
 
 
 def _measure_onnxruntime(model: nn.Module, shape: tuple[int, ...], batch_size: int,
-                         warmup: int, repeats: int, threads: int) -> list[float]:
+                         warmup: int, repeats: int, threads: int, warmup_seconds: float = 0.0) -> list[float]:
     """Export ``model`` to a temporary ONNX file and time ONNX Runtime CPU inference."""
     try:
         import onnxruntime as ort
@@ -169,14 +175,15 @@ def _measure_onnxruntime(model: nn.Module, shape: tuple[int, ...], batch_size: i
 
     x = example_input(model, shape, batch_size, seed=0).detach().cpu().numpy()
     with tempfile.TemporaryDirectory(prefix="nasforge-ort-") as tmp:
-        path = to_onnx(model, shape, Path(tmp) / "model.onnx")
+        # the legacy exporter first: many times faster to run (a table exports every candidate op), same ops
+        path = to_onnx(model, shape, Path(tmp) / "model.onnx", exporter="legacy")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: np.ascontiguousarray(x)}
-        return _time_calls(lambda: session.run(None, feed), warmup, repeats)
+        return _time_calls(lambda: session.run(None, feed), warmup, repeats, warmup_seconds=warmup_seconds)
 
 
 def measure_latency(
@@ -188,13 +195,17 @@ def measure_latency(
     warmup: int = 10,
     repeats: int = 50,
     threads: int | None = None,
+    warmup_seconds: float = 0.0,
 ) -> LatencyResult:
-    """Time ``repeats`` inference calls after ``warmup`` on cpu|cuda|onnxruntime and summarise them."""
+    """Time ``repeats`` inference calls after ``warmup`` calls (and at least ``warmup_seconds`` of them) on
+    cpu|cuda|onnxruntime and summarise them (``warmup`` in the result: the warm-up calls made)."""
     _check_device(device)
     shape = _check_input_shape(input_shape)
     _check_count("batch_size", batch_size, 1)
     _check_count("warmup", warmup, 0)
     _check_count("repeats", repeats, 1)
+    if not isinstance(warmup_seconds, (int, float)) or not 0 <= warmup_seconds <= 3600:
+        raise NasforgeError(f"invalid warmup_seconds {warmup_seconds!r}; use a number of seconds in [0, 3600]")
     if threads is None:
         threads = torch.get_num_threads()
     _check_count("threads", threads, 1)
@@ -204,9 +215,9 @@ def measure_latency(
 
     with _torch_threads(threads):
         if device == "onnxruntime":
-            times = _measure_onnxruntime(model, shape, batch_size, warmup, repeats, threads)
+            times = _measure_onnxruntime(model, shape, batch_size, warmup, repeats, threads, warmup_seconds)
         else:
-            times = _measure_torch(model, shape, device, batch_size, warmup, repeats)
+            times = _measure_torch(model, shape, device, batch_size, warmup, repeats, warmup_seconds)
 
     arr = np.asarray(times, dtype=np.float64)
     p10, median, p90 = np.percentile(arr, [10, 50, 90])
@@ -223,4 +234,5 @@ def measure_latency(
         input_shape=shape,
         threads=threads,
         device_name=device_name,
+        warmup_seconds=float(warmup_seconds),
     )
