@@ -251,7 +251,8 @@ def resume(
 
 @app.command()
 def train(
-    arch_json: Path = typer.Argument(..., help="arch.json of a search (or one you wrote)."),
+    arch_json: Path = typer.Argument(..., help="arch.json of a search (or one you wrote), or zoo:NAME for a "
+                                     "published network (nasforge zoo list)."),
     data: str = typer.Option("digits", help=DATA_HELP),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     data_workers: Optional[int] = DataWorkersOpt,
@@ -272,9 +273,18 @@ def train(
     from nasforge.experiment import Experiment, check_out_dir
     from nasforge.pipeline import config_dict, load_data, resolve_config
 
-    arch = Arch.from_json(arch_json)
+    zoo_entry = None
+    if str(arch_json).startswith("zoo:"):  # a published network (nasforge zoo list)
+        from nasforge.zoo import get_entry, train_overrides
+
+        zoo_entry = get_entry(str(arch_json)[4:])
+        arch = zoo_entry.arch()
+    else:
+        arch = Arch.from_json(arch_json)
     raw = read_yaml(config) if config else {}
     overrides = [(["data", "name"], data), (["seed"], seed), (["space", "name"], arch.space)]
+    if zoo_entry is not None:  # its space options and paper depth/width; a later --set still wins
+        overrides += train_overrides(zoo_entry, arch)
     if data_dir:
         overrides.append((["data", "dir"], str(data_dir)))
     if data_workers is not None:
@@ -287,6 +297,10 @@ def train(
     out_dir = out_dir or Path("runs") / f"train-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_out_dir(out_dir, force)
     dataset = load_data(cfg)
+    if zoo_entry is not None:  # an arch that records the input size (layers) is made for this data
+        from nasforge.zoo import fit_to_data
+
+        arch = fit_to_data(zoo_entry, cfg, dataset.input_shape)
     exp = Experiment.create(out_dir, config_dict(cfg), force=force, lock=True)  # one writer per run
     try:
         arch.save(exp.path / "arch.json")
@@ -602,6 +616,53 @@ def list_() -> None:
     for name, row in support_matrix().items():
         grid.add_row(name, *(mark if row[space] is None else "" for space in space_names()))
     out.print(grid)
+
+
+# --- command group: zoo (published architectures, nasforge/zoo.py) ---
+zoo_app = typer.Typer(no_args_is_help=True, help="Published architectures (DARTS, GDAS, ProxylessNAS, DenseNAS, "
+                      "MetaQNN): list them, build one; train one with `nasforge train zoo:NAME`.")
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """List the zoo's networks: the space that builds them and their paper's parameter count."""
+    from nasforge.zoo import ENTRIES, LEFT_OUT, ZOO_SPACE
+
+    table = Table(title="nasforge zoo (nasforge zoo build NAME; nasforge train zoo:NAME)")
+    for column in ("name", "network", "space", "input", "paper params"):
+        table.add_column(column)
+    for entry in ENTRIES.values():
+        params = f"{entry.paper_params / 1e6:.2f}M" if entry.paper_params else "not given"
+        space = "built in zoo.py" if entry.space == ZOO_SPACE else f"{entry.space} space"
+        table.add_row(entry.name, escape(entry.title), space, "x".join(map(str, entry.input_shape)), params)
+    out.print(table)
+    out.print("left out: " + "; ".join(f"{k} ({v})" for k, v in LEFT_OUT.items()), highlight=False, soft_wrap=True)
+
+
+@zoo_app.command("build")
+def zoo_build(
+    name: str = typer.Argument(..., help="A zoo network (nasforge zoo list)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Also write DIR/arch.json and DIR/zoo.json."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing DIR/arch.json."),
+) -> None:
+    """Build a zoo network at its paper's input size and print params, FLOPs and where it comes from."""
+    from nasforge.zoo import summary, write_build
+
+    info = write_build(name, out_dir, force) if out_dir is not None else summary(name)
+    table = Table(title=f"nasforge zoo: {info['name']}", show_header=False)
+    paper = f"{info['paper_params']:,}" if info["paper_params"] else "not given"
+    rows = [("network", info["title"]), ("paper", info["paper"]), ("source", info["source"]),
+            ("built by", info["how"]), ("architecture", info["arch_summary"]),
+            ("input", f"{'x'.join(map(str, info['input_shape']))}, {info['num_classes']} classes"),
+            ("params", f"{info['params']:,} (paper: {paper}; {info['note']})"),
+            ("FLOPs (1 image)", f"{info['flops']:,} ({info['macs']:,} multiply-adds"
+                                + (f"; paper {info['paper_macs']:,}" if info["paper_macs"] else "") + ")")]
+    if out_dir is not None:
+        rows.append(("files", f"{out_dir}/arch.json {out_dir}/zoo.json"))
+    for key, value in rows:
+        table.add_row(key, escape(str(value)))
+    out.print(table)
 
 
 #: longest error line printed (a huge value or path is cut, with the count of what was left out)

@@ -356,7 +356,13 @@ class ZooSpace(SearchSpace):
         return _DIRECT[arch["network"]](input_shape, num_classes)
 
     def describe(self, arch: Arch) -> str:
-        return f"zoo network {arch['network']}"
+        name = arch["network"]
+        if name.startswith("densenas-"):
+            parts = [f"stem {DENSENAS_STEM}"]
+            for (_, c_out), head, stack, stride in DENSENAS[name.split("-", 1)[1]]:
+                parts.append(f"{c_out}{'/2' if stride == 2 else ''}[{','.join((head,) + stack)}]")
+            return " > ".join(parts + [f"tail {DENSENAS_LAST}"])
+        return f"zoo network {name}"
 
 
 
@@ -391,3 +397,38 @@ def train_overrides(entry: ZooEntry, arch: Arch) -> list[tuple[list[str], Any]]:
         if key in entry.build_options:
             out.append((["train", key], entry.build_options[key]))
     return out
+
+
+def fit_to_data(entry: ZooEntry, cfg: Any, input_shape: Sequence[int]) -> Arch:
+    """The arch of ``entry`` for data of ``input_shape``, with ``cfg.space`` set to the options that
+    build it (a layers-space arch records its image size: MetaQNN's network trains on 8x8 digits too)."""
+    from nasforge.spaces import make_space
+
+    arch = entry.arch(input_shape)
+    options = entry.space_options(arch)
+    if options:
+        cfg.space.update(options)
+        make_space(cfg.space["name"], **{k: v for k, v in cfg.space.items() if k != "name"}).validate(arch)
+    return arch
+
+
+def write_build(name: str, out_dir: Any, force: bool = False) -> dict[str, Any]:
+    """``nasforge zoo build NAME --out DIR``: DIR/arch.json (the network's arch) and DIR/zoo.json (its
+    summary: params, FLOPs, sources, the paper's count). An existing arch.json is kept unless ``force``."""
+    import json
+    from pathlib import Path
+
+    from nasforge.errors import ExperimentError
+    from nasforge.utils import atomic_write_text
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ExperimentError(f"--out {out} is a file; pass a directory")
+    if (out / "arch.json").exists() and not force:
+        raise ExperimentError(f"{out / 'arch.json'} exists; pass --force to overwrite it or choose another --out")
+    info = summary(name)
+    out.mkdir(parents=True, exist_ok=True)
+    info["arch"].save(out / "arch.json")
+    record = {k: v for k, v in info.items() if k != "arch"}
+    atomic_write_text(out / "zoo.json", json.dumps(record, indent=2) + "\n")
+    return info
