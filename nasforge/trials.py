@@ -65,6 +65,8 @@ class TrialsConfig:
     repeats: str = option("free", choices=("free", "charge"),
                           help="simulated cost of a repeated architecture: free, or charge its train_seconds again")
     max_repeats: int = option(100, lo=1, hi=10**9, help="end the search after this many repeated archs in a row")
+    overshoot: bool = option(False, help="let the last trial end past max_sim_seconds (default: a trial that "
+                             "would end past it is recorded but not counted)")
 
     def __post_init__(self) -> None:
         Budget(self.max_trials, self.max_seconds, self.max_sim_seconds, _allow_empty=True)
@@ -83,9 +85,9 @@ class TrialsConfig:
             from nasforge.profiles import profile
 
             return Budget(trials=int(profile(dataset, "trials")["max_trials"]), charge_repeats=self.repeats == "charge",
-                          max_repeats=self.max_repeats)
+                          max_repeats=self.max_repeats, overshoot=self.overshoot)
         return Budget(self.max_trials, self.max_seconds, self.max_sim_seconds,
-                      charge_repeats=self.repeats == "charge", max_repeats=self.max_repeats)
+                      charge_repeats=self.repeats == "charge", max_repeats=self.max_repeats, overshoot=self.overshoot)
 
 
 @dataclass(frozen=True)
@@ -93,13 +95,19 @@ class Budget:
     """When a search stops asking: after ``trials`` trials, ``seconds`` of wall time or
     ``sim_seconds`` of simulated training time, whichever comes first, or after
     ``max_repeats`` repeated architectures in a row. ``charge_repeats``: a repeat costs its
-    ``train_seconds`` again in the simulated time (NAS-Bench-201's convention)."""
+    ``train_seconds`` again in the simulated time (NAS-Bench-201's convention).
+
+    ``sim_seconds`` is a hard budget: a trial whose time would take the sum past it is
+    recorded (``over_budget``) but neither counted nor chosen, as NAS-Bench-201's first
+    REA code did; ``overshoot=True`` counts it (the last trial may end past the budget).
+    Wall-clock ``seconds`` are checked before each ask (a running trial is not cut)."""
 
     trials: int | None = None
     seconds: float | None = None
     sim_seconds: float | None = None
     charge_repeats: bool = False
     max_repeats: int | None = 100
+    overshoot: bool = False
     _allow_empty: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +136,15 @@ class Budget:
         if self.sim_seconds is not None:
             parts.append(f"{self.sim_seconds:g} s simulated")
         return " or ".join(parts)
+
+
+def check_budget(budget: Budget, evaluator: Any) -> None:
+    """A simulated-time budget needs an evaluator that reports ``train_seconds``; say so in one line."""
+    if budget.sim_seconds is not None and getattr(evaluator, "has_time", True) is False:
+        source = getattr(evaluator, "source", type(evaluator).__name__)
+        raise ConfigError(f"{source} has no train_seconds column, so the simulated time budget "
+                          f"trials.max_sim_seconds={budget.sim_seconds:g} cannot be used; set trials.max_trials "
+                          "(--trials N) or trials.max_seconds instead, or add the column")
 
 
 def trial_seed(seed: int, index: int) -> int:
@@ -161,7 +178,7 @@ def _best(history: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The done trial with the highest objective (the earliest among equals)."""
     best = None
     for rec in history:
-        if rec["status"] == "done" and rec["metrics"] is not None:
+        if rec["status"] == "done" and rec["metrics"] is not None and not rec.get("over_budget"):
             if best is None or rec["metrics"]["objective"] > best["metrics"]["objective"]:
                 best = rec
     return best
@@ -180,6 +197,7 @@ def run_trials(strategy: SampleStrategy, space: Any, evaluator: Callable[..., di
     """
     if not isinstance(budget, Budget):
         raise ConfigError(f"budget must be a Budget, got {budget!r}")
+    check_budget(budget, evaluator)
     progress = progress or Progress()
     own_runner = not isinstance(runner, Runner)
     if runner is None:
@@ -209,6 +227,8 @@ class _Loop:
         self.told = self.asked = 0
         self.repeats = 0  # repeated architectures told in a row
         self.stopped: str | None = None
+        self.spent = False  # a trial did not fit in the simulated budget
+        self.over_budget = 0
         self.sim = self.wall0 = 0.0
         self.t0 = time.time()
         self.stored: dict[int, dict[str, Any]] = {}
@@ -223,7 +243,7 @@ class _Loop:
             return True  # a search always evaluates at least one trial
         if b.trials is not None and self.asked >= b.trials:
             return False
-        if b.sim_seconds is not None and self.sim >= b.sim_seconds:
+        if b.sim_seconds is not None and (self.sim >= b.sim_seconds or self.spent):
             return False
         if b.seconds is not None and self.elapsed() >= b.seconds:
             return False
@@ -250,16 +270,40 @@ class _Loop:
         self.strategy.load_state_dict(state["strategy"])
         self.told, self.asked = int(state["told"]), int(state["asked"])
         self.sim, self.wall0 = float(state["sim_seconds"]), float(state["wall_seconds"])
+        self.sim = 0.0  # recounted from the trials (the same sum, and it marks the trials past the budget)
         for i in range(self.told):
             row = self.stored.get(i)
             if row is None or row["status"] not in ("done", "failed"):
                 raise ExperimentError(f"the store lacks finished trial {i} that the checkpoint counts; the "
                                       "experiment is damaged: delete checkpoints/search.pt to search again")
+            row = dict(row)
+            self._charge(row, row["duplicate_of"] is not None)
             self.history.append(row)
             self.repeats = self.repeats + 1 if row["duplicate_of"] is not None else 0
             if row["status"] == "done":
                 self.told_done.setdefault(row["arch_hash"], i)
         log.info("resuming the search after trial %d (%d asked)", self.told - 1, self.asked)
+
+    def _charge(self, record: dict[str, Any], duplicate: bool) -> float:
+        """Add a told trial's simulated time to the sum (marking it ``over_budget`` when it does not
+        fit a hard simulated budget); the seconds counted."""
+        metrics = record["metrics"]
+        if metrics is None or (duplicate and not self.budget.charge_repeats):
+            return 0.0
+        b = self.budget
+        if b.sim_seconds is not None and metrics.get("train_seconds") is None:
+            raise ConfigError("the evaluator's results have no train_seconds, so the simulated time budget "
+                              f"trials.max_sim_seconds={b.sim_seconds:g} cannot be used; set trials.max_trials "
+                              "(--trials N) or trials.max_seconds instead")
+        seconds = float(metrics.get("train_seconds", 0.0) or 0.0)
+        if b.sim_seconds is not None and not b.overshoot and (
+                self.spent or self.sim + seconds > b.sim_seconds * (1 + 1e-12)):
+            record["over_budget"] = True
+            self.spent = True
+            self.over_budget += 1
+            return 0.0
+        self.sim += seconds
+        return seconds
 
     def _arch_of(self, row: dict[str, Any]) -> Arch:
         arch = Arch.from_dict(row["arch"], validate=False)
@@ -333,17 +377,15 @@ class _Loop:
             _, slot = self.slots.popitem(last=False)
             self.strategy.tell(slot.arch, slot.metrics)
             record = slot.record(trial_seed(self.seed, slot.index))
-            self.history.append(record)
+            self.history.append(record)  # (charged below: over_budget is set on this record)
             self.told = slot.index + 1
             advance = 1.0
             self.repeats = self.repeats + 1 if slot.duplicate_of is not None else 0
             if slot.metrics is not None:
                 self.told_done.setdefault(slot.arch.hash, slot.index)
-                if slot.duplicate_of is None or self.budget.charge_repeats:
-                    seconds = float(slot.metrics.get("train_seconds", 0.0) or 0.0)
-                    self.sim += seconds
-                    if self.budget.trials is None and self.budget.sim_seconds is not None:
-                        advance = seconds
+                seconds = self._charge(record, slot.duplicate_of is not None)
+                if self.budget.trials is None and self.budget.sim_seconds is not None:
+                    advance = seconds
             if self.experiment is not None:
                 self.experiment.save_checkpoint(CHECKPOINT, {
                     "kind": "trials", "strategy": self.strategy.state_dict(), "told": self.told,
@@ -394,6 +436,11 @@ class _Loop:
             self.store.delete_trials_from(self.asked)
         best = _best(self.history)
         failed = sum(1 for r in self.history if r["status"] == "failed")
+        if best is None and self.over_budget:
+            first = next(r for r in self.history if r.get("over_budget"))
+            raise ConfigError(f"the simulated budget trials.max_sim_seconds={self.budget.sim_seconds:g} is shorter "
+                              f"than the first trial ({first['metrics'].get('train_seconds', 0.0):g} s); raise it, or "
+                              "set trials.overshoot=true")
         if best is None:
             first = next((r["error"] for r in self.history if r["error"]), "no trial ran")
             raise TrainingError(f"all {len(self.history)} trials failed (first error: {first}); fix the evaluator "
@@ -407,6 +454,10 @@ class _Loop:
         }
         if self.stopped is not None:
             info["stopped"] = self.stopped
+        if self.over_budget:
+            info["over_budget"] = (f"{self.over_budget} trial(s) would have ended past the simulated budget of "
+                                   f"{self.budget.sim_seconds:g} s; recorded, not counted (trials.overshoot=true "
+                                   "counts them)")
         return SearchResult(Arch.from_dict(best["arch"], validate=False), self.history, info)
 
 
@@ -444,4 +495,4 @@ def search_options(config: Any, space: Any, data: Any, engine: Any = None) -> di
             "budget": config.trials.budget(data.name), "runner": config.runner, "dedupe": config.trials.dedupe}
 
 
-__all__ = ["Budget", "CHECKPOINT", "TrialsConfig", "run_trials", "sample_search", "search_options", "trial_seed"]
+__all__ = ["Budget", "CHECKPOINT", "TrialsConfig", "check_budget", "run_trials", "sample_search", "search_options", "trial_seed"]

@@ -39,6 +39,13 @@ class TableOptions:
 
     path: str | None = option(None, help="benchmark table file (e.g. NAS-Bench-201); required")
     metric: str = option("valid_acc", help="column used as the objective")
+    dataset: str = option("cifar10", help="benchmark files: cifar10 | cifar100 | ImageNet16-120")
+    epochs: int = option(12, choices=(12, 200), help="benchmark files: epochs of the search signal (12 or 200)")
+    split: str = option("x-valid", choices=("x-valid", "valid", "ori-test"),
+                        help="benchmark files: split of the search signal")
+    seeds: str = option("mean", choices=("mean", "random"),
+                        help="benchmark files: mean over the seeds, or one seed's run per trial")
+    retrain: bool = option(False, help="train the found cell on --data after the search (default: report the table)")
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -116,7 +123,9 @@ def _build_table(resolved: dict[str, Any], space: Any, data: Any) -> Evaluator:
     except ImportError as exc:
         raise ConfigError(f"the table evaluator is not available in this install ({exc}); "
                           "use --evaluator train or synthetic") from None
-    return TableEvaluator(resolved["path"], space, metric=resolved["metric"])
+    return TableEvaluator(resolved["path"], space, metric=resolved["metric"], dataset=resolved.get("dataset", "cifar10"),
+                          epochs=resolved.get("epochs", 12), split=resolved.get("split", "x-valid"),
+                          seeds=resolved.get("seeds", "mean"))
 
 
 register_evaluator(EvaluatorSpec(

@@ -1,14 +1,17 @@
 """Tabular benchmark evaluator: score an architecture by looking it up instead of training it.
 
 A table maps the NAS-Bench-201 arch string of each cell to its metrics: the columns
-``arch``, ``valid_acc``, ``test_acc`` (fractions in [0, 1]), ``train_seconds`` (the
-training time the benchmark spent, so sample-based searches can run under a simulated
-time budget) and optionally ``params``, ``flops``, ``latency``; other columns are
+``arch``, ``valid_acc``, ``test_acc`` (fractions in [0, 1]) and optionally
+``train_seconds`` (the training time the benchmark spent, so sample-based searches can
+run under a simulated time budget), ``params``, ``flops``, ``latency``; other columns are
 ignored. It is a CSV file with a header, or a JSON file holding either a list of row
 objects or an object mapping arch string -> metrics object. ``write_table`` writes one.
 
-With the official ``nats_bench`` (or older ``nas_201_api``) package and a benchmark
-file installed, ``TableEvaluator.from_api`` queries the real benchmark instead.
+The benchmarks' own files are read directly (``nasforge.evaluators.nb201data``): the
+NAS-Bench-201 ``.pth``, the NATS-Bench topology folder or ``.pickle.pbz2`` file, with the
+search signal's dataset, epochs (12 or 200) and split as options and the 200-epoch test
+accuracy of the dataset's own column as ``test_acc``. ``TableEvaluator.from_api`` queries
+the official API package instead, where it is installed.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from nasforge.errors import ArchError, ConfigError
 from nasforge.utils import atomic_write_text
 
 #: Columns every table row must have.
-REQUIRED: tuple[str, ...] = ("arch", "valid_acc", "test_acc", "train_seconds")
-#: Numeric columns a table may have.
-OPTIONAL: tuple[str, ...] = ("params", "flops", "latency")
+REQUIRED: tuple[str, ...] = ("arch", "valid_acc", "test_acc")
+#: Numeric columns a table may have (``train_seconds``: in every row or in none).
+OPTIONAL: tuple[str, ...] = ("train_seconds", "params", "flops", "latency", "valid_acc_200")
+#: How the per-seed results of a benchmark file answer a query: their mean, or one seed's (by the trial's seed)
+SEED_MODES: tuple[str, ...] = ("mean", "random")
 #: Metrics that can be the objective (maximised by the strategies).
 OBJECTIVES: tuple[str, ...] = ("valid_acc", "test_acc")
 _FIX = "write it with nasforge.evaluators.table.write_table or export it from the benchmark"
@@ -55,15 +60,81 @@ def _check_metric(metric: str) -> str:
 
 
 class TableEvaluator:
-    """``arch -> metrics`` from a benchmark table; ``objective`` is the chosen ``metric``."""
+    """``arch -> metrics`` from a benchmark table; ``objective`` is the chosen ``metric``.
 
-    def __init__(self, path: str | os.PathLike, space: Any = None, metric: str = "valid_acc"):
+    ``path``: a CSV/JSON table, or a benchmark file of NAS-Bench-201/NATS-Bench (its
+    ``.pth``, ``.pickle.pbz2`` or topology folder), read with ``dataset`` (``cifar10``,
+    ``cifar100``, ``ImageNet16-120``), the signal's ``epochs`` (12 or 200) and ``split``
+    (``x-valid``, also called ``valid``, or ``ori-test``); ``seeds``: ``mean`` answers with
+    the mean over the benchmark's seeds, ``random`` with one seed's run chosen by the
+    trial's seed (as the benchmark's ``simulate_train_eval`` does). Those options are
+    ignored for CSV/JSON tables, which hold one dataset's numbers already.
+    """
+
+    def __init__(self, path: str | os.PathLike, space: Any = None, metric: str = "valid_acc", *,
+                 dataset: str = "cifar10", epochs: int = 12, split: str = "x-valid", seeds: str = "mean"):
+        from nasforge.evaluators.nb201data import is_benchmark_path
+
         self.space = _space(space)
         self.metric = _check_metric(metric)
         self.path = Path(path)
-        self.rows: dict[str, dict[str, float]] = _read_table(self.path, self.space)
-        self._query: Callable[[str], dict[str, float] | None] = self.rows.get
-        self.source = f"table {self.path}"
+        if seeds not in SEED_MODES:
+            raise ConfigError(f"table evaluator seeds={seeds!r} is unknown; use one of {list(SEED_MODES)}")
+        self.seeds = seeds
+        self._seed_runs: dict[str, list[tuple[float, float | None]]] = {}
+        self._bench: Any = None
+        self.protocol: Any = None
+        if is_benchmark_path(self.path):
+            self._open_benchmark(dataset, epochs, split)
+        else:
+            if not self.path.exists() and not self.path.suffix:
+                raise ConfigError(f"table {self.path} does not exist; check the path ({_FIX})")
+            self.rows = _read_table(self.path, self.space)
+            self._query = self.rows.get
+            self.source = f"table {self.path}"
+            self.has_time = all("train_seconds" in r for r in self.rows.values())
+
+    # --- official benchmark files ---------------------------------------------------
+    def _open_benchmark(self, dataset: str, epochs: int, split: str) -> None:
+        from nasforge.evaluators.nb201data import Protocol, open_benchmark
+
+        self.protocol = Protocol(dataset, epochs, split)
+        self._bench = open_benchmark(self.path)
+        self._index: dict[str, int] = {}
+        for i, arch in enumerate(self._bench.archs):
+            try:
+                key = self.space.to_string(self.space.from_string(arch))
+            except ArchError as exc:
+                raise ConfigError(f"benchmark {self.path} cell {i}: {exc}; the file is not a NAS-Bench-201 "
+                                  "topology benchmark") from None
+            self._index.setdefault(key, i)
+        self.rows = {}
+        self._query = self._bench_row
+        self.source = f"benchmark {self.path} ({self.protocol.describe()})"
+        first = next(iter(self._bench.evaluated()), None)
+        if first is None:
+            raise ConfigError(f"benchmark {self.path} has no results for any cell; download the full file")
+        self._bench_row(self.space.to_string(self.space.from_string(self._bench.archs[first])))
+        self.has_time = "train_seconds" in self.rows[next(iter(self.rows))]
+
+    def _bench_row(self, key: str) -> dict[str, float] | None:
+        if key in self.rows:
+            return self.rows[key]
+        index = self._index.get(key)
+        if index is None:
+            return None
+        found = self.protocol.row(self._bench, index)
+        if found is None:
+            return None
+        self.rows[key], self._seed_runs[key] = found
+        return self.rows[key]
+
+    def load_all(self) -> "TableEvaluator":
+        """Read every cell of a benchmark file now (a CSV/JSON table is read whole already)."""
+        if self._bench is not None:
+            for key in self._index:
+                self._bench_row(key)
+        return self
 
     @classmethod
     def from_api(cls, path: str | os.PathLike | None, dataset: str = "cifar10-valid", epochs: int = 12,
@@ -82,27 +153,41 @@ class TableEvaluator:
                               "(or NAS-Bench-201 .pth) and pass its path")
         api = _open_api(self.path)
         self.rows = {}
+        self.seeds, self._seed_runs, self._bench, self.protocol, self.has_time = "mean", {}, None, None, True
         self._query = _ApiQuery(api, dataset, epochs)
         self.source = f"benchmark {self.path or '(default location)'} ({dataset}, {epochs} epochs)"
         return self
 
+    # --- lookups ------------------------------------------------------------------------
+    def key(self, arch: Arch | str) -> str:
+        """The canonical cell string of ``arch`` (an ``Arch`` of the space or a cell string)."""
+        return self.space.to_string(self.space.from_string(arch) if isinstance(arch, str) else arch)
+
     def lookup(self, arch: Arch | str) -> dict[str, float]:
         """The table's metrics of ``arch`` (an ``Arch`` of the space or its arch string)."""
-        key = self.space.to_string(self.space.from_string(arch) if isinstance(arch, str) else arch)
+        key = self.key(arch)
         row = self._query(key)
         if row is None:
-            size = f"{len(self.rows)} rows" if self.rows else "the benchmark"
+            size = f"{len(self.rows)} rows" if self.rows and self._bench is None else "the benchmark"
             raise ConfigError(f"architecture {key} is not in {self.source} ({size}); add its row or use a table "
                               f"that covers the whole space ({self.space.size():,} cells)")
         return dict(row)
 
-    def __call__(self, arch: Arch | str) -> dict[str, float]:
-        """Metrics of ``arch`` with ``objective`` = the chosen metric (higher is better)."""
+    def __call__(self, arch: Arch | str, seed: int | None = None) -> dict[str, float]:
+        """Metrics of ``arch`` with ``objective`` = the chosen metric (higher is better). With
+        ``seeds="random"`` and a benchmark file, the signal (``valid_acc``, ``train_seconds``) is
+        one seed's run, picked by ``seed``."""
         row = self.lookup(arch)
+        runs = self._seed_runs.get(self.key(arch)) if self.seeds == "random" else None
+        if runs and seed is not None:
+            acc, seconds = runs[int(seed) % len(runs)]
+            row["valid_acc"] = acc
+            if seconds is not None:
+                row["train_seconds"] = seconds
         return {"objective": row[self.metric], **row}
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._index) if self._bench is not None else len(self.rows)
 
     def __contains__(self, arch: Arch | str) -> bool:
         try:
@@ -110,6 +195,25 @@ class TableEvaluator:
         except (ConfigError, ArchError):
             return False
         return True
+
+    def all_rows(self) -> dict[str, dict[str, float]]:
+        """Every cell's metrics (a benchmark file is read whole first)."""
+        if self._bench is None and not self.rows:
+            raise ConfigError(f"{self.source} cannot list its cells (an API query); use a benchmark file")
+        return self.load_all().rows
+
+    def optimum(self, metric: str = "test_acc") -> tuple[str, float]:
+        """The best cell of the table by ``metric`` and its value (NAS-Bench-201's "optimal" row)."""
+        rows = self.all_rows()
+        have = [k for k, r in rows.items() if metric in r]
+        if not have:
+            raise ConfigError(f"{self.source} has no {metric!r} column; use one of {sorted(next(iter(rows.values())))}")
+        best = max(have, key=lambda k: rows[k][metric])
+        return best, rows[best][metric]
+
+    def to_table(self, path: str | os.PathLike) -> Path:
+        """Write the table (every cell) as CSV/JSON, e.g. a benchmark file once converted for quick reuse."""
+        return write_table(path, ({"arch": k, **r} for k, r in self.all_rows().items()), self.space)
 
 
 # ---------------------------------------------------------------------------
@@ -195,6 +299,11 @@ def _read_table(path: Path, space: Any) -> dict[str, dict[str, float]]:
             raise ConfigError(f"table {path} {label} repeats architecture {key} (first at {first[key]}); "
                               "keep one row per architecture")
         table[key], first[key] = metrics, label
+    timed = [first[k] for k, m in table.items() if "train_seconds" in m]
+    if timed and len(timed) != len(table):
+        untimed = next(first[k] for k, m in table.items() if "train_seconds" not in m)
+        raise ConfigError(f"table {path} {untimed} lacks train_seconds while {timed[0]} has it; give every row "
+                          "a training time or none")
     return table
 
 
