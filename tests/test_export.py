@@ -148,3 +148,44 @@ def test_onnxruntime_missing_message(monkeypatch, tmp_path) -> None:
     with pytest.raises(NasforgeError, match="onnxruntime is not installed"):
         export_model(_model(), SHAPE, tmp_path, "onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_export_of_a_quantize_run_exports_the_quantized_network(tmp_path) -> None:
+    """`nasforge export HAQ_RUN` (quantized.pt, no model.pt): the ONNX file computes the quantized network."""
+    ort = pytest.importorskip("onnxruntime")
+    from test_cli import run_main
+
+    from nasforge.export import load_quantized
+    from nasforge.quant.modules import quant_layers, wrap_model
+    from nasforge.train import load_model
+
+    run, q, out = tmp_path / "run", tmp_path / "q", tmp_path / "export"
+    assert run_main("search", "--data", "synthetic", "--set", "strategy.epochs=1", "--set", "train.epochs=1",
+                    "--out", run, "-q") == 0
+    assert run_main("quantize", run, "--budget", "size=0.5", "--episodes", "2", "--finetune-epochs", "1",
+                    "--set", "haq.warmup=1", "--set", "haq.hidden=16", "--set", "haq.update_batch=8",
+                    "--set", "haq.calib_samples=64", "--out", q, "-q") == 0
+    assert not (q / "model.pt").exists()
+    assert run_main("export", q, "--out", out) == 0
+    assert (out / "model.onnx").is_file() and (out / "model.onnx.latency.json").is_file()
+    # the network as HAQ fine-tuned it: fake-quant layers with the run's bits, thresholds and weights
+    blob = torch.load(q / "quantized.pt", weights_only=False)
+    reference = wrap_model(load_model(run / "model.pt")[0])
+    for (_, layer), (w, a) in zip(quant_layers(reference), blob["policy"]):
+        layer.wbits, layer.abits = w, a
+    reference.load_state_dict(blob["state_dict"])
+    reference.eval()
+    frozen, _, shape = load_quantized(q)
+    x = torch.randn(16, *shape)
+    with torch.no_grad():
+        expected = reference(x)
+        float_out = load_model(run / "model.pt")[0](x)
+        torch.testing.assert_close(frozen(x), expected, rtol=0, atol=1e-4)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(got - expected.numpy()).max() < 1e-4
+    assert np.abs(got - float_out.numpy()).max() > 1e-3  # quantized, not the float network
+    most = max(w for w, _ in blob["policy"])
+    big = [m for m in frozen.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.numel() > 2**most]
+    assert big and all(m.weight.unique().numel() <= 2**most for m in big)  # weights on the quantization grid
