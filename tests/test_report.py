@@ -1,8 +1,10 @@
-"""Experiment reports: plots of the search dynamics and report.html, for finished, interrupted,
-early-stopped, train-only and non-one-shot runs; the `nasforge report` command."""
+"""Experiment reports: plots of the search dynamics and report.html (one self-contained file: figures
+inlined), for finished, interrupted, early-stopped, train-only and non-one-shot runs; the cell graph and
+the op-weight heatmaps; the `nasforge report` command."""
 
 from __future__ import annotations
 
+import base64
 import html
 import os
 import re
@@ -18,7 +20,10 @@ from nasforge.arch import Arch
 from nasforge.errors import ExperimentError
 from nasforge.experiment import Experiment
 from nasforge.pipeline import config_dict, resolve_config, run_experiment
-from nasforge.report import plot_edge_weights, plot_op_mix, plot_skip_counts, plot_training, write_report
+from nasforge.report import (cell_graphs, draw_cell, draw_weight_heatmaps, figure, plot_cell_graph, plot_edge_weights,
+                             plot_op_mix, plot_skip_counts, plot_training, plot_weight_heatmaps, weight_groups,
+                             write_report)
+from nasforge.report.sections.weights import heatmap_panels
 from nasforge.spaces.darts import PRIMITIVES, DartsSpace, Genotype, num_edges
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -38,6 +43,32 @@ def assert_png(path: Path, min_bytes: int = 3000) -> None:
 
 def img_sources(page: str) -> list[str]:
     return re.findall(r'<img src="([^"]+)"', page)
+
+
+def inlined(page: str) -> list[bytes]:
+    """The images of a page, decoded; fails on any image that is not an inline base64 PNG."""
+    out = []
+    for src in img_sources(page):
+        assert src.startswith("data:image/png;base64,"), f"image not inlined: {src[:60]}"
+        out.append(base64.b64decode(src.split(",", 1)[1], validate=True))
+    return out
+
+
+def figure_names(page: str, root: Path) -> set[str]:
+    """The report/*.png files the page's inlined images are (each image must be one of them)."""
+    files = {p.read_bytes(): p.name for p in (root / "report").glob("*.png")}
+    names = []
+    for data in inlined(page):
+        assert data in files, "an inlined image matches no figure in report/"
+        names.append(files[data])
+    return set(names)
+
+
+def assert_self_contained(page: str) -> None:
+    """Nothing on the page refers to another file: no src/href but data URIs and anchors, no CSS url()."""
+    for attr, value in re.findall(r'\b(src|href)\s*=\s*["\']?([^"\' >]*)', page, flags=re.I):
+        assert value.startswith("data:") or value.startswith("#"), f"{attr} refers to a file: {value[:80]}"
+    assert "url(" not in page and "<link" not in page.lower() and "<script" not in page.lower()
 
 
 def genotype_with_skips(skips: int) -> Genotype:
@@ -104,18 +135,81 @@ def test_report_of_a_finished_run(finished):
     assert "<pre>" in page and html.escape((root / "config.yaml").read_text()) in page
 
 
-def test_report_plots_are_valid_pngs_linked_relatively(finished):
+def test_report_is_one_self_contained_file_with_every_figure_inlined(finished, tmp_path):
     root, _, _, page_path = finished
     page = page_path.read_text()
-    sources = img_sources(page)
+    assert_self_contained(page)
     expected = {"edge_weights_normal_0.png", "edge_weights_reduce_0.png", "skip_counts.png", "op_mix.png",
-                "search_curves.png", "training.png"}
-    assert {Path(s).name for s in sources} == expected
-    for src in sources:
-        assert not os.path.isabs(src) and src.startswith("report/")
-        assert_png(root / src)
+                "search_curves.png", "training.png", "cell_graph.png", "weights_heatmap_normal.png",
+                "weights_heatmap_reduce.png"}
+    assert figure_names(page, root) == expected
+    for data in inlined(page):
+        (tmp_path / "x.png").write_bytes(data)
+        assert_png(tmp_path / "x.png")
+    # mailed: the page alone, far from the run, still holds every image
+    alone = tmp_path / "elsewhere" / "report.html"
+    alone.parent.mkdir()
+    alone.write_text(page)
+    assert len(inlined(alone.read_text())) == len(expected)
 
 
+def test_report_draws_the_derived_cells_as_a_graph(finished):
+    root, result, _, page_path = finished
+    page = page_path.read_text()
+    assert "each edge labelled with its op" in page
+    genotype = DartsSpace().genotype(Arch.from_dict(result["arch"]))
+    graphs = cell_graphs(result["arch"])
+    assert [g.title for g in graphs] == ["normal cell", "reduction cell"]
+    for graph, cell in zip(graphs, ("normal", "reduce")):
+        names = [text for text, _, _ in graph.nodes.values()]
+        assert names == ["c_{k-2}", "c_{k-1}", "0", "1", "2", "3", "c_{k}"]
+        labelled = sorted((s, t, op) for s, t, op in graph.edges if op)
+        # each node k takes its two (op, input) pairs of the genotype; input j is state j (0, 1: the cell inputs)
+        assert labelled == sorted((f"s{j}", f"s{k // 2 + 2}", op) for k, (op, j) in enumerate(getattr(genotype, cell)))
+        assert sorted(s for s, t, op in graph.edges if op is None) == [f"s{i}" for i in range(2, 6)]  # concat
+        fig, (ax,) = figure()
+        draw_cell(ax, graph)
+        texts = [t.get_text() for t in ax.texts]
+        assert sorted(t for t in texts if not t.startswith(("$", "0", "1", "2", "3"))) == sorted(
+            op for op, _ in getattr(genotype, cell))  # every edge carries its op's name
+        assert {"$c_{k-2}$", "$c_{k-1}$", "$c_{k}$"} <= set(texts)
+        assert len(ax.patches) == len(graph.edges)  # one arrow per edge
+
+
+def test_cell_graph_of_an_nb201_cell_and_of_other_spaces(tmp_path):
+    arch = {"space": "nb201", "version": 1, "choices": {
+        "C": 4, "N": 1, "edge1<-0": "nor_conv_3x3", "edge2<-0": "none", "edge2<-1": "skip_connect",
+        "edge3<-0": "avg_pool_3x3", "edge3<-1": "none", "edge3<-2": "nor_conv_1x1"}}
+    (graph,) = cell_graphs(arch)
+    assert [t for t, _, _ in graph.nodes.values()] == ["0 (input)", "1", "2", "3 (output)"]
+    assert sorted(graph.edges) == [("n0", "n1", "nor_conv_3x3"), ("n0", "n3", "avg_pool_3x3"),
+                                   ("n1", "n2", "skip_connect"), ("n2", "n3", "nor_conv_1x1")]  # none: no edge
+    assert_png(plot_cell_graph(arch, tmp_path / "nb.png"))
+    for other in (None, {"space": "mbconv", "choices": {"layer0": "mb3_k3"}}):
+        assert cell_graphs(other) == []
+        with pytest.raises(ValueError, match="not a cell architecture"):
+            plot_cell_graph(other, tmp_path / "no.png")
+    assert not (tmp_path / "no.png").exists()
+
+
+def test_heatmaps_show_every_edge_of_every_recorded_epoch(finished):
+    root, _, search, page_path = finished
+    page = page_path.read_text()
+    assert "Architecture weights per epoch" in page
+    groups = weight_groups(search)
+    assert set(groups) == {"normal", "reduce"}
+    for cell in ("normal", "reduce"):
+        epochs, values = groups[cell]
+        assert epochs == [r["epoch"] for r in search] and values == [r["arch_weights"][cell] for r in search]
+        panels = heatmap_panels("darts", cell, values)
+        assert len(panels) == num_edges(4) and panels[0][0] == "$c_{k-2}$ → 0" and panels[-1][0] == "2 → 3"
+        fig = draw_weight_heatmaps(panels, epochs)
+        images = [ax.images[0] for ax in fig.axes if ax.images]
+        assert len(images) == num_edges(4)  # one panel per edge ...
+        for e, image in enumerate(images):  # ... rows = epochs, columns = ops, the recorded weights
+            expected = np.array([values[k][e] for k in range(len(epochs))])
+            assert np.allclose(np.asarray(image.get_array()), expected)
+            assert image.get_array().shape == (len(epochs), len(PRIMITIVES))
 def test_cli_report_writes_and_prints_the_path(finished):
     root = finished[0]
     (root / "report.html").unlink()
@@ -166,10 +260,12 @@ def test_report_of_a_run_interrupted_mid_search(tmp_path):
     assert "Latest derived architecture (search epoch 1" in page
     assert html.escape(str(genotype_with_skips(1))) in page
     assert "test accuracy</th><td>not finished" in page
-    names = {Path(s).name for s in img_sources(page)}
+    names = figure_names(page, exp.path)
     assert "training.png" not in names and {"edge_weights_normal_0.png", "skip_counts.png"} <= names
-    for src in img_sources(page):
-        assert_png(exp.path / src)
+    assert {"cell_graph.png", "weights_heatmap_normal.png", "weights_heatmap_reduce.png"} <= names
+    assert "Latest derived architecture" in page and "each edge labelled with its op" in page
+    for name in names:
+        assert_png(exp.path / "report" / name)
 
 
 def test_report_of_a_run_with_no_epochs_yet(tmp_path):
@@ -192,7 +288,8 @@ def test_report_of_a_train_only_run(tmp_path):
     assert "45.67%" in page and "1,234" in page and "56,789" in page
     assert "none (architecture given)" in page and "Architecture given (arch.json)" in page
     assert html.escape(str(genotype_with_skips(0))) in page
-    assert [Path(s).name for s in img_sources(page)] == ["training.png"]
+    assert figure_names(page, exp.path) == {"cell_graph.png", "training.png"}
+    assert "Architecture weights per epoch" not in page
     assert_png(exp.path / "report" / "training.png")
 
 
@@ -203,8 +300,9 @@ def test_report_skips_weight_plots_without_architecture_weights(tmp_path):
         exp.store.log_epoch("search", e, {"valid_acc": 0.1 * e, "train_loss": 1.0})
     exp.close()
     page = write_report(exp.path).read_text()
-    names = {Path(s).name for s in img_sources(page)}
-    assert not names & {"edge_weights_normal_0.png", "edge_weights_reduce_0.png", "skip_counts.png", "op_mix.png"}
+    names = figure_names(page, exp.path)
+    assert not names & {"edge_weights_normal_0.png", "edge_weights_reduce_0.png", "skip_counts.png", "op_mix.png",
+                        "weights_heatmap_normal.png", "cell_graph.png"}
     assert "search_curves.png" in names
     assert "weight plots skipped" in page
 
@@ -217,8 +315,9 @@ def test_report_with_only_normal_cell_weights(tmp_path):
         r = search_record(e, 1)
         exp.store.log_epoch("search", e, r["metrics"], {"normal": r["arch_weights"]["normal"]}, r["arch"])
     exp.close()
-    names = {Path(s).name for s in img_sources(write_report(exp.path).read_text())}
+    names = figure_names(write_report(exp.path).read_text(), exp.path)
     assert "edge_weights_normal_0.png" in names and "edge_weights_reduce_0.png" not in names
+    assert "weights_heatmap_normal.png" in names and "weights_heatmap_reduce.png" not in names
     assert not (exp.path / "report" / "edge_weights_reduce_0.png").exists()
 
 
@@ -277,3 +376,25 @@ def test_report_does_not_change_the_matplotlib_backend(tmp_path):
     before = matplotlib.get_backend()
     plot_skip_counts([search_record(0, 2)], tmp_path / "s.png")
     assert matplotlib.get_backend() == before
+
+
+def test_heatmaps_of_other_record_shapes(tmp_path):
+    # an NB201 cell: a [6, 5] group laid out by target (rows) and source (columns) node
+    rng = np.random.default_rng(0)
+    values = [rng.dirichlet(np.ones(5), 6).tolist() for _ in range(3)]
+    panels = heatmap_panels("nb201", "normal", values)
+    assert [p[0] for p in panels] == ["0 → 1", "0 → 2", "1 → 2", "0 → 3", "1 → 3", "2 → 3"]
+    assert [p[3] for p in panels] == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]
+    assert list(panels[0][2]) == ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
+    assert_png(plot_weight_heatmaps(panels, [0, 1, 2], tmp_path / "nb.png"))
+    # a space whose choices are one row each (e.g. a layer-wise space): one panel per choice, one figure
+    cfg = resolve_config(CONFIG)
+    exp = Experiment.create(tmp_path / "layers", config_dict(cfg))
+    for e in range(2):
+        exp.store.log_epoch("search", e, {"valid_acc": 0.5}, {"layer0": [[0.2, 0.3, 0.5]], "layer1": [[0.6, 0.4]],
+                                                              "layers": {"x": {"a": 1.0}}})  # dict form: not drawn here
+    exp.close()
+    page = write_report(exp.path).read_text()
+    assert "weights_heatmap_choices.png" in figure_names(page, exp.path)
+    groups = weight_groups(Experiment.open(exp.path).store.epochs("search"))
+    assert set(groups) == {"layer0", "layer1"} and groups["layer1"] == ([0, 1], [[[0.6, 0.4]], [[0.6, 0.4]]])

@@ -15,10 +15,11 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from nasforge.report.figures import escape, figure, optional_figure, save_figure
+from nasforge.report.figures import escape, optional_figure, save_figure
 from nasforge.report.run import Run, Section, as_run
 
-__all__ = ["Panel", "plot_weight_heatmaps", "weight_groups", "weights_section"]
+__all__ = ["Panel", "draw_weight_heatmaps", "heatmap_panels", "plot_weight_heatmaps", "weight_groups",
+           "weights_section"]
 
 #: Most panels drawn in one figure (a space with more choices shows its first ones, and says so).
 MAX_PANELS = 48
@@ -72,7 +73,7 @@ def _darts_nodes(rows: int) -> int | None:
     return nodes if total == rows else None
 
 
-def _panels(space: str, group: str, epochs_values: list[list[list[float]]]) -> list[Panel]:
+def heatmap_panels(space: str, group: str, epochs_values: list[list[list[float]]]) -> list[Panel]:
     """The panels of one group: per row (edge) its ``[epochs][ops]`` weights, a title and a grid cell."""
     n_rows = len(epochs_values[0])
     per_row = [[epoch[row] for epoch in epochs_values] for row in range(n_rows)]
@@ -98,14 +99,20 @@ def _panels(space: str, group: str, epochs_values: list[list[list[float]]]) -> l
     return out
 
 
-def plot_weight_heatmaps(panels: Sequence[Panel], epochs: Sequence[int], path: str | os.PathLike,
-                         title: str = "") -> Path:
+def draw_weight_heatmaps(panels: Sequence[Panel], epochs: Sequence[int], title: str = ""):
     """Small multiples: per panel a heatmap of op weights, epochs down and ops across, on one colour
-    scale; a dot marks each epoch's strongest op. Panels with a grid cell are placed there."""
+    scale; a dot marks each epoch's strongest op. Panels with a grid cell are placed there (a cell's
+    grid: op names under the last row only); others fill rows of six. The figure.
+
+    Laid out by hand in inches (no constrained layout: with dozens of panels it is most of the time)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     if not panels:
         raise ValueError("no architecture weights to draw")
     panels = list(panels)[:MAX_PANELS]
-    if all(p[3] is not None for p in panels):
+    grid = all(p[3] is not None for p in panels)
+    if grid:
         cells = [p[3] for p in panels]
         nrows, ncols = max(r for r, _ in cells) + 1, max(c for _, c in cells) + 1
     else:
@@ -113,42 +120,56 @@ def plot_weight_heatmaps(panels: Sequence[Panel], epochs: Sequence[int], path: s
         nrows = -(-len(panels) // ncols)
         cells = [divmod(k, ncols) for k in range(len(panels))]
     widest = max(len(p[2]) for p in panels)
-    panel_h = min(2.6, 0.75 + 0.045 * len(epochs))
-    fig, axes = figure(max(6.0, (0.9 + 0.16 * widest) * ncols + 1.2), panel_h * nrows + 1.4, ncols=ncols,
-                       nrows=nrows)
+    longest = max(len(str(n)) for p in panels for n in p[2])
+    label_h = 0.2 + 0.058 * longest  # rotated op names, inches
+    panel_w, panel_h = max(1.0, 0.2 * widest), min(2.4, 0.35 + 0.07 * len(epochs))
+    gap_w, gap_h = 0.45, 0.35 + (0.0 if grid else label_h)
+    left, right, top_m, bottom = 0.7, 1.35, 0.55 if title else 0.3, label_h + 0.15
+    width = left + ncols * panel_w + (ncols - 1) * gap_w + right
+    height = top_m + nrows * panel_h + (nrows - 1) * gap_h + bottom
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
     top = max(max(max(row) for row in p[1]) for p in panels)
     low = min(min(min(row) for row in p[1]) for p in panels)
     low, top = (low, top) if top - low > 1e-9 else (low - 1e-3, top + 1e-3)  # a flat matrix still has a scale
-    used: set[tuple[int, int]] = set()
+    step = max(1, len(epochs) // 4)
+    ticks = list(range(0, len(epochs), step))
+    if ticks[-1] != len(epochs) - 1:  # the last epoch labelled too, in place of a tick too close to it
+        ticks[-1 if len(ticks) > 1 and len(epochs) - 1 - ticks[-1] < step / 2 else len(ticks):] = [len(epochs) - 1]
+    occupied = set(cells)
     image = None
-    lowest = {c: max(r for r, cc in cells if cc == c) for _, c in cells}
-    for (title_, values, names, _), (r, c) in zip(panels, cells):
-        ax = axes[r * ncols + c]
-        used.add((r, c))
+    for (name, values, names, _), (r, c) in zip(panels, cells):
+        x0 = (left + c * (panel_w + gap_w)) / width
+        y0 = 1 - (top_m + r * (panel_h + gap_h) + panel_h) / height
+        ax = fig.add_axes((x0, y0, panel_w / width, panel_h / height))
         image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap="viridis", vmin=low, vmax=top,
                           extent=(-0.5, len(names) - 0.5, len(epochs) - 0.5, -0.5))
         best = [max(range(len(row)), key=row.__getitem__) for row in values]
         ax.scatter(best, range(len(values)), s=6, color="white", edgecolors="black", linewidths=0.3)
-        ax.set_title(title_, fontsize="small")
+        ax.set_title(name, fontsize="small", pad=3)
         ax.set_xticks(range(len(names)))
-        if r == lowest[c]:
+        if not grid or r == nrows - 1 or (r + 1, c) not in occupied:
             ax.set_xticklabels(names, rotation=90, fontsize=6.5)
         else:
             ax.set_xticklabels([])
-        ticks = sorted({0, len(epochs) - 1} | set(range(0, len(epochs), max(1, len(epochs) // 4))))
         ax.set_yticks(ticks)
         ax.set_yticklabels([str(epochs[t]) for t in ticks], fontsize=6.5)
-        if c == 0 or (r, c - 1) not in {tuple(x) for x in cells}:
+        if c == 0 or (r, c - 1) not in occupied:
             ax.set_ylabel("epoch", fontsize="small")
-    for k, ax in enumerate(axes):
-        if divmod(k, ncols) not in used:
-            ax.set_visible(False)
     if image is not None:
-        fig.colorbar(image, ax=[a for k, a in enumerate(axes) if divmod(k, ncols) in used], shrink=0.8,
-                     label="op weight (softmax of alpha)")
+        bar_h = min(3.0, height - top_m - bottom)
+        cax = fig.add_axes(((width - right + 0.2) / width, 1 - (top_m + bar_h) / height, 0.15 / width,
+                            bar_h / height))
+        fig.colorbar(image, cax=cax, label="op weight (softmax of alpha)")
     if title:
-        fig.suptitle(title)
-    return save_figure(fig, path)
+        fig.suptitle(title, y=1 - 0.12 / height, va="top")
+    return fig
+
+
+def plot_weight_heatmaps(panels: Sequence[Panel], epochs: Sequence[int], path: str | os.PathLike,
+                         title: str = "") -> Path:
+    """``draw_weight_heatmaps`` as a PNG at ``path``."""
+    return save_figure(draw_weight_heatmaps(panels, epochs, title), path)
 
 
 def _space_of(run: Run) -> str:
@@ -170,7 +191,7 @@ def weights_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | No
     figures: list[tuple[str, str]] = []
     notes: list[str] = []
     for group, (epochs, values) in cell_groups.items():
-        panels = _panels(space, group, values)
+        panels = heatmap_panels(space, group, values)
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", group)
         kind = "edge" if space in ("darts", "nb201") else "row"
         figures += optional_figure(
@@ -182,7 +203,7 @@ def weights_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | No
             notes.append(f"'{group}' has {len(panels)} rows; the first {MAX_PANELS} are drawn")
     if rest:
         epochs = max((v[0] for v in rest.values()), key=len)
-        panels = [p for g, (es, values) in rest.items() if es == epochs for p in _panels(space, g, values)]
+        panels = [p for g, (es, values) in rest.items() if es == epochs for p in heatmap_panels(space, g, values)]
         figures += optional_figure(
             out_dir, "weights_heatmap_choices.png",
             "Candidate weights of every choice per search epoch (one panel per choice: epochs down, candidates "
