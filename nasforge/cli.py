@@ -81,7 +81,28 @@ def _progress(quiet: bool):
     return RichProgress(console=console, disable=quiet)
 
 
+def _benchmark_summary(result: dict[str, Any], exp_dir: Path) -> None:
+    """The summary of a search scored from a benchmark table (no training here)."""
+    table = Table(title=f"nasforge result: {exp_dir}", show_header=False)
+    info = result.get("search_info") or {}
+    rows = [("benchmark", result["source"]), ("space / strategy", f"{result['space']} / {result['strategy']}"),
+            ("architecture", result["arch_summary"]),
+            ("test accuracy (benchmark)", f"{100 * result['test_acc']:.2f}%"),
+            ("search signal (benchmark)", f"{100 * result['valid_acc']:.2f}%"),
+            ("search", f"{result['search_trials']} trials, {result['search_sim_seconds']:.0f} s simulated, "
+                       f"{result['search_seconds']:.1f} s wall"),
+            ("files", "config.yaml store.sqlite arch.json result.json (not trained: --set evaluator.retrain=true)")]
+    for key in ("stopped", "over_budget"):
+        if info.get(key):
+            rows.insert(-1, (key.replace("_", " "), info[key]))
+    for k, v in rows:
+        table.add_row(k, escape(str(v)))
+    out.print(table)
+
+
 def _summary(result: dict[str, Any], exp_dir: Path) -> None:
+    if result.get("retrained") is False:
+        return _benchmark_summary(result, exp_dir)
     table = Table(title=f"nasforge result: {exp_dir}", show_header=False)
     lat = result["latency"]
     rows = [
@@ -616,6 +637,12 @@ def list_() -> None:
     for name, row in support_matrix().items():
         grid.add_row(name, *(mark if row[space] is None else "" for space in space_names()))
     out.print(grid)
+
+
+# --- command group: bench (benchmark protocols, nasforge/bench.py) ---
+from nasforge.bench import bench_app  # noqa: E402
+
+app.add_typer(bench_app, name="bench")
 
 
 # --- command group: zoo (published architectures, nasforge/zoo.py) ---
