@@ -22,8 +22,8 @@ from nasforge.report.sections.weights import weights_section
 
 SectionFn = Callable[[Run, Path], "Section | None"]
 
-SECTIONS: list[SectionFn] = [cells_section, weights_section, training_section, trials_section, proxyless_section, densenas_section,
-                             haq_section, reinforce_section, metaqnn_section]
+SECTIONS: list[SectionFn] = [cells_section, weights_section, training_section, trials_section, proxyless_section,
+                             densenas_section, haq_section, reinforce_section, metaqnn_section]
 
 __all__ = ["SECTIONS", "SectionFn", "cells_section", "densenas_section", "haq_section", "metaqnn_section",
            "proxyless_section", "reinforce_section", "training_section", "trials_section", "weights_section"]

@@ -1,11 +1,12 @@
-"""Architecture weights of every edge per epoch, as heatmaps (one-shot searches: DARTS, GDAS, ProxylessNAS, ...).
+"""Architecture weights of every edge per epoch, as heatmaps (one-shot searches: DARTS, GDAS, ...).
 
 The store records, per search epoch, the softmax weights of the candidates of every row of
 the relaxation, by group (``{"normal": [[...], ...], "reduce": ...}`` for a DARTS cell). Each
-group becomes one small-multiples figure: one panel per edge, epochs down, ops across, one
-colour scale for the whole figure (from its smallest to its largest weight), the strongest op of each epoch dotted. A DARTS cell's
-panels sit on a grid of node (rows) by input (columns); a NAS-Bench-201 cell's of target by
-source node; other spaces' choices follow one another.
+cell type becomes one small-multiples figure: one panel per edge, epochs down, ops across, one
+colour scale for the whole figure (its smallest to its largest weight), the strongest op of
+each epoch dotted. A DARTS cell's panels sit on a grid of node (rows) by input (columns); a
+NAS-Bench-201 cell's of target by source node. Other spaces' choices share one figure, a panel
+each. (ProxylessNAS's per-layer records are drawn by its own section.)
 """
 
 from __future__ import annotations
@@ -186,21 +187,22 @@ def weights_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | No
     if not groups:
         return None
     space = _space_of(run)
-    cell_groups = {g: v for g, v in groups.items() if len(v[1][0]) > 1}  # multi-row groups: a cell's edges
+    # a cell space's groups are cell types (one figure each, panels on the cell's grid); others' are choices
+    cell_groups = {g: v for g, v in groups.items() if space in ("darts", "nb201") and len(v[1][0]) > 1}
     rest = {g: v for g, v in groups.items() if g not in cell_groups}
     figures: list[tuple[str, str]] = []
     notes: list[str] = []
     for group, (epochs, values) in cell_groups.items():
         panels = heatmap_panels(space, group, values)
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", group)
-        kind = "edge" if space in ("darts", "nb201") else "row"
         figures += optional_figure(
             out_dir, f"weights_heatmap_{slug}.png",
-            f"Op weights of every {kind} of '{group}' per search epoch (one panel per {kind}: epochs down, ops "
+            f"Op weights of every edge of the '{group}' cell per search epoch (one panel per edge: epochs down, ops "
             "across; a dot marks each epoch's strongest op).",
-            lambda p, ps=panels, es=epochs, g=group: plot_weight_heatmaps(ps, es, p, title=f"{g}: op weights per epoch"))
+            lambda p, ps=panels, es=epochs, g=group: plot_weight_heatmaps(ps, es, p,
+                                                                          title=f"{g}: op weights per epoch"))
         if len(panels) > MAX_PANELS:
-            notes.append(f"'{group}' has {len(panels)} rows; the first {MAX_PANELS} are drawn")
+            notes.append(f"'{group}' has {len(panels)} edges; the first {MAX_PANELS} are drawn")
     if rest:
         epochs = max((v[0] for v in rest.values()), key=len)
         panels = [p for g, (es, values) in rest.items() if es == epochs for p in heatmap_panels(space, g, values)]
