@@ -100,6 +100,10 @@ def _benchmark_summary(result: dict[str, Any], exp_dir: Path) -> None:
     out.print(table)
 
 
+#: how the summary names the runtimes a network is timed on
+_RUNTIMES = {"cpu": "PyTorch eager, CPU", "cuda": "PyTorch eager, CUDA", "onnxruntime": "ONNX Runtime, CPU"}
+
+
 def _summary(result: dict[str, Any], exp_dir: Path) -> None:
     if result.get("retrained") is False:
         return _benchmark_summary(result, exp_dir)
@@ -112,9 +116,12 @@ def _summary(result: dict[str, Any], exp_dir: Path) -> None:
         ("test accuracy", f"{100 * result['test_acc']:.2f}%"),
         ("params", f"{result['params']:,}"),
         ("FLOPs (1 image)", f"{result['flops']:,}"),
-        (f"latency ({lat['device']}, batch {lat['batch_size']})", f"{lat['median_ms']:.3f} ms median"),
-        ("search", f"{result['search_trials']} trials, {result['search_seconds']:.1f} s" if result.get("search_trials")
-         else f"{result['search_epochs']} epochs, {result['search_seconds']:.1f} s"),
+        *((f"latency ({_RUNTIMES.get(device, device)}, batch {lat['batch_size']})",
+           f"{lat['median_ms']:.3f} ms median" + (" (target)" if device == result["latency"]["device"] else ""))
+          for device, lat in (result.get("latencies") or {lat["device"]: lat}).items()),
+        *([("search", f"{result['search_trials']} trials, {result['search_seconds']:.1f} s"
+            if result.get("search_trials") else f"{result['search_epochs']} epochs, {result['search_seconds']:.1f} s")]
+          if result.get("search_trials") or result.get("search_epochs") else []),  # none for a given arch
         ("final training", f"{result['train_epochs']} epochs, {result['train_seconds']:.1f} s"),
         ("files", "config.yaml store.sqlite arch.json model.pt result.json"),
     ]
@@ -404,46 +411,62 @@ def export(
 def latency(
     space: str = typer.Option("mbconv", help="Search space whose ops are measured (see `nasforge list`; "
                                              "or path/to/file.py:name)."),
-    device: str = typer.Option("cpu", help="Target: cpu | cuda | onnxruntime."),
+    device: Optional[str] = typer.Option(None, help="Target: cpu | cuda | onnxruntime (shortcut for --set "
+                                         "latency.device=...).", show_default="cpu"),
     data: str = typer.Option("digits", help="Dataset giving the input shape and classes (see --data of search)."),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Table file.", show_default="latency_tables/SPACE-DEVICE-CxHxW.json"),
-    batch_size: int = typer.Option(1, help="Batch size of every measurement."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size of every measurement.", show_default="1"),
     threads: Optional[int] = typer.Option(None, help="CPU threads while timing.", show_default="PyTorch's"),
-    warmup: int = typer.Option(10, help="Untimed runs before each measurement."),
-    repeats: int = typer.Option(50, help="Timed runs per entry (median kept)."),
+    warmup: Optional[int] = typer.Option(None, help="Untimed runs before each measurement.", show_default="10"),
+    repeats: Optional[int] = typer.Option(None, help="Timed runs per entry (median kept).", show_default="50"),
     check: int = typer.Option(0, help="Also measure N sampled architectures end to end and report the predictor's error."),
     seed: int = typer.Option(0, help="Seed of the architectures sampled by --check."),
     set_: Optional[list[str]] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
-                                             help="Space option, e.g. --set preset=imagenet (repeatable)."),
+                                             help="Override a config field, as in search: space.KEY (a space option, "
+                                                  "e.g. --set space.preset=imagenet), latency.KEY (e.g. --set "
+                                                  "latency.repeats=100), data.KEY (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Build a latency lookup table: every candidate op of a space timed on the target device."""
-    from nasforge.config import parse_override
-    from nasforge.data import load_dataset
+    from nasforge.config import apply_override, load_section, parse_override
+    from nasforge.errors import ConfigError
     from nasforge.experiment import check_out_file
     from nasforge.hardware.latency import check_device
     from nasforge.hardware.lut import build_table, check_table
+    from nasforge.hardware.penalty import LatencyConfig
+    from nasforge.pipeline import DataConfig, RunConfig, load_data
     from nasforge.spaces import make_space
 
-    check_device(device)  # a device this machine lacks fails before anything is measured
+    raw: dict[str, Any] = {"space": {"name": space}, "data": {"name": data}, "latency": {}}
+    if data_dir is not None:
+        raw["data"]["dir"] = str(data_dir)
+    for key, value in (("device", device), ("batch_size", batch_size), ("threads", threads), ("warmup", warmup),
+                       ("repeats", repeats)):
+        if value is not None:
+            raw["latency"][key] = value
+    for item in set_ or []:
+        keys, value = parse_override(item)
+        if keys[0] not in raw or len(keys) < 2:
+            raise ConfigError(f"--set {item!r}: nasforge latency takes space.KEY (a space option, e.g. "
+                              "space.preset=imagenet), latency.KEY (e.g. latency.repeats=100) or data.KEY")
+        apply_override(raw, keys, value)
+    cfg = load_section(LatencyConfig, raw["latency"], "latency")
+    check_device(cfg.device, "--device")  # a device this machine lacks fails before anything is measured
     if out_file is not None:
         check_out_file(out_file)  # a directory or an unwritable place fails before anything is measured
-    options = {}
-    for item in set_ or []:
-        path, value = parse_override(item)
-        options[".".join(path)] = value
-    search_space = make_space(space, **options)
-    dataset = load_dataset(data, str(data_dir) if data_dir else None)
+    space_name = raw["space"].pop("name")
+    search_space = make_space(space_name, **raw["space"])
+    dataset = load_data(RunConfig(data=load_section(DataConfig, raw["data"], "data")))
     shape = tuple(dataset.input_shape)
-    short = space.rsplit(":", 1)[-1]  # a user's space: file.py:name -> name
-    target = out_file or Path("latency_tables") / f"{short}-{device}-{'x'.join(map(str, shape))}.json"
+    short = space_name.rsplit(":", 1)[-1]  # a user's space: file.py:name -> name
+    target = out_file or Path("latency_tables") / f"{short}-{cfg.device}-{'x'.join(map(str, shape))}.json"
     check_out_file(target)
     with _progress(quiet) as progress:
-        table = build_table(search_space, shape, dataset.num_classes, device=device, batch_size=batch_size,
-                            warmup=warmup, repeats=repeats, threads=threads, progress=progress)
+        table = build_table(search_space, shape, dataset.num_classes, device=cfg.device, batch_size=cfg.batch_size,
+                            warmup=cfg.warmup, repeats=cfg.repeats, threads=cfg.threads, progress=progress)
         table.save(target)
-        checked = check_table(search_space, table, n=check, seed=seed, warmup=warmup, repeats=repeats,
+        checked = check_table(search_space, table, n=check, seed=seed, warmup=cfg.warmup, repeats=cfg.repeats,
                               progress=progress) if check else None
     out.print(f"wrote {target}: {len(table.entries)} entries on {table.device_name} "
               f"({table.threads} threads, batch {table.batch_size}, call overhead {table.overhead_ms:.3f} ms)",
@@ -451,6 +474,9 @@ def latency(
     if checked:
         out.print(f"predictor vs measured on {checked['n']} sampled architectures: "
                   f"MAPE {100 * checked['mape']:.1f}%, Spearman {checked['spearman']:.3f}", highlight=False)
+        if checked["warning"]:
+            console.print(f"[yellow]warning:[/yellow] {escape(checked['warning'])}", highlight=False, soft_wrap=True)
+
 
 def _resume_quantize(exp_dir: Path, q: dict[str, Any], quiet: bool, verbose: bool) -> None:
     """Continue an interrupted quantize run: the same command with the settings in its config.yaml."""
