@@ -33,7 +33,10 @@ class _RichTask(Task):
         self.bar, self.task_id = bar, task_id
 
     def advance(self, n: int = 1, **fields: Any) -> None:
-        self.bar.update(self.task_id, advance=n, info=_fmt(fields) if fields else None)
+        if fields:
+            self.bar.update(self.task_id, advance=n, info=_fmt(fields))
+        else:  # keep what is shown (passing info=None would print "None")
+            self.bar.update(self.task_id, advance=n)
 
     def update(self, **fields: Any) -> None:
         self.bar.update(self.task_id, info=_fmt(fields))

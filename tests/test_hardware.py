@@ -152,3 +152,55 @@ def test_measure_latency_onnxruntime() -> None:
     res = measure_latency(model, (3, 8, 8), device="onnxruntime", warmup=1, repeats=3, threads=1, batch_size=2)
     _check_result(res, "onnxruntime")
     assert res.threads == 1 and "onnxruntime" in res.device_name
+
+
+def test_warm_up_lasts_at_least_warmup_seconds() -> None:
+    import time
+
+    model = nn.Conv2d(3, 4, 1)
+    start = time.perf_counter()
+    res = measure_latency(model, (3, 8, 8), warmup=1, repeats=2, threads=1, warmup_seconds=0.3)
+    assert time.perf_counter() - start >= 0.3 and res.warmup_seconds == 0.3
+    with pytest.raises(NasforgeError, match="warmup_seconds"):
+        measure_latency(model, (3, 8, 8), warmup_seconds=-1)
+
+
+def test_the_final_network_is_timed_on_pytorch_and_onnx_runtime(one_thread) -> None:
+    pytest.importorskip("onnxruntime")
+    from nasforge.hardware.penalty import LatencyConfig
+    from nasforge.pipeline import measure_model
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    measured = measure_model(model, (3, 8, 8), LatencyConfig(repeats=5, warmup_seconds=0.05))
+    assert measured["latency"]["device"] == "cpu"
+    assert set(measured["latencies"]) == {"cpu", "onnxruntime"}
+    assert measured["latencies"]["cpu"] == measured["latency"]
+    onnx = measured["latencies"]["onnxruntime"]
+    assert onnx["median_ms"] > 0 and onnx["warmup_seconds"] == 0.05 and "onnxruntime" in onnx["device_name"]
+    only = measure_model(model, (3, 8, 8), LatencyConfig(device="onnxruntime", runtimes=[], repeats=3))
+    assert set(only["latencies"]) == {"onnxruntime"}
+
+
+def test_unknown_runtime_is_refused() -> None:
+    from nasforge.config import load_section
+    from nasforge.errors import ConfigError
+    from nasforge.hardware.penalty import LatencyConfig
+
+    with pytest.raises(ConfigError, match="latency.runtimes has unknown runtime 'tpu'"):
+        load_section(LatencyConfig, {"runtimes": ["cpu", "tpu"]}, "latency")
+
+
+def test_a_table_that_ranks_badly_is_flagged(one_thread) -> None:
+    import numpy as np
+
+    from nasforge.hardware.lut import MIN_SPEARMAN, build_table, check_table
+    from nasforge.spaces import make_space
+
+    space = make_space("nb201", C=4, N=1)
+    table = build_table(space, (1, 8, 8), 10, warmup=2, repeats=3, threads=1)
+    good = check_table(space, table, n=4, seed=0, warmup=2, repeats=5)
+    assert (good["warning"] is None) == (good["spearman"] >= MIN_SPEARMAN)
+    table.entries = {k: 0.0 for k in table.entries}  # a table that cannot tell architectures apart
+    bad = check_table(space, table, n=4, seed=0, warmup=2, repeats=5)
+    assert bad["spearman"] < MIN_SPEARMAN and "ranks architectures poorly" in bad["warning"]
+    assert np.isfinite(bad["mape"])

@@ -28,7 +28,11 @@ from nasforge.hardware.latency import DEVICES, measure_latency
 from nasforge.progress import Progress
 from nasforge.utils import atomic_write_text
 
-__all__ = ["LatencyTable", "build_table", "check_table", "space_fingerprint", "TABLE_FORMAT"]
+__all__ = ["LatencyTable", "build_table", "check_table", "space_fingerprint", "TABLE_FORMAT", "MIN_SPEARMAN"]
+
+#: a table whose predictions rank sampled architectures worse than this (Spearman) is flagged: a search
+#: steered by it would trade accuracy for latency it does not save
+MIN_SPEARMAN = 0.5
 
 #: Version of the JSON layout; a table of another format is refused with a rebuild hint.
 TABLE_FORMAT = 1
@@ -163,7 +167,8 @@ def check_table(space: Any, table: LatencyTable, n: int = 30, seed: int = 0,
     """Predicted vs measured end-to-end latency of ``n`` sampled architectures.
 
     Returns the rows (arch hash, predicted ms, measured ms), the mean absolute percentage
-    error and Spearman's rank correlation of predicted against measured.
+    error and Spearman's rank correlation of predicted against measured, and ``warning``: a
+    sentence when that correlation is below ``MIN_SPEARMAN``, else None.
     """
     import numpy as np
     from scipy.stats import spearmanr
@@ -180,10 +185,21 @@ def check_table(space: Any, table: LatencyTable, n: int = 30, seed: int = 0,
             measured = measure_latency(model.eval(), table.input_shape, device=table.device,
                                        batch_size=table.batch_size, warmup=warmup, repeats=repeats,
                                        threads=table.threads).median_ms
-            rows.append({"arch": arch.hash, "predicted_ms": table.predict(space, arch), "measured_ms": measured})
-            task.advance(1)
+            predicted = table.predict(space, arch)
+            rows.append({"arch": arch.hash, "predicted_ms": predicted, "measured_ms": measured})
+            task.advance(1, predicted_ms=predicted, measured_ms=measured)
     pred = np.array([r["predicted_ms"] for r in rows])
     meas = np.array([r["measured_ms"] for r in rows])
-    rho = spearmanr(pred, meas).statistic
-    return {"rows": rows, "mape": float(np.mean(np.abs(pred - meas) / meas)),
-            "spearman": float(rho) if rho == rho else 0.0, "n": n}
+    import warnings
+
+    with warnings.catch_warnings():  # constant predictions: no ranking at all (rho 0 below)
+        warnings.simplefilter("ignore")
+        rho = spearmanr(pred, meas).statistic
+    rho = float(rho) if rho == rho else 0.0
+    warning = None
+    if rho < MIN_SPEARMAN:
+        warning = (f"the table ranks architectures poorly (Spearman {rho:.2f} < {MIN_SPEARMAN}): a latency-aware "
+                   f"search would follow noise; time with more --repeats and --warmup, fewer --threads, or on a "
+                   f"quieter machine")
+    return {"rows": rows, "mape": float(np.mean(np.abs(pred - meas) / meas)), "spearman": rho, "n": n,
+            "warning": warning}

@@ -60,8 +60,19 @@ class LatencyConfig:
     base: float = option(15.0, lo=1.0001, hi=1e6, help="log: base of the logarithm (DenseNAS 15)")
     batch_size: int = option(1, lo=1, hi=65536, help="batch size of every latency measurement")
     warmup: int = option(10, lo=0, hi=100000, help="untimed warm-up runs per measurement")
+    warmup_seconds: float = option(0.5, lo=0.0, hi=3600.0,
+                                   help="warm-up of the final network on each runtime: at least this long besides "
+                                        "the warm-up runs (first calls allocate memory and pick kernels)")
+    runtimes: list[str] = option(["cpu", "onnxruntime"],
+                                 help="the final network is also timed on these (cpu: eager PyTorch; onnxruntime: the "
+                                      "deployment runtime, when installed), besides the target device")
     repeats: int = option(50, lo=1, hi=100000, help="timed runs per measurement (median kept)")
     threads: int | None = option(None, lo=1, hi=1024, help="CPU threads while timing (default: PyTorch's)")
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.runtimes if r not in ("cpu", "cuda", "onnxruntime")]
+        if bad:
+            raise ConfigError(f"latency.runtimes has unknown runtime {bad[0]!r}; use cpu, cuda or onnxruntime")
 
     def form(self, default: str) -> str:
         return default if self.loss == "auto" else self.loss
