@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import torch
+
 from nasforge.arch import Arch
 from nasforge.config import apply_override, load_section, option, to_dict
 from nasforge.data import Dataset, dataset_names, load_dataset
@@ -187,6 +189,22 @@ def measure_model(model: Any, input_shape: tuple[int, ...], cfg: LatencyConfig) 
             "latencies": latencies}
 
 
+def finished_at() -> str:
+    """Now, as result.json records it: ISO 8601 in UTC, e.g. ``2026-12-06T10:15:02+00:00``."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def search_time(store: Any, search_epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one search time of result.json (``search_seconds``: the search's wall clock where it measured it,
+    else the sum of its epochs) and ``search_info`` without a second copy of it."""
+    info = dict(store.get_meta("search_info", {}) or {})
+    wall = info.pop("wall_seconds", None)
+    seconds = wall if wall is not None else sum(e["metrics"].get("seconds", 0.0) for e in search_epochs)
+    return {"search_seconds": seconds, "search_info": info}
+
+
 def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = None,
                    data: Dataset | None = None) -> dict[str, Any]:
     """Search -> arch.json -> train -> model.pt -> measure -> result.json (skipping finished phases)."""
@@ -294,13 +312,11 @@ def _run_phases(exp: Experiment, cfg: RunConfig, progress: Progress, data: Datas
         "test_loss": trained.metrics["test_loss"],
         **measured,
         "search_epochs": len(search_epochs),
-        "search_seconds": sum(e["metrics"].get("seconds", 0.0) for e in search_epochs)
-        or store.get_meta("search_info", {}).get("wall_seconds", 0.0),
+        **search_time(store, search_epochs),
         "search_trials": len(search_trials),
         "train_epochs": trained.metrics["epochs"],
         "train_seconds": sum(h.get("seconds", 0.0) for h in trained.metrics["history"]),
-        "search_info": store.get_meta("search_info", {}),
-        "finished": time.time(),
+        "finished": finished_at(),
         "versions": versions,
     }
     exp.write_json("result.json", result)
