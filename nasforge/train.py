@@ -68,6 +68,16 @@ def build_options(cfg: TrainConfig) -> dict[str, Any]:
     return {"layers": cfg.layers, "channels": cfg.channels, "auxiliary": bool(cfg.auxiliary)}
 
 
+def resolve_train_config(cfg: TrainConfig, dataset: str) -> TrainConfig:
+    """A copy of ``cfg`` whose "auto" fields (None: epochs, batch size, depth, width, cutout, drop-path,
+    auxiliary head) take the values of ``dataset``'s profile, as on the command line."""
+    from dataclasses import replace
+
+    from nasforge.profiles import fill_auto
+
+    return fill_auto(replace(cfg), dataset, "train")
+
+
 def _loss(model: nn.Module, logits: Tensor, y: Tensor, aux_weight: float) -> Tensor:
     loss = F.cross_entropy(logits, y)
     aux = getattr(model, "aux_logits", None)
@@ -108,6 +118,7 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
     """
     progress = progress or Progress()
     engine = engine or Engine()
+    cfg = resolve_train_config(cfg, data.name)  # TrainConfig(epochs=1) from the API: auto fields resolved
     torch.manual_seed(seed)
     model = engine.module(space.build(arch, data.input_shape, data.num_classes, **build_options(cfg)))
     net = engine.compile(model)
