@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from nasforge.report.figures import figure, genotype_of, integer_epochs, optional_figure, save_figure
 from nasforge.report.run import Run, Section, as_run
+from nasforge.report.sections.weights import op_names, space_of
 from nasforge.spaces.darts import PRIMITIVES
 
 __all__ = ["cells_section", "plot_edge_weights", "plot_op_mix", "plot_skip_counts"]
@@ -137,7 +138,7 @@ def cells_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | None
     for cell in ("normal", "reduce"):
         rows = _weight_rows(search, cell)
         width = len(rows[0][1][0]) if rows else len(PRIMITIVES)
-        names = PRIMITIVES if width == len(PRIMITIVES) else [f"op{k}" for k in range(width)]
+        names = op_names(space_of(run), width)
         figures += optional_figure(
             out_dir, f"edge_weights_{cell}_0.png",
             f"Op weights on the shallowest edge of the {cell} cell (node 0, input 0) per search epoch; "

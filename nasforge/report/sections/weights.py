@@ -19,8 +19,8 @@ from typing import Any, Sequence
 from nasforge.report.figures import escape, optional_figure, save_figure
 from nasforge.report.run import Run, Section, as_run
 
-__all__ = ["Panel", "draw_weight_heatmaps", "heatmap_panels", "plot_weight_heatmaps", "weight_groups",
-           "weights_section"]
+__all__ = ["Panel", "draw_weight_heatmaps", "heatmap_panels", "op_names", "plot_weight_heatmaps", "space_of",
+           "weight_groups", "weights_section"]
 
 #: Most panels drawn in one figure (a space with more choices shows its first ones, and says so).
 MAX_PANELS = 48
@@ -54,7 +54,7 @@ def weight_groups(history: Sequence[dict[str, Any]]) -> dict[str, tuple[list[int
     return found
 
 
-def _op_names(space: str, width: int) -> Sequence[str]:
+def op_names(space: str, width: int) -> Sequence[str]:
     """The candidates' names where the space's standard candidate list has this width, else ``op0..``."""
     if space == "darts":
         from nasforge.spaces.darts import PRIMITIVES
@@ -86,17 +86,17 @@ def heatmap_panels(space: str, group: str, epochs_values: list[list[list[float]]
             for source in range(node + 2):
                 name = ("c_{k-2}", "c_{k-1}")[source] if source < 2 else str(source - 2)
                 out.append((f"${name}$ → {node}" if source < 2 else f"{name} → {node}", per_row[row],
-                            _op_names(space, len(per_row[row][0])), (node, source)))
+                            op_names(space, len(per_row[row][0])), (node, source)))
                 row += 1
         return out
     if space == "nb201" and n_rows == 6:
         from nasforge.spaces.nb201 import EDGES
 
-        return [(f"{j} → {i}", per_row[k], _op_names(space, len(per_row[k][0])), (i - 1, j))
+        return [(f"{j} → {i}", per_row[k], op_names(space, len(per_row[k][0])), (i - 1, j))
                 for k, (i, j) in enumerate(EDGES)]
     for k, rows in enumerate(per_row):
         title = group if n_rows == 1 else f"{group}[{k}]"
-        out.append((title, rows, _op_names(space, len(rows[0])), None))
+        out.append((title, rows, op_names(space, len(rows[0])), None))
     return out
 
 
@@ -173,7 +173,8 @@ def plot_weight_heatmaps(panels: Sequence[Panel], epochs: Sequence[int], path: s
     return save_figure(draw_weight_heatmaps(panels, epochs, title), path)
 
 
-def _space_of(run: Run) -> str:
+def space_of(run: Run) -> str:
+    """The space the search ran on: its derived architectures' space name, else the config's."""
     for r in reversed(run.search):
         if isinstance(r.get("arch"), dict) and isinstance(r["arch"].get("space"), str):
             return r["arch"]["space"]
@@ -186,7 +187,7 @@ def weights_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | No
     groups = weight_groups(run.search)
     if not groups:
         return None
-    space = _space_of(run)
+    space = space_of(run)
     # a cell space's groups are cell types (one figure each, panels on the cell's grid); others' are choices
     cell_groups = {g: v for g, v in groups.items() if space in ("darts", "nb201") and len(v[1][0]) > 1}
     rest = {g: v for g, v in groups.items() if g not in cell_groups}
