@@ -44,9 +44,13 @@ DEFAULT_STRATEGY = "gdas"
 
 @dataclass
 class DataConfig:
-    name: str = option("digits", help="dataset: digits (embedded), cifar10 (--data-dir), synthetic")
-    dir: str | None = option(None, help="folder or file holding the dataset (cifar10)")
+    name: str = option("digits", help="dataset: digits (embedded), synthetic, cifar10, cifar100, imagenet, "
+                       "imagenet16, tiny-imagenet, imagefolder, npz (see `nasforge list`)")
+    dir: str | None = option(None, help="folder or file holding the dataset (all but digits and synthetic)")
     valid_fraction: float | None = option(None, lo=0.0, hi=0.9, help="share of the training set held out (auto)")
+    workers: int = option(0, lo=0, hi=256, help="DataLoader worker processes (0: load in the main process)")
+    image_size: int | None = option(None, lo=4, hi=1024, help="input side of image folders (auto: imagenet 224, "
+                                    "imagefolder the median short side)")
 
 
 @dataclass
@@ -155,7 +159,8 @@ def config_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def load_data(cfg: RunConfig) -> Dataset:
-    return load_dataset(cfg.data.name, cfg.data.dir, seed=cfg.seed, valid_fraction=cfg.data.valid_fraction)
+    return load_dataset(cfg.data.name, cfg.data.dir, seed=cfg.seed, valid_fraction=cfg.data.valid_fraction,
+                        workers=cfg.data.workers, image_size=cfg.data.image_size)
 
 
 def build_space(cfg: RunConfig) -> SearchSpace:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from nasforge import training
 from nasforge.arch import Arch
 from nasforge.config import option
-from nasforge.data import Dataset, iterate_batches, num_batches
+from nasforge.data import Dataset, Loader, Split, iterate_batches
 from nasforge.errors import ExperimentError
 from nasforge.experiment import Experiment
 from nasforge.progress import Progress
@@ -92,17 +93,23 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256,
     return training.evaluate(model, iterate_batches(x, y, batch_size), engine or engine_for(model))
 
 
-def calibrate_bn(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, engine: Engine, seed: int) -> int:
+def evaluate_split(model: nn.Module, data: Dataset, split: Split, engine: Engine | None = None,
+                   batch_size: int = 256) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on a split of ``data``, images as evaluation sees them."""
+    engine = engine or engine_for(model)
+    return training.evaluate(model, data.loader(split, batch_size, train=False, device=engine.device).epoch(),
+                             engine)
+
+
+def calibrate_bn(model: nn.Module, batches: Loader, engine: Engine, seed: int) -> int:
     """Fresh BatchNorm statistics from up to ``engine.config.bn_recalibration`` shuffled training
-    batches (seeded; no augmentation, no drop-path: the statistics of what evaluation sees).
-    Leaves the model in eval mode; returns the number of batches used."""
-    gen = torch.Generator().manual_seed(seed)
+    batches (seeded; ``batches`` made with ``train=False``, no drop-path: the statistics of what
+    evaluation sees). Leaves the model in eval mode; returns the number of batches used."""
     drop = getattr(model, "drop_path_prob", None)
     if drop is not None:
         model.drop_path_prob = 0.0
     try:
-        return recalibrate_bn(model, model, iterate_batches(x, y, batch_size, generator=gen), engine,
-                              engine.config.bn_recalibration)
+        return recalibrate_bn(model, model, batches.epoch(seed), engine, engine.config.bn_recalibration)
     finally:
         if drop is not None:
             model.drop_path_prob = drop
@@ -123,17 +130,19 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
     model = engine.module(space.build(arch, data.input_shape, data.num_classes, **build_options(cfg)))
     net = engine.compile(model)
     if cfg.train_on == "train+valid":
-        x, y = torch.cat([data.x_train, data.x_valid]), torch.cat([data.y_train, data.y_valid])
+        split = Split(data.train.source, np.concatenate([data.train.indices, data.valid.indices]))
     else:
-        x, y = data.x_train, data.y_train
-    augment = data.augment.replace(cutout=cfg.cutout or 0)
+        split = data.train
+    loader = data.loader(split, cfg.batch_size, augment=data.augment.replace(cutout=cfg.cutout or 0),
+                         device=engine.device)
+    bn_batches = data.loader(split, cfg.batch_size, train=False, device=engine.device)
     resume, history, start = None, [], 0
     if experiment is not None:
         resume = experiment.load_checkpoint("train")
         start = resume["epoch"] + 1 if resume is not None else 0
         experiment.store.truncate_epochs("train", start - 1)
         history = [r["metrics"] for r in experiment.store.epochs("train")]
-    steps = num_batches(len(y), cfg.batch_size)
+    steps = len(loader)
     fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_min=cfg.lr_min,
                         momentum=cfg.momentum, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip)
 
@@ -145,14 +154,13 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
             model.drop_path_prob = (cfg.drop_path or 0.0) * epoch / cfg.epochs
 
     def epoch_batches(epoch: int):
-        gen = torch.Generator().manual_seed(seed_for(seed, "train.batches", epoch))
-        return iterate_batches(x, y, cfg.batch_size, generator=gen, augment=augment)
+        return loader.epoch(seed_for(seed, "train.batches", epoch))
 
     def valid_accuracy(epoch: int) -> dict[str, Any]:
         if cfg.train_on != "train":
             return {}
-        calibrate_bn(model, x, y, cfg.batch_size, engine, seed_for(seed, "train.bn_recalibration", epoch))
-        return {"valid_acc": evaluate(model, data.x_valid, data.y_valid, engine=engine)[0]}
+        calibrate_bn(model, bn_batches, engine, seed_for(seed, "train.bn_recalibration", epoch))
+        return {"valid_acc": evaluate_split(model, data, data.valid, engine)[0]}
 
     def log_epoch(epoch: int, metrics: dict[str, Any]) -> None:
         if experiment is not None:
@@ -169,8 +177,8 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
                          seed_epoch=seed_epoch, on_epoch_start=drop_path_ramp, end_of_epoch=valid_accuracy,
                          log_epoch=log_epoch, checkpoint=checkpoint, resume=resume, history=history,
                          progress_bar=bar, nan_hint=f"lower the learning rate (e.g. --set train.lr={cfg.lr / 4:g})")
-    calibrate_bn(model, x, y, cfg.batch_size, engine, seed_for(seed, "train.bn_recalibration", cfg.epochs))
-    test_acc, test_loss = evaluate(model, data.x_test, data.y_test, engine=engine)
+    calibrate_bn(model, bn_batches, engine, seed_for(seed, "train.bn_recalibration", cfg.epochs))
+    test_acc, test_loss = evaluate_split(model, data, data.test, engine)
     return TrainResult(model, {"test_acc": test_acc, "test_loss": test_loss, "epochs": cfg.epochs,
                                "train_seconds": time.time() - tic, "history": history})
 

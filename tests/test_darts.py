@@ -131,7 +131,7 @@ def test_resume_after_interrupt_ends_where_uninterrupted_run_ends(tmp_path, orde
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
     data = synthetic_dataset(num_samples=240, seed=0)
     _search(tmp_path, "run", epochs=1, data=data)
-    data.x_train[:] = float("nan")
+    data.train.source.x[data.train.indices] = float("nan")
     with pytest.raises(TrainingError, match="NaN"):
         _search(tmp_path, "run", epochs=2, data=data)
     state = Experiment.open(tmp_path / "run").load_checkpoint("search")

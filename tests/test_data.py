@@ -46,7 +46,8 @@ def _assert_one_line(exc: pytest.ExceptionInfo, *needles: str) -> None:
 
 
 def test_dataset_names() -> None:
-    assert dataset_names() == ["cifar10", "digits", "synthetic"]
+    assert dataset_names() == ["cifar10", "cifar100", "digits", "imagefolder", "imagenet", "imagenet16", "npz",
+                               "synthetic", "tiny-imagenet"]
 
 
 def test_digits_split_sizes_and_describe() -> None:
@@ -137,22 +138,27 @@ def test_synthetic_is_small_deterministic_and_learnable() -> None:
 
 
 def test_split_half_is_stratified_disjoint_and_seeded() -> None:
+    from nasforge.data import Split
+    from nasforge.data.sources import ArraySource
+
     counts = [10, 21, 40, 7]
     y = torch.cat([torch.full((c,), k, dtype=torch.int64) for k, c in enumerate(counts)])
-    y = y[torch.randperm(len(y), generator=_gen(1))]
-    x = torch.arange(len(y), dtype=torch.float32).view(-1, 1, 1, 1)
-    (xa, ya), (xb, yb) = split_half(x, y, seed=0)
-    assert len(ya) + len(yb) == len(y) and abs(len(ya) - len(yb)) <= 1
-    ids_a, ids_b = set(xa.flatten().long().tolist()), set(xb.flatten().long().tolist())
+    y = y[torch.randperm(len(y), generator=_gen(1))].numpy()
+    x = np.arange(len(y), dtype=np.float32).reshape(-1, 1, 1, 1)
+    split = Split(ArraySource(x, y, [0.0], [1.0]), np.arange(len(y)))
+    a, b = split_half(split, seed=0)
+    assert len(a) + len(b) == len(y) and abs(len(a) - len(b)) <= 1
+    ids_a, ids_b = set(a.indices.tolist()), set(b.indices.tolist())
     assert not ids_a & ids_b and ids_a | ids_b == set(range(len(y)))
-    # labels still travel with their samples
-    assert torch.equal(y[xa.flatten().long()], ya) and torch.equal(y[xb.flatten().long()], yb)
-    ca, cb = torch.bincount(ya, minlength=4), torch.bincount(yb, minlength=4)
-    assert torch.all((ca - cb).abs() <= 1)
-    assert torch.equal(ca + cb, torch.tensor(counts))
-    (xa2, _), _ = split_half(x, y, seed=0)
-    (xa3, _), _ = split_half(x, y, seed=1)
-    assert torch.equal(xa, xa2) and not torch.equal(xa, xa3)
+    # index sets over the same source: the samples and their labels are the source's
+    assert a.source is split.source and np.array_equal(a.labels, y[a.indices])
+    xa, ya = a.tensors()
+    assert torch.equal(xa.flatten().long(), torch.from_numpy(a.indices)) and torch.equal(ya, torch.from_numpy(y[a.indices]))
+    ca, cb = np.bincount(a.labels, minlength=4), np.bincount(b.labels, minlength=4)
+    assert np.all(np.abs(ca - cb) <= 1)
+    assert np.array_equal(ca + cb, counts)
+    assert np.array_equal(split_half(split, seed=0)[0].indices, a.indices)
+    assert not np.array_equal(split_half(split, seed=1)[0].indices, a.indices)
 
 
 # --------------------------------------------------------------------------- batches
@@ -337,8 +343,8 @@ def test_cifar_npz_reading(tmp_path: Path) -> None:
 
 def test_unknown_dataset_lists_names() -> None:
     with pytest.raises(DataError) as exc:
-        load_dataset("imagenet")
-    _assert_one_line(exc, "cifar10", "digits", "synthetic")
+        load_dataset("imagenet22k")
+    _assert_one_line(exc, "cifar10", "digits", "synthetic", "imagefolder")
 
 
 def test_cifar_needs_data_dir(tmp_path: Path) -> None:

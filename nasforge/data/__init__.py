@@ -1,4 +1,4 @@
-"""In-memory datasets (digits, CIFAR-10, synthetic), augmentation and mini-batching."""
+"""Datasets (embedded, the papers' and your own), their splits, loaders and augmentation."""
 
 from nasforge.data.augment import Augment
 from nasforge.data.batches import iterate_batches, num_batches
@@ -10,11 +10,14 @@ from nasforge.data.datasets import (
     split_half,
     synthetic_dataset,
 )
+from nasforge.data.loader import Loader, Split
 
 __all__ = [
     "Augment",
     "CIFAR10_CLASSES",
     "Dataset",
+    "Loader",
+    "Split",
     "dataset_names",
     "iterate_batches",
     "load_dataset",

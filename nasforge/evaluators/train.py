@@ -28,11 +28,11 @@ import torch
 
 from nasforge.arch import Arch
 from nasforge.config import option
-from nasforge.data import Dataset, iterate_batches, num_batches
+from nasforge.data import Dataset
 from nasforge.hardware import count_flops, count_params, measure_latency
 from nasforge.profiles import fill_auto
 from nasforge.seeds import seed_for
-from nasforge.train import calibrate_bn, evaluate
+from nasforge.train import calibrate_bn, evaluate_split
 from nasforge.training import Engine, EngineConfig, FitConfig, fit
 
 
@@ -76,11 +76,11 @@ class TrainEvaluator:
         torch.manual_seed(seed)
         model = engine.module(self.space.build(arch, data.input_shape, data.num_classes, layers=cfg.layers,
                                                channels=cfg.channels, auxiliary=False))
-        per_epoch = num_batches(len(data.y_train), cfg.batch_size)
+        loader = data.loader(data.train, cfg.batch_size, device=engine.device)
+        per_epoch = len(loader)
 
         def epoch_batches(epoch: int):
-            gen = torch.Generator().manual_seed(seed_for(seed, "evaluate.batches", epoch))
-            return iterate_batches(data.x_train, data.y_train, cfg.batch_size, generator=gen, augment=data.augment)
+            return loader.epoch(seed_for(seed, "evaluate.batches", epoch))
 
         fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_min=0.0,
                             momentum=cfg.momentum, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
@@ -89,8 +89,9 @@ class TrainEvaluator:
                          nan_hint=f"lower evaluator.lr (e.g. --set evaluator.lr={cfg.lr / 4:g})")
         train_seconds = time.time() - tic
         seen = sum(h["samples"] for h in history)
-        calibrate_bn(model, data.x_train, data.y_train, cfg.batch_size, engine, seed_for(seed, "evaluate.bn_recalibration", cfg.epochs))
-        valid_acc, valid_loss = evaluate(model, data.x_valid, data.y_valid, engine=engine)
+        calibrate_bn(model, data.loader(data.train, cfg.batch_size, train=False, device=engine.device), engine,
+                     seed_for(seed, "evaluate.bn_recalibration", cfg.epochs))
+        valid_acc, valid_loss = evaluate_split(model, data, data.valid, engine)
         metrics: dict[str, Any] = {
             "objective": valid_acc, "valid_acc": valid_acc, "valid_loss": valid_loss,
             "train_loss": sum(h["train_loss"] * h["samples"] for h in history) / max(seen, 1),

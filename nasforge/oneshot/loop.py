@@ -28,6 +28,7 @@ resumed run ends bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -38,7 +39,7 @@ import torch
 from torch import Tensor
 
 from nasforge.config import option
-from nasforge.data import Dataset, iterate_batches, num_batches, split_half
+from nasforge.data import Dataset, split_half
 from nasforge.errors import ConfigError, TrainingError
 from nasforge.experiment import Experiment
 from nasforge.progress import Progress
@@ -123,9 +124,10 @@ class SearchLoop:
         method.init_arch(space, self.model)
         self.params = list(self.model.parameters())
         self.w_opt, self.a_opt = make_optimizers(method, self.params)
-        self.w_half, self.a_half = split_half(data.x_train, data.y_train, seed)
-        n_w = num_batches(len(self.w_half[1]), cfg.batch_size)
-        n_a = num_batches(len(self.a_half[1]), cfg.batch_size)
+        self.w_half, self.a_half = split_half(data.train, seed)
+        self.w_loader = data.loader(self.w_half, cfg.batch_size, device=engine.device)
+        self.a_loader = data.loader(self.a_half, cfg.batch_size, device=engine.device)
+        n_w, n_a = len(self.w_loader), len(self.a_loader)
         self.n_w, self.n_a = n_w, n_a
         #: weight steps per epoch (the schedule spans epochs x this)
         self.w_steps = min(n_w, n_a) if method.schedule == "paired" else n_w
@@ -133,31 +135,42 @@ class SearchLoop:
             raise ValueError(f"unknown one-shot schedule {method.schedule!r}")
 
     # --- steps of an epoch ---------------------------------------------------------------
-    def ticks(self, epoch: int, warm: bool) -> Iterator[tuple[Batch | None, Batch | None]]:
-        """The epoch as (train batch or None, valid batch or None) steps, from its seeded streams."""
-        cfg, data = self.cfg, self.data
-        g_w = torch.Generator().manual_seed(seed_for(self.seed, "search.train_batches", epoch))
-        g_a = torch.Generator().manual_seed(seed_for(self.seed, "search.valid_batches", epoch))
-        w_iter = iterate_batches(*self.w_half, cfg.batch_size, generator=g_w, augment=data.augment)
+    def positions(self, tick: int, warm: bool) -> tuple[int, int]:
+        """Where the weight and the architecture streams stand after ``tick`` steps of an epoch (batches
+        drawn from each): all a checkpoint inside an epoch needs to restart both loaders there."""
         schedule = self.method.schedule
         if schedule == "paired":
-            a_iter = iterate_batches(*self.a_half, cfg.batch_size, generator=g_a, augment=data.augment)
-            for wb, ab in zip(w_iter, a_iter):
-                yield wb, (None if warm else ab)
+            return tick, (0 if warm else tick)
+        if schedule == "every":
+            return tick, (0 if warm else tick // self.method.arch_every())
+        n_a = 0 if warm else self.n_a  # passes: the architecture pass first
+        return max(0, tick - n_a), min(tick, n_a)
+
+    def ticks(self, epoch: int, warm: bool, start: int = 0) -> Iterator[tuple[Batch | None, Batch | None]]:
+        """The epoch as (train batch or None, valid batch or None) steps from step ``start``, from its
+        seeded streams (batches before ``start`` are not loaded)."""
+        w_seed = seed_for(self.seed, "search.train_batches", epoch)
+        a_seed = seed_for(self.seed, "search.valid_batches", epoch)
+        w_pos, a_pos = self.positions(start, warm)
+        w_iter = self.w_loader.epoch(w_seed, w_pos)
+        schedule = self.method.schedule
+        if schedule == "paired":
+            if warm:
+                for wb in itertools.islice(w_iter, self.w_steps - start):
+                    yield wb, None
+                return
+            yield from zip(w_iter, self.a_loader.epoch(a_seed, a_pos))
         elif schedule == "every":
             every = self.method.arch_every()
-
-            def endless() -> Iterator[Batch]:
-                while True:
-                    yield from iterate_batches(*self.a_half, cfg.batch_size, generator=g_a, augment=data.augment)
-
-            a_stream = endless()
-            for step, wb in enumerate(w_iter):
-                ab = next(a_stream) if not warm and (step + 1) % every == 0 else None
+            # the architecture stream runs on over passes of its half (pass 0 seeded as the epoch's stream)
+            a_stream = None if warm else self.a_loader.endless(
+                lambda p: a_seed if p == 0 else seed_for(a_seed, "search.valid_batches", p), a_pos)
+            for step, wb in enumerate(w_iter, start):
+                ab = next(a_stream) if a_stream is not None and (step + 1) % every == 0 else None
                 yield wb, ab
         else:  # passes
             if not warm:
-                for ab in iterate_batches(*self.a_half, cfg.batch_size, generator=g_a, augment=data.augment):
+                for ab in self.a_loader.epoch(a_seed, a_pos):
                     yield None, ab
             for wb in w_iter:
                 yield wb, None
@@ -258,12 +271,9 @@ class SearchLoop:
             skip = partial["tick"]
             tic -= partial["seconds"]
         total_w = cfg.epochs * self.w_steps
-        ticks = self.ticks(epoch, warm)
-        for tick, (wb, ab) in enumerate(ticks):
-            if tick < skip:
-                if tick == skip - 1:  # the batches of the steps already run are drawn; now the RNG as it was
-                    _set_rng(partial["rng"], engine)
-                continue
+        if partial is not None:  # the RNG as it was at the checkpoint; the loaders restart at its position
+            _set_rng(partial["rng"], engine)
+        for tick, (wb, ab) in enumerate(self.ticks(epoch, warm, skip), skip):
             # per-step cosine over all weight steps of the search: a short run anneals fully
             method.lr = cosine_lr((epoch * self.w_steps + n_w) / total_w, cfg.w_lr, cfg.w_lr_min)
             set_lr(self.w_opt, method.lr)
@@ -285,7 +295,9 @@ class SearchLoop:
             else:
                 bar.advance(1, epoch=epoch)
             if cfg.checkpoint_steps and (tick + 1) % cfg.checkpoint_steps == 0:
-                self.save(epoch - 1, {"epoch": epoch, "tick": tick + 1, "sums": dict(sums),
+                self.save(epoch - 1, {"epoch": epoch, "tick": tick + 1,
+                                      "loader": dict(zip(("train", "valid"), self.positions(tick + 1, warm))),
+                                      "sums": dict(sums),
                                       "arch_sums": dict(arch_sums), "n_w": n_w, "n_a": n_a,
                                       "seconds": time.time() - tic, "rng": _get_rng(engine)})
                 for cb in self.callbacks:
@@ -317,11 +329,12 @@ class SearchLoop:
         forward = method.eval_forward(model)
         recal = engine.config.bn_recalibration
         if recal:
-            gen = torch.Generator().manual_seed(seed_for(self.seed, "search.bn_recalibration", epoch))
-            recalibrate_bn(model, forward, iterate_batches(*self.w_half, self.cfg.batch_size, generator=gen),
+            batches = self.data.loader(self.w_half, self.cfg.batch_size, train=False, device=engine.device)
+            recalibrate_bn(model, forward, batches.epoch(seed_for(self.seed, "search.bn_recalibration", epoch)),
                            engine, recal)
         size = max(self.cfg.batch_size, 256)
-        acc, _ = evaluate(model, iterate_batches(self.data.x_valid, self.data.y_valid, size), engine, forward)
+        valid = self.data.loader(self.data.valid, size, train=False, device=engine.device)
+        acc, _ = evaluate(model, valid.epoch(), engine, forward)
         model.train()
         return acc
 
