@@ -47,6 +47,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 
 SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                       help="Override any config field, e.g. --set strategy.epochs=10 --set train.channels=24 (repeatable).")
+TrainSetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
+                           help="Override any config field, e.g. --set train.epochs=50 --set train.channels=24 "
+                                "--set latency.device=onnxruntime (repeatable).")
 
 
 DeviceOpt = typer.Option(None, "--device", help="Where networks train: auto | cpu | cuda | cuda:N | mps "
@@ -291,7 +294,7 @@ def train(
     device: Optional[str] = DeviceOpt,
     precision: Optional[str] = PrecisionOpt,
     compile_: bool = CompileOpt,
-    set_: Optional[list[str]] = SetOpt,
+    set_: Optional[list[str]] = TrainSetOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -673,7 +676,7 @@ app.add_typer(bench_app, name="bench")
 
 # --- command group: zoo (published architectures, nasforge/zoo.py) ---
 zoo_app = typer.Typer(no_args_is_help=True, help="Published architectures (DARTS, GDAS, ProxylessNAS, DenseNAS, "
-                      "MetaQNN): list them, build one; train one with `nasforge train zoo:NAME`.")
+                      "MetaQNN, NAS-RL): list them, build one; train one with `nasforge train zoo:NAME`.")
 app.add_typer(zoo_app, name="zoo")
 
 

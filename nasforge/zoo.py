@@ -5,7 +5,8 @@ the parameter count its paper gives (with the tolerance the paper's rounding all
 how it is built:
 
 - through a space: the darts space from a genotype (DARTS V1/V2, GDAS), the mbconv space
-  with per-stage widths (ProxylessNAS GPU/CPU/mobile), the layers space (MetaQNN). Building
+  with per-stage widths (ProxylessNAS GPU/CPU/mobile), the layers space (MetaQNN, and NAS-RL
+  with its skip connections). Building
   them is also a check of the spaces' fidelity: the counts match the papers' networks;
 - directly in this module where a space cannot express the network: DenseNAS's derived
   networks choose the op of every block's head layer, which the dense space fixes to an
