@@ -121,6 +121,8 @@ def test_help_in_process(cli):
     code, out, _ = cli("train", "--help")
     assert code == 0
     assert "--set" in out and "ARCH_JSON" in out.upper()
+    text = " ".join(out.replace("│", " ").split())
+    assert "--set train.epochs=50" in text and "strategy.epochs" not in text  # train has no strategy
 
 
 def test_list(cli):
@@ -130,6 +132,8 @@ def test_list(cli):
     assert re.search(r"strategy\W+darts", out)
     for name in ("digits", "cifar10", "synthetic"):
         assert name in out
+    rows = [line.split("│") for line in out.splitlines() if re.match(r"\W*dataset\b", line.strip("│ "))]
+    assert len(rows) >= 3 and all(len(r) > 3 and r[3].strip() for r in rows), rows  # every dataset described
 
 
 # --------------------------------------------------------------------------- usage errors (click)
@@ -321,6 +325,13 @@ def test_search_writes_every_file(run_dir: Path):
     assert result["latency"]["median_ms"] > 0
     assert result["search_epochs"] == 1 and result["train_epochs"] == 1
     assert result["space"] == "darts" and result["strategy"] == "gdas"
+    from datetime import datetime
+
+    assert datetime.fromisoformat(result["finished"]).tzinfo is not None  # ISO 8601, not a raw float
+    assert result["search_seconds"] > 0 and "wall_seconds" not in result["search_info"]  # one search time
+    assert result["latencies"]["cpu"] == result["latency"]  # the target (eager PyTorch on the CPU)...
+    if importlib.util.find_spec("onnxruntime") is not None:  # ...and the deployment runtime
+        assert result["latencies"]["onnxruntime"]["median_ms"] > 0
     from nasforge.arch import Arch
 
     arch = Arch.from_json(run_dir / "arch.json")
@@ -448,9 +459,12 @@ def test_export_next_to_the_model_keeps_the_trained_model(cli, run_dir: Path, tm
 
 def test_train_the_found_arch(cli, run_dir: Path, tmp_path: Path, one_thread):
     out = tmp_path / "trained"
-    code, _, err = cli("train", run_dir / "arch.json", "--data", "synthetic", "--set", "train.epochs=1",
-                       "--out", out, "-q")
+    code, stdout, err = cli("train", run_dir / "arch.json", "--data", "synthetic", "--set", "train.epochs=1",
+                            "--out", out, "-q")
     assert code == 0, err
+    rows = [line.strip("│ ").split("│")[0].strip() for line in stdout.splitlines()]
+    assert "final training" in rows and "search" not in rows  # no "search 0 epochs" row for a given arch
+    assert "latency (ONNX Runtime, CPU, batch 1)" in rows or importlib.util.find_spec("onnxruntime") is None
     for name in ("config.yaml", "arch.json", "model.pt", "result.json"):
         assert (out / name).is_file(), name
     assert json.loads((out / "arch.json").read_text()) == json.loads((run_dir / "arch.json").read_text())
@@ -476,3 +490,24 @@ def test_export_an_arch_json_of_every_space_to_checked_onnx(cli, tmp_path: Path,
     assert diff < 1e-4
     latency = json.loads((tmp_path / "model.onnx.latency.json").read_text())
     assert latency["device"] == "onnxruntime" and latency["median_ms"] > 0
+
+
+# --------------------------------------------------------------------------- latency tables
+def test_latency_set_takes_config_fields_and_the_check_shows_no_none(cli, tmp_path: Path, one_thread):
+    target = tmp_path / "t.json"
+    code, out, err = cli("latency", "--space", "nb201", "--set", "space.C=4", "--set", "space.N=1", "--data",
+                         "synthetic", "--set", "latency.repeats=3", "--warmup", "1", "--check", "3", "--out", target)
+    assert code == 0, err
+    table = json.loads(target.read_text())
+    assert table["space"] == "nb201" and table["input_shape"] == [1, 8, 8]
+    assert "Spearman" in out and "checking table" in err
+    assert "None" not in err  # the progress bars show their last values, never None
+    from nasforge.hardware.lut import LatencyTable
+    from nasforge.spaces import make_space
+
+    LatencyTable.load(target).check(make_space("nb201", C=4, N=1), (1, 8, 8), "cpu")  # built for space.C/N
+    code, _, err = cli("latency", "--set", "preset=imagenet", "--out", tmp_path / "x.json")
+    assert_one_line_error(code, err, "space.preset=imagenet")
+    code, _, err = cli("latency", "--set", "latency.repeats=0", "--out", tmp_path / "x.json")
+    assert_one_line_error(code, err, "latency.repeats=0")
+    assert not (tmp_path / "x.json").exists()
