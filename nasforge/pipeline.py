@@ -265,9 +265,8 @@ def _benchmark_result(cfg: RunConfig, space: SearchSpace, arch: Arch, store: Any
         "benchmark": row,
         "search_trials": len(store.trials()),
         "search_sim_seconds": info.get("sim_seconds", 0.0),
-        "search_seconds": info.get("wall_seconds", 0.0),
-        "search_info": info,
-        "finished": time.time(),
+        **search_time(store, []),
+        "finished": finished_at(),
         "versions": versions,
     }
 
