@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from datetime import datetime, timezone
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,7 +265,8 @@ class HaqSearch:
             **scored,
             "size_8bit_bytes": ref.size_bytes, "size_float_bytes": sum(4 * f.weight_params for f in self.infos),
             "latency_8bit": ref.latency, "energy_8bit": ref.energy,
-            "search_seconds": search_seconds, "finished": time.time(),
+            "search_seconds": search_seconds,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # ISO 8601, as search runs
         }
         if experiment is not None:
             experiment.write_json("result.json", metrics)
