@@ -194,8 +194,9 @@ def _scatter(rows: Sequence[RunRow], colors: Sequence[Any], cost: Callable[[RunR
     points = [(float(cost(rows[k])), 100 * float(rows[k].test_acc)) for k in idx]  # type: ignore[arg-type]
     front = [idx[k] for k in pareto_front(points)]
     fig, (ax,) = figure(7.0, 4.5)
+    many = len(idx) > 12  # then the points' own labels name them; the legend only explains the front
     for k, (x, y) in zip(idx, points):
-        ax.scatter([x], [y], s=36, color=colors[k], zorder=3, label=rows[k].name)
+        ax.scatter([x], [y], s=36, color=colors[k], zorder=3, label=None if many else rows[k].name)
         ax.annotate(rows[k].name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
     line = sorted((points[idx.index(k)] for k in front), key=lambda p: (p[0], -p[1]))
     ax.scatter([x for x, _ in line], [y for _, y in line], s=150, facecolors="none", edgecolors="red",
@@ -205,6 +206,7 @@ def _scatter(rows: Sequence[RunRow], colors: Sequence[Any], cost: Callable[[RunR
                 zorder=2)
     if log and min(x for x, _ in points) > 0 and max(x for x, _ in points) / min(x for x, _ in points) > 20:
         ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.1)  # room for the names beside the points
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
@@ -322,9 +324,12 @@ def render_compare(runs: Sequence[Run]) -> str:
                     "test accuracy vs search time", log=True)
     if cost is not None:
         fronts["accuracy/search time"] = cost[1]
-        figures.append(figure_html(cost[0], "Test accuracy against the search's wall-clock time; circled in red and "
-                                            "joined: the Pareto front (no other run is both more accurate and "
-                                            "cheaper to search)."))
+        caption = ("Test accuracy against the search's wall-clock time; circled in red and joined: the Pareto front "
+                   "(no other run is both more accurate and cheaper to search).")
+        if any(r.sim_seconds is not None for r in rows):
+            caption += (" Table and synthetic evaluators answer without training, so their wall time is no training "
+                        "cost: the table gives their simulated search time.")
+        figures.append(figure_html(cost[0], caption))
     curves = _curves(rows, colors)
     if curves is not None:
         figures.append(figure_html(curves, "Search curves overlaid: supernet validation accuracy per search epoch "
