@@ -6,8 +6,8 @@ how it is built:
 
 - through a space: the darts space from a genotype (DARTS V1/V2, GDAS), the mbconv space
   with per-stage widths (ProxylessNAS GPU/CPU/mobile), the layers space (MetaQNN, and NAS-RL
-  with its skip connections). Building
-  them is also a check of the spaces' fidelity: the counts match the papers' networks;
+  with its skip connections). Building them is also a check of the spaces' fidelity: the
+  counts match the papers' networks;
 - directly in this module where a space cannot express the network: DenseNAS's derived
   networks choose the op of every block's head layer, which the dense space fixes to an
   MBConv k3 e3. They are built here from the dense space's own stem, tail and classifier and
@@ -249,7 +249,8 @@ _DENSENAS_HOW = ("built in nasforge/zoo.py (ZooSpace): the dense space fixes eve
                  "blocks its MBConv")
 _PROXYLESS_SOURCE = ("mit-han-lab/proxylessnas proxyless_nas/model_zoo.py (net config proxyless_{kind}.config); "
                      "totals in logs/imagenet_{kind}_log.txt")
-_PROXYLESS_PAPER = "Cai, Zhu & Han, ProxylessNAS: Direct Neural Architecture Search on Target Task and Hardware, ICLR 2019"
+_PROXYLESS_PAPER = ("Cai, Zhu & Han, ProxylessNAS: Direct Neural Architecture Search on Target Task and Hardware, "
+                    "ICLR 2019")
 _DENSENAS_PAPER = ("Fang et al., Densely Connected Search Space for More Flexible Neural Architecture Search, "
                    "CVPR 2020")
 
@@ -363,7 +364,8 @@ def densenas_network(kind: str, input_shape: Sequence[int], num_classes: int) ->
 
     blocks = [nn.Sequential(_mb(c_in, c_out, head, stride), *(_mb(c_out, c_out, op, 1) for op in stack))
               for (c_in, c_out), head, stack, stride in DENSENAS[kind]]
-    return DenseNetwork(Stem(input_shape[0], DENSENAS_STEM, 2), blocks, TailConv(DENSENAS[kind][-1][0][1], DENSENAS_LAST),
+    last_block = DENSENAS[kind][-1][0][1]
+    return DenseNetwork(Stem(input_shape[0], DENSENAS_STEM, 2), blocks, TailConv(last_block, DENSENAS_LAST),
                         Classifier(DENSENAS_LAST, num_classes))
 
 
@@ -407,7 +409,7 @@ class ZooSpace(SearchSpace):
 # ---------------------------------------------------------------------------
 def summary(name: str, input_shape: Sequence[int] | None = None, num_classes: int | None = None) -> dict[str, Any]:
     """Params and FLOPs of an entry's network (at its paper's input unless given), with its sources."""
-    from nasforge.hardware import count_flops, count_params
+    from nasforge.hardware import count_flops
     from nasforge.spaces import get_space_class
 
     entry = get_entry(name)
