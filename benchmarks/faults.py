@@ -262,8 +262,8 @@ def build_inputs(work: Path, run: Path) -> list[tuple[str, list[Any]]]:
     not_model = work / "list.pt"
     torch.save([1, 2, 3], not_model)
     add("export a missing file", "export", work / "missing.pt")
-    add("export a corrupt model.pt", "export", bad_model, "--format", "torchscript")
-    add("export a .pt that is not a model", "export", not_model, "--format", "torchscript")
+    add("export a corrupt model.pt", "export", bad_model, "--format", "pt2")
+    add("export a .pt that is not a model", "export", not_model, "--format", "pt2")
     add("export a dir that is not a run", "export", photos, "--format", "json")
     add("export --format nope", "export", run, "--format", "nope")
     add("export --out a file", "export", run, "--format", "json", "--out", afile)
