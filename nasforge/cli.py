@@ -170,6 +170,9 @@ def search(
     data_workers: Optional[int] = DataWorkersOpt,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Experiment directory.", show_default="runs/STRATEGY-SPACE-DATA-TIME"),
     config: Optional[Path] = typer.Option(None, help="YAML config file (sections seed, data, space, strategy, train, latency)."),
+    preset: Optional[str] = typer.Option(None, help="Settings of the method's paper on this dataset, under the config "
+                                         "and --set (`nasforge list presets`; shortcut for --set preset=NAME).",
+                                         show_default="none"),
     seed: Optional[int] = typer.Option(None, help="Seed of every random choice.", show_default="0"),
     epochs: Optional[int] = typer.Option(None, help="Search epochs (shortcut for --set strategy.epochs=N)."),
     early_stop: Optional[str] = typer.Option(None, help="Stopping policy of cell searches: none | dartsplus."),
@@ -200,6 +203,7 @@ def search(
     overrides = []
     for key, value in (("space.name", space), ("strategy.name", strategy), ("data.name", data),
                        ("data.dir", str(data_dir) if data_dir else None), ("data.workers", data_workers),
+                       ("preset", preset),
                        ("seed", seed), ("strategy.epochs", epochs),
                        ("strategy.early_stop", early_stop), ("trials.max_trials", trials),
                        ("evaluator.name", evaluator or ("table" if table else None)),
@@ -629,8 +633,15 @@ def compare(
 
 
 @app.command("list")
-def list_() -> None:
+def list_(what: Optional[str] = typer.Argument(None, help="presets: the settings presets instead.")) -> None:
     """List search spaces, strategies, datasets, evaluators, runners, and which strategy searches which space."""
+    if what is not None:
+        if what != "presets":
+            from nasforge.errors import ConfigError
+
+            raise ConfigError(f"nasforge list {what}: unknown; use `nasforge list` or `nasforge list presets`")
+        _list_presets()
+        return
     from nasforge.data import dataset_names
     from nasforge.spaces import get_space_class, space_names
     from nasforge.strategies import get_strategy_class, strategy_names
@@ -666,6 +677,18 @@ def list_() -> None:
     for name, row in support_matrix().items():
         grid.add_row(name, *(mark if row[space] is None else "" for space in space_names()))
     out.print(grid)
+
+
+def _list_presets() -> None:
+    from nasforge.presets import PRESETS, flatten, preset_names
+
+    preset_names()  # loads the strategies' presets
+    table = Table(title="presets (nasforge search --preset NAME --strategy S --data D; docs/presets.md)")
+    for col in ("preset", "strategy", "data", "settings"):
+        table.add_column(col)
+    for (name, strategy, dataset), p in sorted(PRESETS.items()):
+        table.add_row(name, strategy, dataset, ", ".join(f"{k}={v}" for k, v in flatten(p.settings).items()))
+    out.print(table)
 
 
 # --- command group: bench (benchmark protocols, nasforge/bench.py) ---

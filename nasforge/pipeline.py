@@ -67,6 +67,8 @@ class RunConfig:
     """Everything a run needs; written to ``config.yaml`` fully resolved."""
 
     seed: int = option(0, lo=0, hi=2**31 - 1, help="seed of every random choice")
+    #: settings preset applied under this config (``nasforge list presets``); None: none
+    preset: str | None = option(None, help="settings preset (e.g. paper) filled in under this config")
     data: DataConfig = field(default_factory=DataConfig)
     space: dict[str, Any] = field(default_factory=lambda: {"name": "darts"})
     strategy: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_STRATEGY})
@@ -97,11 +99,19 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
     for key in raw:
         if key not in SECTIONS:
             raise ConfigError(f"unknown config section '{key}'; valid sections are {list(SECTIONS)}")
+    if raw.get("preset") is not None:  # the preset's settings go under the config and --set
+        from nasforge.presets import apply_preset, find_preset
+
+        names = {k: (raw.get(k) or {}).get("name") if isinstance(raw.get(k), dict) else None
+                 for k in ("strategy", "data")}
+        raw = apply_preset(raw, find_preset(str(raw["preset"]), names["strategy"] or DEFAULT_STRATEGY,
+                                            names["data"] or "digits"))
     for key in ("data", "space", "strategy", "train", "latency", "evaluator", "trials", "runner", "engine", "logging"):
         if key in raw and not isinstance(raw[key], dict):
             raise ConfigError(f"config section '{key}' must be a mapping, got {raw[key]!r}")
     cfg = RunConfig(
         seed=load_section(RunConfig, {"seed": raw["seed"]} if "seed" in raw else {}, "config").seed,
+        preset=None if raw.get("preset") is None else str(raw["preset"]),
         data=load_section(DataConfig, raw.get("data"), "data"),
         train=load_section(TrainConfig, raw.get("train"), "train"),
         latency=load_section(LatencyConfig, raw.get("latency"), "latency"),
@@ -287,6 +297,10 @@ def _run_phases(exp: Experiment, cfg: RunConfig, progress: Progress, data: Datas
         result = strategy.search(space, data, experiment=exp, progress=progress, seed=cfg.seed, **extra)
         arch = result.arch
         store.set_meta("search_info", result.info)
+        if result.info.get("pareto_front"):  # a multi-objective search: its front as a figure
+            from nasforge.strategies.optuna import plot_front
+
+            plot_front(result.info, exp.path / "pareto.png")
         arch.save(exp.path / "arch.json")
 
     final = exp.read_json("result.json")

@@ -333,7 +333,9 @@ class SearchLoop:
             recalibrate_bn(model, forward, batches.epoch(seed_for(self.seed, "search.bn_recalibration", epoch)),
                            engine, recal)
         size = max(self.cfg.batch_size, 256)
-        valid = self.data.loader(self.data.valid, size, train=False, device=engine.device)
+        # no held-out split (DARTS's 25k/25k halves of CIFAR-10): the architecture half, as the paper reports
+        split = self.data.valid if len(self.data.valid) else self.a_half
+        valid = self.data.loader(split, size, train=False, device=engine.device)
         acc, _ = evaluate(model, valid.epoch(), engine, forward)
         model.train()
         return acc

@@ -201,3 +201,21 @@ class DartsStrategy(OneShotStrategy):
             a.grad = g
         self.a_opt.step()
         return {"arch_loss": arch_loss.item()}
+
+
+# --- the paper's settings (``--preset paper``) --------------------------------------------------
+from nasforge.presets import register_preset  # noqa: E402
+
+_DARTS_SOURCE = "DARTS paper (Liu et al. 2019) sec. 3.1-3.2, A.1; quark0/darts cnn/train_search.py, cnn/train.py"
+_DARTS_CIFAR = {
+    # 25k/25k: CIFAR-10's 50k training images halved, no held-out valid split during search
+    "data": {"valid_fraction": 0.0},
+    "strategy": {"epochs": 50, "batch_size": 64, "layers": 8, "channels": 16, "order": 2,
+                 "w_lr": 0.025, "w_lr_min": 0.001, "w_momentum": 0.9, "w_wd": 3e-4, "grad_clip": 5.0,
+                 "a_lr": 3e-4, "a_wd": 1e-3, "a_beta1": 0.5, "a_beta2": 0.999},
+    "train": {"epochs": 600, "batch_size": 96, "layers": 20, "channels": 36, "lr": 0.025, "lr_min": 0.0,
+              "momentum": 0.9, "weight_decay": 3e-4, "grad_clip": 5.0, "cutout": 16, "drop_path": 0.2,
+              "auxiliary": True, "auxiliary_weight": 0.4, "train_on": "train+valid"},
+}
+register_preset("paper", "darts", "cifar10", _DARTS_CIFAR, sources={"*": _DARTS_SOURCE},
+                note="second order (the paper's best cell); first order: --set strategy.order=1")
