@@ -84,6 +84,9 @@ def test_a_search_logs_an_mlflow_run_read_back_with_the_client(tmp_path, monkeyp
     derived = json.loads(client.download_artifacts(run.info.run_id, "arch/search.json", str(tmp_path / "dl")) and
                          (tmp_path / "dl" / "search.json").read_text())
     assert derived["epoch"] == 1 and derived["choices"] == json.loads((out / "arch.json").read_text())["choices"]
+    assert run_main("resume", out, "-q") == 0  # a resumed run continues its MLflow run, it starts no other
+    (again,) = client.search_runs([experiment.experiment_id])
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
 
 
 def test_bad_mlflow_logger(monkeypatch):
