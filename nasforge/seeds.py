@@ -22,6 +22,7 @@ STREAMS: dict[str, int] = {
     "evaluate.batches": 21,        # order of a train-evaluator trial's batches
     "evaluate.bn_recalibration": 22,
     "trial": 31,                   # a sample-based trial's own seed
+    "optuna.ask": 41,              # the Optuna sampler of an ask (tpe, nsga2)
     "haq.episode": 21,             # HAQ (a quantize run): the evaluation of an episode's policy
     "haq.finetune": 31,            # HAQ (a quantize run): the final fine-tune of the chosen policy
 }

@@ -454,6 +454,9 @@ class _Loop:
         }
         if self.stopped is not None:
             info["stopped"] = self.stopped
+        summary = getattr(self.strategy, "search_info", None)
+        if callable(summary):  # e.g. a multi-objective strategy's Pareto front
+            info.update(summary(self.history))
         if self.over_budget:
             info["over_budget"] = (f"{self.over_budget} trial(s) would have ended past the simulated budget of "
                                    f"{self.budget.sim_seconds:g} s; recorded, not counted (trials.overshoot=true "
