@@ -97,7 +97,7 @@ def test_rescale_keeps_the_sampled_mass_and_the_others():
 def test_sampling_draws_the_configured_number_of_heads_and_ops():
     torch.manual_seed(0)
     space = DenseSpace()
-    strategy = _strategy()
+    strategy = _strategy(head_samples=2)
     strategy.init_arch(space)
     incoming = strategy.sample_incoming(strategy.path_probs(), uniform=False)
     assert len(incoming) == space.tail
@@ -274,3 +274,102 @@ def test_cli_search_with_densenas_end_to_end(tmp_path: Path):
                           text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "DenseNAS path" in (out / "report.html").read_text()
+
+
+# --------------------------------------------------------------------------- the official forward, BN, presets
+def test_all_connections_run_weighted_as_the_official_code():
+    """Default (head_samples 0): every incoming connection runs; a block sums p(i->j) head_ij(x_i) unnormalised,
+    the tail mixes its 1x1 convs by softmax_i p(i->T) (official Conv1_1_Block); checked against a direct
+    computation of the supernet's modules."""
+    torch.manual_seed(0)
+    space = DenseSpace(**TINY)
+    strategy = _strategy()
+    assert strategy.config.head_samples == 0
+    strategy.init_arch(space)
+    with torch.no_grad():
+        for b in strategy.betas:
+            b.normal_()
+    probs = strategy.path_probs()
+    incoming = strategy.sample_incoming(probs, uniform=False)
+    assert [s for s, _ in incoming] == space.predecessors[1:]
+    sup = space.supernet((1, 8, 8), 5).eval()
+    with torch.no_grad():  # non-zero residual branches, so every head and layer matters
+        for p in sup.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    layer_ops = [([OPS.index("mb_k5_e3")], torch.ones(1)) for _ in space.layer_index]
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        out = sup(x, incoming, layer_ops)
+        p = lambda i, j: float(probs[i][space.successors[i].index(j)])  # noqa: E731
+        feats = {0: sup.stem(x)}
+        k = 0
+        for j in range(1, space.tail):
+            h = sum(p(i, j) * sup.heads[f"{i}_{j}"](feats[i]) for i in space.predecessors[j])
+            for _ in range(space.layers[j]):
+                h = sup.layers[k]["mb_k5_e3"](h)
+                k += 1
+            feats[j] = h
+        tail_in = space.predecessors[space.tail]
+        mix = torch.softmax(torch.tensor([p(i, space.tail) for i in tail_in]), 0)
+        expected = sup.classifier(sum(m * sup.tails[str(i)](feats[i]) for m, i in zip(mix, tail_in)))
+    assert torch.allclose(out, expected, atol=1e-5)
+    # block 3 has two incoming connections; its weights are the raw probabilities (they do not sum to 1)
+    sources, w = incoming[2]
+    assert sources == [1, 2] and not math.isclose(float(w.detach().sum()), 1.0, abs_tol=1e-3)
+    # the architecture gradient reaches every beta through the connection weights
+    strategy_loss = sup(x, strategy.sample_incoming(strategy.path_probs(), False), layer_ops).sum()
+    grads = torch.autograd.grad(strategy_loss, strategy.betas, allow_unused=True)
+    assert all(g is not None and g.abs().sum() > 0 for g, b in zip(grads, strategy.betas) if len(b) > 1)
+
+
+def test_search_valid_accuracy_recalibrates_the_derived_paths_batchnorm(data):
+    """The loop re-estimates BN on the derived sub-network before scoring it (engine.bn_recalibration)."""
+    from nasforge.oneshot.loop import SearchLoop
+    from nasforge.progress import Progress
+    from nasforge.training import Engine, EngineConfig
+
+    space = DenseSpace(**TINY)
+
+    def stats(recal):
+        strategy = _strategy(epochs=1, batch_size=32)
+        loop = SearchLoop(strategy, space, data, None, Progress(), 0, (), Engine(EngineConfig(bn_recalibration=recal)))
+        bn = loop.model.stem[1]
+        before = bn.running_mean.clone()
+        loop.valid_accuracy(0)
+        return before, bn.running_mean.clone(), bn.num_batches_tracked.item()
+
+    before, after, n = stats(3)
+    assert n == 3 and not torch.allclose(before, after)  # fresh statistics from 3 batches
+    before, after, n = stats(0)
+    assert n == 0 and torch.equal(before, after)  # off: untouched
+
+
+@pytest.mark.slow
+def test_paper_preset_resolves_and_runs_one_step(tmp_path):
+    """The imagenet preset (official search settings, the imagenet-sized dense space) on random 224x224 data:
+    one loop step (architecture pass batch, then a weight batch) with the preset's latency loss."""
+    from nasforge.data import synthetic_dataset
+    from nasforge.oneshot.loop import make_optimizers, search_step
+    from nasforge.pipeline import resolve_config
+    from nasforge.progress import Progress
+
+    big = DenseSpace("imagenet")
+    table = fake_table(big, tmp_path / "t.json", shape=(3, 224, 224), classes=10)
+    cfg = resolve_config({"preset": "paper", "strategy": {"name": "densenas", "batch_size": 2},
+                          "data": {"name": "imagenet"}, "latency": {"table": str(table)}})
+    assert cfg.space == {"name": "dense", "preset": "imagenet"}
+    assert (cfg.strategy["epochs"], cfg.strategy["a_lr"], cfg.strategy["w_lr"]) == (150, 3e-4, 0.2)
+    assert (cfg.latency.loss, cfg.latency.weight, cfg.train.epochs) == ("log", 0.15, 240)
+    strategy = make_strategy("densenas", {k: v for k, v in cfg.strategy.items() if k != "name"}, "imagenet",
+                             latency=cfg.latency)
+    data = synthetic_dataset(num_samples=20, num_classes=2, input_shape=(3, 224, 224), seed=0)
+    strategy.setup(big, data, None, Progress())
+    model = strategy.build_supernet(big, data)
+    strategy.init_arch(big, model)
+    params = list(model.parameters())
+    make_optimizers(strategy, params)
+    x, y = data.x_train[:2], data.y_train[:2]
+    before = [b.detach().clone() for b in strategy.betas]
+    res, arch = search_step(strategy, strategy.engine, model, params, (x, y), (x, y))
+    assert res.finite and math.isfinite(arch["arch_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, strategy.betas))

@@ -4,24 +4,26 @@ Search", CVPR 2020) on the ``dense`` space: widths, downsampling points and dept
 Relaxation. Every stacking layer ``l`` has op parameters ``alpha_l`` (softmax over the
 seven candidates, ``skip`` included); every node ``i`` has path parameters ``beta_i``
 (softmax over its successors: the probability ``p(i->j)`` of leaving ``i`` towards ``j``).
-A block's input is its head layers' outputs mixed by the probabilities of the incoming
-connections, renormalised over the connections used: ``h_j = sum_i p(i->j) head_ij(x_i) /
-sum_i p(i->j)``. (The paper sums ``p(i->j) head_ij(x_i)`` unnormalised; the renormalisation
-keeps a block's input at one scale when only some connections run.)
+Every incoming connection of a block runs (``head_samples`` 0, the default), as in the
+official code (``models/dropped_model.py``): block ``j``'s input is
+``h_j = sum_i p(i->j) head_ij(x_i)``, unnormalised; the tail mixes its 1x1 convs by
+``softmax_i(p(i->T))`` (the official ``Conv1_1_Block`` applies a softmax to the incoming
+probabilities). ``head_samples: k`` instead runs ``k`` sampled connections per block,
+renormalised over those (``sum_i p(i->j) head_ij(x_i) / sum_i p(i->j)``; the earlier default,
+k = 2, which the official code does not do).
 
-Path sampling (what runs in one step; the official code samples ops, this adds connections):
+Op sampling (what runs in one step, the official ``sample_branch``):
 
-- weight step (train half): per stacking layer one op, per block ``head_samples`` incoming
-  connections (all when a block has no more), drawn uniformly during the warm-up and by
-  their probabilities afterwards (the official ``sample_policy``); sampled ops run with
-  weight 1, sampled connections with their renormalised probabilities (no gradient);
-- architecture step (valid half): per stacking layer ``arch_op_samples`` (2) ops and per
-  block ``head_samples`` connections drawn by probability; the ops are mixed by the softmax
-  of their own ``alpha`` entries, and after the Adam step those entries are shifted so their
-  total ``exp`` mass is what it was (the official ``rescale_arch_params``): ops that were not
-  sampled keep their probabilities relative to the sampled pair.
+- weight step (train half): per stacking layer one op, drawn uniformly during the warm-up
+  and by its probabilities afterwards (the official ``sample_policy``); it runs with weight
+  1; connections weighted by their probabilities (no gradient);
+- architecture step (valid half): per stacking layer ``arch_op_samples`` (2) ops drawn by
+  probability, mixed by the softmax of their own ``alpha`` entries; after the Adam step
+  those entries are shifted so their total ``exp`` mass is what it was (the official
+  ``rescale_arch_params``): ops that were not sampled keep their probabilities relative to
+  the sampled pair. The gradient reaches every ``beta`` through the connection weights.
 
-Only blocks that a sampled connection reaches from the tail are computed.
+With sampled connections only blocks that a sampled connection reaches from the tail are computed.
 
 Latency (the run's ``latency`` section). The architecture loss is the official one:
 ``CE + w * log(lat) / log(base)`` (``latency.loss`` auto = ``log``, ``latency.weight`` auto =
@@ -37,6 +39,12 @@ Schedule (official ``run_apis/search.py``): the first ``warmup_fraction`` of the
 architecture for one pass over the valid half, then the weights for one pass over the
 train half. Derivation: per layer the op with the largest weight; the path is the Viterbi
 path (largest product of transition probabilities) from node 0 to the tail.
+
+Search-time valid accuracy: the derived sub-network inside the supernet, after its
+BatchNorm statistics are re-estimated on ``engine.bn_recalibration`` (20) batches of the
+weights half (the shared loop's ``valid_accuracy``): the running statistics of a supernet
+whose paths change every step do not fit any one path. (The official ``infer`` instead runs
+the whole supernet, every op mixed, with batch statistics: ``model.train()``.)
 
 The bi-level loop is the shared one (``nasforge.oneshot.loop``, schedule ``passes``); the
 table loading and the ``log`` loss form are ``nasforge.hardware.penalty``'s.
@@ -88,7 +96,9 @@ class DenseNasConfig(OneShotConfig):
     w_wd: float = option(4e-5, lo=0.0, hi=1.0, help="weight decay of the weights (paper 4e-5)")
     a_lr: float = option(3e-3, lo=0.0, hi=10.0, help="architecture Adam learning rate (paper 3e-4)")
     a_wd: float = option(1e-3, lo=0.0, hi=1.0, help="architecture weight decay (paper 1e-3)")
-    head_samples: int = option(2, lo=0, hi=64, help="incoming connections run per block and step (0: all)")
+    head_samples: int = option(0, lo=0, hi=64,
+                               help="incoming connections run per block and step: 0 = all, weighted as the official "
+                                    "code; k = k sampled, weights renormalised")
     arch_op_samples: int = option(2, lo=1, hi=len(OPS), help="ops run per stacking layer in an architecture step")
 
 
@@ -140,11 +150,21 @@ class DenseNasStrategy(OneShotStrategy):
         return out
 
     def sample_incoming(self, probs: Sequence[Tensor], uniform: bool) -> list[tuple[list[int], Tensor]]:
-        """Draw ``head_samples`` sources per block (uniformly or by probability); weights renormalised."""
+        """The incoming connections each block (and the tail) runs, with their weights.
+
+        ``head_samples`` 0 (default): every connection, as the official code runs them: a block
+        weights head ``i -> j`` by ``p(i->j)`` itself (not renormalised), the tail by the softmax
+        of its incoming ``p`` (the official ``Conv1_1_Block``). ``head_samples`` k > 0: k sources
+        per block drawn (uniformly or by probability), weights renormalised over those drawn.
+        """
         k = self.config.head_samples
+        tail = self.space.tail
         out = []
-        for sources, p in self.incoming_probs(probs):
-            if k and len(sources) > k:
+        for j, (sources, p) in enumerate(self.incoming_probs(probs), start=1):
+            if not k:
+                out.append((sources, F.softmax(p, dim=-1) if j == tail else p))
+                continue
+            if len(sources) > k:
                 draw = torch.ones_like(p) if uniform else p.detach()
                 idx = torch.multinomial(draw, k, replacement=False).sort().values
                 sources, p = [sources[i] for i in idx.tolist()], p[idx]
@@ -285,3 +305,21 @@ class DenseNasStrategy(OneShotStrategy):
         if idx.numel():
             rescale_(self.alpha.data, old, idx)
         return {"arch_loss": loss.item(), "arch_ce": ce.item()}
+
+
+# --- presets ----------------------------------------------------------------------------
+from nasforge.presets import register_preset  # noqa: E402
+
+_DENSENAS_SOURCE = ("JaminFong/DenseNAS configs/imagenet_search_cfg_mbv2.yaml (search), run_apis/optimizer.py "
+                    "(Adam betas, no clip), configs/imagenet_train_cfg.py (retraining); paper sec. 4.1")
+register_preset("paper", "densenas", "imagenet", {
+    "space": {"name": "dense", "preset": "imagenet"},
+    "strategy": {"epochs": 150, "warmup_fraction": 1 / 3, "batch_size": 352, "w_lr": 0.2, "w_lr_min": 1e-4,
+                 "w_momentum": 0.9, "w_nesterov": False, "w_wd": 4e-5, "grad_clip": 0.0, "a_lr": 3e-4,
+                 "a_wd": 1e-3, "a_beta1": 0.5, "a_beta2": 0.999, "head_samples": 0, "arch_op_samples": 2},
+    "latency": {"loss": "log", "weight": 0.15, "base": 15.0},
+    "train": {"epochs": 240, "batch_size": 1024, "lr": 0.5, "lr_min": 1e-5, "momentum": 0.9,
+              "weight_decay": 4e-5, "grad_clip": 0.0, "cutout": 0},
+}, sources={"*": _DENSENAS_SOURCE},
+    note="the official search uses a 100-class subset of ImageNet and a latency table measured on a TITAN-XP GPU "
+         "(batch 32); nasforge measures latency.device; retraining's label smoothing 0.1 is not a train option")
