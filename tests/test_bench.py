@@ -112,3 +112,22 @@ def test_search_on_a_table_retrains_when_asked(bench_run, tmp_path, monkeypatch)
     result = json.loads((out / "result.json").read_text())
     assert (out / "model.pt").exists() and "latency" in result
     assert result["benchmark"]["test_acc"] != result["test_acc"]  # the table's number kept beside the retraining
+
+
+def test_multi_objective_search_saves_and_plots_its_front(bench_run, tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    out = tmp_path / "run"
+    assert _cli(monkeypatch, "search", "--space", "nb201", "--strategy", "nsga2", "--table",
+                str(bench_run / "synthetic-3.csv"), "--trials", "60", "--set", "strategy.cost=params",
+                "--out", str(out), "-q") == 0
+    result = json.loads((out / "result.json").read_text())
+    front = result["search_info"]["pareto_front"]
+    assert front and result["search_info"]["cost"] == "params"
+    costs, objectives = [r["params"] for r in front], [r["objective"] for r in front]
+    assert costs == sorted(costs) and objectives == sorted(objectives)  # cheaper cells score lower: a front
+    from nasforge.arch import Arch
+
+    table = TableEvaluator(bench_run / "synthetic-3.csv")
+    for r in front:
+        assert table.lookup(Arch.from_dict(r["arch"]))["params"] == pytest.approx(r["params"])
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
