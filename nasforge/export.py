@@ -284,47 +284,23 @@ def write_latency(model: nn.Module, input_shape: Sequence[int], exported: dict[s
     return atomic_write_text(latency_path(path), json.dumps({"file": path.name, **result.to_dict()}, indent=2) + "\n")
 
 
-class _QuantInput(nn.Module):
-    """The input quantizer of a quantized layer at inference: clip to the threshold and round to ``bits``."""
-
-    def __init__(self, bits: int, threshold: float, signed: bool):
-        super().__init__()
-        self.bits, self.threshold, self.signed = bits, threshold, signed
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from nasforge.quant.linear import quantize_tensor
-
-        return quantize_tensor(x, self.bits, self.threshold, self.signed)
-
-    def extra_repr(self) -> str:
-        return f"bits={self.bits}, threshold={self.threshold:.4g}, signed={self.signed}"
-
-
 def _frozen_quantized(model: nn.Module) -> nn.Module:
     """A quantized network (``QuantLayer``s) for inference and export: each layer's weights replaced by their
-    quantized values, its input quantizer a fixed clip-and-round (no per-call thresholds or Python branches)."""
+    quantized values and its quantizers fixed QuantizeLinear/DequantizeLinear pairs (``nasforge.quant.qdq``),
+    so the ONNX file is a QDQ model."""
     import copy
 
-    from nasforge.quant.linear import FLOAT_BITS, quantize_tensor
     from nasforge.quant.modules import QuantLayer
+    from nasforge.quant.qdq import qdq_layer
 
     model = copy.deepcopy(model).eval()
     done: dict[int, nn.Module] = {}
-
-    def freeze(q: QuantLayer) -> nn.Module:
-        layer = copy.deepcopy(q.layer)
-        with torch.no_grad():
-            if q.wbits < FLOAT_BITS:
-                layer.weight.copy_(quantize_tensor(layer.weight, q.wbits, q.w_threshold, signed=True))
-        if q.abits >= FLOAT_BITS:
-            return layer
-        return nn.Sequential(_QuantInput(q.abits, float(q.a_threshold), bool(q.a_signed)), layer)
 
     def visit(parent: nn.Module) -> None:
         for name, child in list(parent.named_children()):
             if isinstance(child, QuantLayer):
                 if id(child) not in done:
-                    done[id(child)] = freeze(child)
+                    done[id(child)] = qdq_layer(child)
                 setattr(parent, name, done[id(child)])
             else:
                 visit(child)
@@ -339,7 +315,7 @@ def load_quantized(run_dir: str | os.PathLike[str]) -> tuple[nn.Module, Any, tup
     (model in eval mode, arch, input shape)."""
     from nasforge.config import read_yaml
     from nasforge.errors import ExperimentError
-    from nasforge.quant.modules import quant_layers, wrap_model
+    from nasforge.quant.modules import quant_layers, set_quantizer, wrap_model
     from nasforge.train import load_model
 
     run_dir = Path(run_dir)
@@ -356,6 +332,8 @@ def load_quantized(run_dir: str | os.PathLike[str]) -> tuple[nn.Module, Any, tup
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
         wrapped = wrap_model(model)
+        if blob.get("quantizer", "linear") != "linear":  # k-means: the cluster of each weight is in the state
+            set_quantizer(wrapped, blob["quantizer"])
         layers = quant_layers(wrapped)
         policy = blob["policy"]
         if len(policy) != len(layers):

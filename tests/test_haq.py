@@ -22,7 +22,11 @@ from nasforge.quant.env import QuantEnv, action_to_bits, finetune_steps, state_f
 from nasforge.report.sections.haq import haq_section
 from nasforge.strategies.haq import HaqConfig, HaqSearch, make_haq_config, quantize
 
-TINY = {"episodes": 4, "warmup": 2, "finetune_epochs": 1, "hidden": 16, "update_batch": 8, "calib_samples": 64}
+# the tiny model's first and last layers hold most of its weights, so the mechanism tests search all four layers
+# (first_last_bits=0) and skip the per-episode fine-tune (finetune_steps=0) for speed; the defaults (pinned at 8
+# bits, one fine-tune epoch per episode) have their own tests below
+TINY = {"episodes": 4, "warmup": 2, "finetune_epochs": 1, "hidden": 16, "update_batch": 8, "calib_samples": 64,
+        "first_last_bits": 0, "finetune_steps": 0}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -50,12 +54,12 @@ def trained(data):
     return model.eval()
 
 
-def make_env(model, data, budget="size=0.5", accelerator="bitserial", **kw) -> QuantEnv:
+def make_env(model, data, budget="size=0.5", accelerator="bitserial", first_last_bits=None, **kw) -> QuantEnv:
     q = wrap_model(model)
     infos = layer_infos(q, data.input_shape)
     calibrate(q, data.x_train[:64])
     return QuantEnv(q, infos, make_accelerator(accelerator), parse_budget(budget), (data.x_train, data.y_train),
-                    (data.x_valid, data.y_valid), **kw)
+                    (data.x_valid, data.y_valid), first_last_bits=first_last_bits, **kw)
 
 
 # --- environment -----------------------------------------------------------------------

@@ -5,9 +5,12 @@ kernel size, stride, input feature-map area, number of weights, depthwise flag (
 each min-max normalised over the layers to [0, 1]), then the weight(1)/activation(0)
 flag and the previous action as ``(bits - bmin) / (bmax - bmin)``. An action ``a`` in
 [0, 1] becomes ``round(bmin - 0.5 + a * (bmax - bmin + 1))`` bits, clipped to the range.
-At the end of an episode the policy is lowered until it fits the budget (``enforce``),
-then scored: optional short fine-tune, validation accuracy. With ``fixed_abits`` every
-activation decision is that width (weight-only search, e.g. under a size budget).
+At the end of an episode the first and last layers are pinned to ``first_last_bits`` (8,
+as the HAQ code's ``_keep_first_last_layer``), the other layers are lowered until the
+policy fits the budget (``enforce``), and the policy is scored: short fine-tune (the HAQ
+code's per-episode fine-tune), validation accuracy, reward ``0.1 * (acc% - float acc%)``.
+With ``fixed_abits`` every activation decision is that width (weight-only search, e.g.
+under a size budget).
 """
 
 from __future__ import annotations
@@ -67,9 +70,12 @@ class QuantEnv:
     def __init__(self, qmodel: nn.Module, infos: Sequence[LayerInfo], accelerator: Accelerator, budget: Budget,
                  train: tuple[Tensor, Tensor], valid: tuple[Tensor, Tensor], *, bmin: int = 2, bmax: int = 8,
                  finetune_steps: int = 0, finetune_lr: float = 1e-3, batch_size: int = 64,
-                 fixed_abits: int | None = None, engine: Engine | None = None):
+                 fixed_abits: int | None = None, engine: Engine | None = None, first_last_bits: int | None = 8):
         if bmin > bmax:
             raise ConfigError(f"bmin={bmin} is above bmax={bmax}; swap them")
+        #: indices of the layers pinned to ``first_last_bits`` (none when it is None/0 or there is one layer)
+        self.first_last_bits = first_last_bits or None
+        self.pinned = {0, len(infos) - 1} if self.first_last_bits and len(infos) > 1 else set()
         self.engine = engine or engine_for(qmodel)
         self.fixed_abits = fixed_abits
         self.model, self.infos, self.acc_model, self.budget = qmodel, list(infos), accelerator, budget
@@ -80,13 +86,14 @@ class QuantEnv:
         self.static = state_features(self.infos)
         self.float_state = copy.deepcopy(qmodel.state_dict())
         self.reference = self.cost([(8, 8)] * self.n_layers)
-        self.minimum = self.cost([(bmin, fixed_abits or bmin)] * self.n_layers)
+        self.minimum = self.cost(self.pin([(bmin, fixed_abits or bmin)] * self.n_layers))
         self.target = budget.target(self.reference.get(budget.kind))
         smallest = self.minimum.get(budget.kind)
         if self.target < smallest * (1 - 1e-9):
             raise ConfigError(
                 f"{budget.kind} budget {format_value(budget.kind, self.target)} is below the smallest achievable "
-                f"{format_value(budget.kind, smallest)} (all layers at {bmin} bits); raise --budget")
+                f"{format_value(budget.kind, smallest)} (all layers at {bmin} bits"
+                f"{f', first and last at {self.first_last_bits}' if self.pinned else ''}); raise --budget")
         self.org_acc = self.accuracy(*valid)
         self.reset()
 
@@ -100,14 +107,25 @@ class QuantEnv:
     def fits(self, policy: Policy) -> bool:
         return self.cost(policy).get(self.budget.kind) <= self.target * (1 + 1e-9)
 
+    def pin(self, policy: Policy) -> Policy:
+        """``policy`` with the first and last layers at ``first_last_bits`` (activations too, unless fixed)."""
+        out = [tuple(p) for p in policy]
+        for i in self.pinned:
+            b = self.first_last_bits
+            out[i] = (b, self.fixed_abits if self.fixed_abits is not None else b)
+        return out
+
     def enforce(self, policy: Policy) -> Policy:
-        """Lower bits until the budget holds: round-robin from the last layer, activation then weight bits
-        (HAQ's ``_final_action_wall``; a size budget only lowers weight bits, activations do not count)."""
-        policy = [list(p) for p in policy]
+        """Pin the first and last layers, then lower bits until the budget holds: round-robin from the last
+        layer, activation then weight bits (HAQ's ``_final_action_wall``; a size budget only lowers weight
+        bits, activations do not count). Pinned layers are never lowered."""
+        policy = [list(p) for p in self.pin(policy)]
         lower_acts = self.budget.kind != "size" and self.fixed_abits is None
         while not self.fits([tuple(p) for p in policy]):
             changed = False
-            for p in reversed(policy):
+            for i, p in reversed(list(enumerate(policy))):
+                if i in self.pinned:
+                    continue
                 for slot in ((1, 0) if lower_acts else (0,)):
                     if p[slot] > self.bmin:
                         p[slot] -= 1
@@ -169,8 +187,9 @@ class QuantEnv:
         return self.accuracy(*self.valid)
 
     def reward(self, acc: float) -> float:
-        """HAQ's reward: ``(acc - org_acc) * 0.1`` (accuracies as fractions)."""
-        return (acc - self.org_acc) * 0.1
+        """HAQ's reward: ``(acc - org_acc) * 0.1`` with accuracies in percent (the HAQ code's ``reward``, whose
+        accuracies are top-1 percentages): ``10 * (acc - org_acc)`` for the fractions used here."""
+        return (100.0 * acc - 100.0 * self.org_acc) * 0.1
 
 
 def finetune_steps(model: nn.Module, x: Tensor, y: Tensor, *, steps: int, lr: float, batch_size: int, seed: int,

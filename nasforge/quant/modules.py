@@ -6,7 +6,14 @@ a weight and an input-activation bit width and clipping thresholds. The forward 
 quantizes the layer's input and weight (``fake_quantize``, straight-through gradient)
 and runs the original op, so fine-tuning works with any optimiser. ``calibrate`` keeps
 a sample of each layer's float inputs; thresholds for any bit width then come from that
-sample (MSE-optimal, memoised), so switching policies during a search costs no pass.
+sample (memoised), so switching policies during a search costs no pass.
+
+Two weight quantizers: ``linear`` (clip to a threshold, round to a uniform grid; the
+threshold by MSE or, as the HAQ code, by KL: ``set_clip``) and ``kmeans`` (HAQ's
+quantization for size budgets: the weights of a layer share ``2**wbits`` values, the means
+of k-means clusters; ``set_quantizer``). Under k-means the cluster of each weight is fixed
+when the bits are set, and the forward pass uses each cluster's mean of the current
+weights, so fine-tuning moves the shared values (the HAQ code's ``kmeans_update_model``).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +29,7 @@ from torch import Tensor, nn
 
 from nasforge.errors import ConfigError
 from nasforge.hardware.accelerators import LayerInfo
-from nasforge.quant.linear import FLOAT_BITS, best_threshold, check_bits, fake_quantize
+from nasforge.quant.linear import CLIP_METHODS, FLOAT_BITS, check_bits, fake_quantize, kmeans_1d, threshold
 
 __all__ = [
     "QuantLayer",
@@ -29,11 +37,15 @@ __all__ = [
     "layer_infos",
     "quant_layers",
     "quantized_size_bytes",
+    "set_clip",
     "set_policy",
+    "set_quantizer",
     "wrap_model",
 ]
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
+#: weight quantizers: ``linear`` (uniform grid) and ``kmeans`` (shared values, HAQ's size-budget quantizer)
+QUANTIZERS = ("linear", "kmeans")
 
 
 class QuantLayer(nn.Module):
@@ -50,8 +62,11 @@ class QuantLayer(nn.Module):
         self.register_buffer("a_threshold", torch.zeros(()))
         self.register_buffer("a_signed", torch.ones((), dtype=torch.bool))
         self.calibrating = False
+        self.clip = "mse"  # threshold rule: mse | kl
+        self.quantizer = "linear"  # weight quantizer: linear | kmeans
+        self.kmeans_iters, self.kmeans_seed = 3, 0
         self._act_sample: Tensor | None = None
-        self._cache: dict[tuple[str, int], float] = {}
+        self._cache: dict[tuple[Any, ...], Any] = {}
 
     @property
     def weight(self) -> Tensor:
@@ -66,16 +81,49 @@ class QuantLayer(nn.Module):
     def refresh_thresholds(self, weights_changed: bool = False) -> None:
         """Recompute the weight threshold (memoised per bits unless the weights changed) and the activation one."""
         if weights_changed:
-            self._cache = {k: v for k, v in self._cache.items() if k[0] != "w"}
-        key = ("w", self.wbits)
-        if key not in self._cache:
-            self._cache[key] = best_threshold(self.layer.weight, self.wbits, signed=True)
-        self.w_threshold.fill_(self._cache[key])
-        if self._act_sample is not None:
-            key = ("a", self.abits)
+            self._cache = {k: v for k, v in self._cache.items() if k[0] not in ("w", "k")}
+        if self.quantizer == "kmeans":
+            if self.wbits < FLOAT_BITS:
+                key = ("k", self.wbits, self.kmeans_iters, self.kmeans_seed)
+                if key not in self._cache:
+                    self._cache[key] = kmeans_1d(self.layer.weight, self.wbits, self.kmeans_iters,
+                                                 self.kmeans_seed)[1].to(torch.int16)
+                self.w_labels.copy_(self._cache[key])
+        else:
+            key = ("w", self.wbits, self.clip)
             if key not in self._cache:
-                self._cache[key] = best_threshold(self._act_sample, self.abits, signed=bool(self.a_signed))
+                self._cache[key] = threshold(self.layer.weight, self.wbits, signed=True, method=self.clip)
+            self.w_threshold.fill_(self._cache[key])
+        if self._act_sample is not None:
+            key = ("a", self.abits, self.clip)
+            if key not in self._cache:
+                self._cache[key] = threshold(self._act_sample, self.abits, signed=bool(self.a_signed),
+                                             method=self.clip)
             self.a_threshold.fill_(self._cache[key])
+
+    def use_quantizer(self, quantizer: str, iters: int = 3, seed: int = 0) -> None:
+        """Quantize weights with ``linear`` or ``kmeans`` (``iters`` Lloyd iterations, seeded k-means++)."""
+        if quantizer not in QUANTIZERS:
+            raise ConfigError(f"unknown weight quantizer {quantizer!r}; use one of {list(QUANTIZERS)}")
+        self.quantizer, self.kmeans_iters, self.kmeans_seed = quantizer, int(iters), int(seed)
+        if quantizer == "kmeans" and not hasattr(self, "w_labels"):
+            self.register_buffer("w_labels", torch.zeros(self.layer.weight.shape, dtype=torch.int16,
+                                                         device=self.layer.weight.device))
+
+    def quantized_weight(self) -> Tensor:
+        """The weight the forward pass uses: on the k-bit grid (linear) or the cluster means (k-means)."""
+        w = self.layer.weight
+        if self.wbits >= FLOAT_BITS:
+            return w
+        if self.quantizer == "kmeans":
+            labels = self.w_labels.long().flatten()
+            flat = w.flatten()
+            k = 2 ** self.wbits
+            sums = torch.zeros(k, dtype=w.dtype, device=w.device).index_add(0, labels, flat.detach())
+            counts = torch.bincount(labels, minlength=k).clamp_min(1).to(w.dtype)
+            shared = (sums / counts)[labels].reshape(w.shape)
+            return w + (shared - w).detach()  # straight-through: the same step as the HAQ code's re-projection
+        return fake_quantize(w, self.wbits, self.w_threshold, signed=True)
 
     def _record(self, x: Tensor) -> None:
         flat = x.detach().flatten()
@@ -92,15 +140,14 @@ class QuantLayer(nn.Module):
             return self.layer(x)
         if self.abits < FLOAT_BITS:
             x = fake_quantize(x, self.abits, self.a_threshold, signed=bool(self.a_signed))
-        w = self.layer.weight
-        if self.wbits < FLOAT_BITS:
-            w = fake_quantize(w, self.wbits, self.w_threshold, signed=True)
+        w = self.quantized_weight()
         if isinstance(self.layer, nn.Conv2d):
             return self.layer._conv_forward(x, w, self.layer.bias)
         return F.linear(x, w, self.layer.bias)
 
     def extra_repr(self) -> str:
-        return f"wbits={self.wbits}, abits={self.abits}"
+        extra = "" if self.quantizer == "linear" else f", quantizer={self.quantizer}"
+        return f"wbits={self.wbits}, abits={self.abits}, clip={self.clip}{extra}"
 
 
 def wrap_model(model: nn.Module, wbits: int = FLOAT_BITS, abits: int = FLOAT_BITS) -> nn.Module:
@@ -220,3 +267,19 @@ def set_policy(model: nn.Module, policy: Iterable[tuple[int, int]]) -> None:
 def quantized_size_bytes(weight_params: Sequence[int], wbits: Sequence[int]) -> int:
     """Exact storage of the quantized weights: ``sum(ceil(params * bits / 8))`` bytes (one ceil per layer)."""
     return sum(math.ceil(n * b / 8) for n, b in zip(weight_params, wbits))
+
+
+def set_clip(model: nn.Module, method: str) -> None:
+    """Choose the clipping-threshold rule of every wrapped layer: ``mse`` or ``kl`` (the HAQ code's)."""
+    if method not in CLIP_METHODS:
+        raise ConfigError(f"unknown clipping method {method!r}; use one of {list(CLIP_METHODS)}")
+    for _, q in quant_layers(model):
+        q.clip = method
+        q.refresh_thresholds()
+
+
+def set_quantizer(model: nn.Module, quantizer: str, iters: int = 3, seed: int = 0) -> None:
+    """Quantize the weights of every wrapped layer with ``linear`` or ``kmeans`` (HAQ's size-budget quantizer)."""
+    for _, q in quant_layers(model):
+        q.use_quantizer(quantizer, iters, seed)
+        q.refresh_thresholds()

@@ -2,13 +2,15 @@
 
 A DDPG agent visits the conv/linear layers of a trained network in order and picks, per
 layer, a weight and then an activation bit width in ``[bmin, bmax]``. After the last
-decision the policy is lowered until it fits the budget (model size, or latency/energy
-from an accelerator model), the network is quantized with it (linear quantization,
-MSE-optimal clipping), optionally fine-tuned for a few steps, and scored on the
-validation split; the reward is ``(acc - float_acc) * 0.1`` and every decision of the
-episode is stored with it in the replay buffer. After ``episodes`` episodes (the first
-``warmup`` with uniform random actions) the best policy is fine-tuned for
-``finetune_epochs`` epochs and scored on the test split.
+decision the first and last layers are pinned to 8 bits and the policy is lowered until it
+fits the budget (model size, or latency/energy from an accelerator model or measured on
+ONNX Runtime's int8 kernels), the network is quantized with it (linear quantization with
+MSE or KL clipping, or k-means weight sharing), fine-tuned for one short epoch (the HAQ
+code's per-episode fine-tune) and scored on the validation split; the reward is the HAQ
+code's ``0.1 * (acc% - float acc%)`` and every decision of the episode is stored with it in
+the replay buffer. After ``episodes`` episodes (the first ``warmup`` with uniform random
+actions) the best policy is fine-tuned for ``finetune_epochs`` epochs and scored on the
+test split.
 
 Each episode is logged to the store (``phase="haq"``: policy, reward, accuracy, costs) and
 the agent, its replay buffer and the best policy so far are checkpointed, so an
@@ -35,13 +37,14 @@ from nasforge.config import load_section, option, to_dict
 from nasforge.data import Dataset
 from nasforge.errors import ConfigError
 from nasforge.experiment import Experiment
-from nasforge.hardware.accelerators import Accelerator, make_accelerator
+from nasforge.hardware.accelerators import Accelerator, accelerator_names, make_accelerator
 from nasforge.progress import Progress
 from nasforge.quant.budget import Budget, format_value, parse_budget
 from nasforge.quant.ddpg import DDPGAgent, DDPGConfig
 from nasforge.quant.env import Policy, QuantEnv, finetune_steps
 from nasforge.quant.linear import check_bits
-from nasforge.quant.modules import calibrate, layer_infos, set_policy, wrap_model
+from nasforge.quant.modules import calibrate, layer_infos, set_clip, set_policy, set_quantizer, wrap_model
+from nasforge.quant.ort import OrtInt8Accelerator, measure_ort_table
 from nasforge.seeds import seed_for
 from nasforge.training import Engine, EngineConfig
 from nasforge.utils import atomic_torch_save
@@ -61,11 +64,26 @@ class HaqConfig:
     bmin: int = option(2, lo=1, hi=32, help="smallest bit width")
     bmax: int = option(8, lo=1, hi=32, help="largest bit width")
     abits: int | None = option(None, lo=1, hi=32, help="fixed activation bits (weight-only search); empty: searched")
-    finetune_steps: int = option(0, lo=0, hi=1_000_000, help="SGD steps of the short fine-tune before each reward (0: none)")
+    finetune_steps: int | None = option(None, lo=0, hi=1_000_000,
+                                        help="SGD steps of the short fine-tune before each reward; empty: one epoch "
+                                             "of finetune_images images (HAQ code); 0: none")
+    finetune_images: int = option(20000, lo=1, hi=100_000_000,
+                                  help="images of the per-episode fine-tune epoch (HAQ code: train_size 20000)")
     finetune_lr: float = option(1e-3, lo=0.0, hi=10.0, help="learning rate of the per-episode fine-tune (HAQ: 1e-3)")
     finetune_epochs: int = option(3, lo=0, hi=100_000, help="epochs of the final fine-tune of the best policy")
     final_lr: float = option(5e-3, lo=0.0, hi=10.0, help="learning rate of the final fine-tune (cosine-annealed)")
-    batch_size: int = option(64, lo=1, hi=65536, help="batch size of both fine-tunes")
+    batch_size: int = option(64, lo=1, hi=65536, help="batch size of the per-episode fine-tune (and the final one)")
+    final_batch_size: int | None = option(None, lo=1, hi=65536, help="batch size of the final fine-tune; "
+                                          "empty: batch_size")
+    first_last_bits: int = option(8, lo=0, hi=32, help="bits of the first and last layers, weights and inputs "
+                                  "(HAQ code: 8); 0: searched like the others")
+    clip: str = option("mse", choices=("mse", "kl"), help="clipping threshold: mse, or kl (the HAQ code's KL rule)")
+    quantizer: str = option("linear", choices=("linear", "kmeans"),
+                            help="weight quantizer: linear, or kmeans (HAQ's for size budgets; float activations)")
+    kmeans_iters: int = option(3, lo=0, hi=1000, help="k-means iterations per layer (HAQ search: max_iter=3)")
+    ort_batch: int = option(1, lo=1, hi=65536, help="batch of the ONNX Runtime latency measurement")
+    ort_threads: int = option(1, lo=1, hi=1024, help="ONNX Runtime threads of the latency measurement")
+    ort_repeats: int = option(30, lo=1, hi=100_000, help="timed runs per layer and kernel (median)")
     calib_samples: int = option(512, lo=1, hi=1_000_000, help="training images that calibrate activation ranges")
     hidden: int = option(300, lo=1, hi=100_000, help="hidden units of the actor and critic (HAQ: 300)")
     lr_actor: float = option(1e-4, lo=0.0, hi=10.0, help="actor Adam learning rate (HAQ: 1e-4)")
@@ -74,7 +92,8 @@ class HaqConfig:
     discount: float = option(1.0, lo=0.0, hi=1.0, help="discount (HAQ: 1)")
     init_delta: float = option(0.5, lo=0.0, hi=10.0, help="initial std of the truncated-normal noise (HAQ: 0.5)")
     delta_decay: float = option(0.99, lo=0.0, hi=1.0, help="noise decay per episode after warm-up (HAQ: 0.99)")
-    replay: int = option(2000, lo=1, hi=10_000_000, help="replay buffer capacity in decisions")
+    replay: int | None = option(None, lo=1, hi=10_000_000,
+                                help="replay buffer capacity in decisions; empty: 128 per layer (HAQ: rmsize)")
     update_batch: int = option(64, lo=1, hi=65536, help="replay batch of each agent update (HAQ: 64)")
 
     def __post_init__(self) -> None:
@@ -84,6 +103,12 @@ class HaqConfig:
             check_bits(self.abits, "haq.abits")
         if self.bmin > self.bmax:
             raise ConfigError(f"haq.bmin={self.bmin} is above haq.bmax={self.bmax}; swap them")
+        if self.quantizer == "kmeans":
+            if self.bmax > 8:
+                raise ConfigError(f"haq.bmax={self.bmax} is too wide for k-means (2**bits clusters); use at most 8")
+            if self.abits not in (None, 32):
+                raise ConfigError(f"haq.abits={self.abits} with haq.quantizer=kmeans: k-means quantizes weights "
+                                  "only (activations stay float); drop haq.abits or use haq.quantizer=linear")
 
 
 def make_haq_config(options: Mapping[str, Any] | HaqConfig | None = None) -> HaqConfig:
@@ -113,7 +138,17 @@ class HaqSearch:
         self.engine = engine if isinstance(engine, Engine) else Engine(engine)
         self.cfg = make_haq_config(config)
         self.budget = parse_budget(budget)
-        self.accelerator = make_accelerator(accelerator)
+        measured = isinstance(accelerator, str) and accelerator == OrtInt8Accelerator.name
+        if isinstance(accelerator, str) and not measured and accelerator not in accelerator_names():
+            raise ConfigError(f"unknown accelerator '{accelerator}'; choose one of "
+                              f"{[*accelerator_names(), OrtInt8Accelerator.name]}")
+        if measured and self.budget.kind == "energy":
+            raise ConfigError("the onnxruntime target measures latency, not energy (no power counter is read); "
+                              "use --budget latency=... or size=..., or --accelerator bitserial|bitfusion")
+        if self.cfg.quantizer == "kmeans" and self.budget.kind != "size":
+            raise ConfigError(f"haq.quantizer=kmeans has no integer kernels to time or model ({self.budget.kind} "
+                              "budget); use --budget size=... or haq.quantizer=linear")
+        self.accelerator = None if measured else make_accelerator(accelerator)
         self.data, self.seed = data, seed
         self.input_shape = tuple(input_shape or data.input_shape)
         torch.manual_seed(seed)
@@ -121,19 +156,37 @@ class HaqSearch:
         for p in self.qmodel.parameters():  # a model loaded for inference may have grads switched off
             p.requires_grad_(True)
         self.infos = layer_infos(self.qmodel, self.input_shape)
+        if self.accelerator is None:  # measured on this CPU's ONNX Runtime int8 kernels, layer by layer
+            self.accelerator = measure_ort_table(self.qmodel, self.input_shape, batch_size=self.cfg.ort_batch,
+                                                 threads=self.cfg.ort_threads, repeats=self.cfg.ort_repeats,
+                                                 seed=seed)
+        set_clip(self.qmodel, self.cfg.clip)
+        if self.cfg.quantizer != "linear":
+            set_quantizer(self.qmodel, self.cfg.quantizer, self.cfg.kmeans_iters, seed)
         calibrate(self.qmodel, data.x_train[: self.cfg.calib_samples])
         self.qmodel = self.engine.module(self.qmodel)  # calibrated on the CPU, searched and fine-tuned on the device
+        fixed_abits = 32 if self.cfg.quantizer == "kmeans" else self.cfg.abits
         self.env = QuantEnv(self.qmodel, self.infos, self.accelerator, self.budget,
                             (data.x_train, data.y_train), (data.x_valid, data.y_valid),
-                            bmin=self.cfg.bmin, bmax=self.cfg.bmax, finetune_steps=self.cfg.finetune_steps,
+                            bmin=self.cfg.bmin, bmax=self.cfg.bmax, finetune_steps=self.episode_steps(),
                             finetune_lr=self.cfg.finetune_lr, batch_size=self.cfg.batch_size,
-                            fixed_abits=self.cfg.abits, engine=self.engine)
+                            fixed_abits=fixed_abits, engine=self.engine,
+                            first_last_bits=self.cfg.first_last_bits or None)
+
+    def episode_steps(self) -> int:
+        """SGD steps of the per-episode fine-tune: ``finetune_steps``, or one epoch of ``finetune_images``
+        training images (at most the training split) at ``batch_size``, as the HAQ code."""
+        if self.cfg.finetune_steps is not None:
+            return self.cfg.finetune_steps
+        images = min(self.cfg.finetune_images, len(self.data.y_train))
+        return math.ceil(images / self.cfg.batch_size)
 
     def _agent(self) -> DDPGAgent:
         c = self.cfg
         return DDPGAgent(self.env.n_states, DDPGConfig(
             hidden=c.hidden, lr_actor=c.lr_actor, lr_critic=c.lr_critic, tau=c.tau, discount=c.discount,
-            batch_size=c.update_batch, capacity=c.replay, init_delta=c.init_delta, delta_decay=c.delta_decay,
+            batch_size=c.update_batch, capacity=c.replay or 128 * len(self.infos), init_delta=c.init_delta,
+            delta_decay=c.delta_decay,
             warmup=c.warmup), seed=self.seed)
 
     def describe(self) -> dict[str, Any]:
@@ -142,6 +195,9 @@ class HaqSearch:
         return {
             "budget": str(self.budget), "budget_kind": self.budget.kind, "target": env.target,
             "accelerator": self.accelerator.name or type(self.accelerator).__name__,
+            "accelerator_table": getattr(self.accelerator, "table", None)
+            if isinstance(self.accelerator, OrtInt8Accelerator) else None,
+            "episode_finetune_steps": env.finetune_steps,
             "layers": [{"name": f.name, "kind": f.kind, "depthwise": f.depthwise, "params": f.weight_params,
                         "macs": f.macs} for f in self.infos],
             "reference_8bit": vars(env.reference), "minimum": vars(env.minimum), "float_valid_acc": env.org_acc,
@@ -228,10 +284,11 @@ class HaqSearch:
         set_policy(qmodel, policy)
         before = env.accuracy(data.x_test, data.y_test)
         t0 = time.time()
-        steps = cfg.finetune_epochs * math.ceil(len(data.y_train) / cfg.batch_size)
+        batch = cfg.final_batch_size or cfg.batch_size
+        steps = cfg.finetune_epochs * math.ceil(len(data.y_train) / batch)
         if steps:
             finetune_steps(qmodel, data.x_train, data.y_train, steps=steps, lr=cfg.final_lr,
-                           batch_size=cfg.batch_size, seed=seed_for(self.seed, "haq.finetune"), cosine=True,
+                           batch_size=batch, seed=seed_for(self.seed, "haq.finetune"), cosine=True,
                            engine=self.engine)
         test_acc = env.accuracy(data.x_test, data.y_test)
         cost = env.cost(policy)
@@ -244,7 +301,8 @@ class HaqSearch:
         return {
             "float_test_acc": float_test, "quant_test_acc_before_finetune": before, "test_acc": test_acc,
             "finetune_epochs": cfg.finetune_epochs, "finetune_seconds": time.time() - t0,
-            "size_bytes": cost.size_bytes, "latency": cost.latency, "energy": cost.energy,
+            "size_bytes": cost.size_bytes, "latency": cost.latency,
+            "energy": cost.energy if getattr(self.accelerator, "has_energy", True) else None,
             "within_budget": cost.get(self.budget.kind) <= env.target * (1 + 1e-9),
             "policy": [list(p) for p in policy], "layers": layers,
         }
@@ -264,13 +322,17 @@ class HaqSearch:
             "best_valid_acc": best["acc"], "float_valid_acc": env.org_acc,
             **scored,
             "size_8bit_bytes": ref.size_bytes, "size_float_bytes": sum(4 * f.weight_params for f in self.infos),
-            "latency_8bit": ref.latency, "energy_8bit": ref.energy,
+            "latency_8bit": ref.latency,
+            "energy_8bit": ref.energy if getattr(self.accelerator, "has_energy", True) else None,
+            "quantizer": cfg.quantizer, "clip": cfg.clip, "first_last_bits": cfg.first_last_bits,
+            "episode_finetune_steps": env.finetune_steps,
             "search_seconds": search_seconds,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # ISO 8601, as search runs
         }
         if experiment is not None:
             experiment.write_json("result.json", metrics)
             atomic_torch_save({"policy": metrics["policy"], "layers": [f.name for f in self.infos],
+                               "quantizer": cfg.quantizer, "clip": cfg.clip,
                                "state_dict": {k: v.detach().cpu() for k, v in self.qmodel.state_dict().items()}},
                               experiment.path / "quantized.pt")
         return QuantResult(self.qmodel, [tuple(p) for p in policy], metrics, history)
