@@ -23,7 +23,7 @@ from nasforge.oneshot.relax import Relaxation, gumbel_hard
 from nasforge.spaces import make_space
 from nasforge.spaces.darts import PRIMITIVES, DartsCell, GdasReductionCell, num_edges
 from nasforge.strategies import get_strategy_class, make_strategy
-from nasforge.strategies.gdas import FRC_STANDIN_REDUCE, GdasConfig, GdasStrategy, temperature
+from nasforge.strategies.gdas import GdasConfig, GdasStrategy, temperature
 
 OPS = len(PRIMITIVES)
 
@@ -218,18 +218,27 @@ def test_fixed_reduce_search_learns_only_normal_alphas(data):
     result = strategy.search(space, data, seed=0)
     assert all(label.startswith("normal.") for label in strategy.relax.labels)  # no reduce alphas at all
     assert not torch.equal(strategy.alphas[0].detach(), strategy.initial[0])  # normal cell searched
-    # the arch is a valid darts arch whose reduce cell is the documented stand-in
-    space.validate(result.arch)
-    assert space.genotype(result.arch).reduce == FRC_STANDIN_REDUCE
-    assert result.info["fixed_reduce"] is True and "stand-in" in result.info["reduce_cell"]
+    # the arch records the fixed reduction cell and has no reduce choices (no stand-in)
+    arch = result.arch.as_dict()
+    assert arch["reduce_cell"] == "gdas_frc" and not any(k.startswith("reduce.") for k in arch)
+    make_space("darts", reduce_cell="gdas_frc").validate(result.arch)
+    assert result.info["fixed_reduce"] is True and "gdas_frc" in result.info["reduce_cell"]
     assert all(set(h["arch_weights"]) == {"normal"} for h in result.history)
+    assert str(space.genotype(result.arch)).endswith("reduce[gdas_frc]")
+    # the final network (built from the arch by the configured, searched darts space) has the FRC itself
     net = space.build(result.arch, data.input_shape, data.num_classes, layers=3, channels=4)
+    frc = [c for c in net.cells if c.reduction]
+    assert frc and all(isinstance(c, GdasReductionCell) for c in frc)
+    assert all(m.affine for c in frc for m in c.modules() if isinstance(m, nn.BatchNorm2d))  # a trained network's BN
     assert net(data.x_train[:2]).shape == (2, data.num_classes)
 
 
-def test_fixed_reduce_needs_four_nodes(data):
-    with pytest.raises(ConfigError, match="4-node"):
-        _strategy(fixed_reduce=True).search(make_space("darts", nodes=3), data, seed=0)
+def test_fixed_reduce_works_with_any_node_count(data):
+    """The FRC has its own four outputs; the searched normal cell may have any number of nodes."""
+    result = _strategy(fixed_reduce=True, epochs=1).search(make_space("darts", nodes=3), data, seed=0)
+    assert result.arch["reduce_cell"] == "gdas_frc" and "normal.2.inputs" in result.arch.as_dict()
+    net = make_space("darts", nodes=3).build(result.arch, data.input_shape, data.num_classes, layers=3, channels=4)
+    assert net(data.x_train[:2]).shape == (2, data.num_classes)
 
 
 # --------------------------------------------------------------------------- whole searches

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from nasforge.errors import ArchError, ConfigError
 
 __all__ = [
-    "Choose", "ChoiceModule", "Hard", "InputChoice", "NodeChoice", "OpChoice", "Paths", "Soft", "ValueChoice",
+    "Choose", "ChoiceModule", "Hard", "HardZeroWeights", "InputChoice", "NodeChoice", "OpChoice", "Paths", "Soft", "ValueChoice",
     "Zero", "choice_modules", "declarations", "fixed_arch", "is_zero",
 ]
 
@@ -101,10 +101,17 @@ class Soft(NamedTuple):
 
 class Hard(NamedTuple):
     """One sampled candidate per row (``index``) and weights ``[rows, n]`` whose value at the
-    index carries the gradient (straight-through; GDAS)."""
+    index carries the gradient (straight-through; GDAS). Only the chosen candidate's output
+    counts (the official NASNet-space GDAS cell, and NAS-Bench-201's ``forward_gdas_v1``)."""
 
     index: Sequence[int]
     weights: Tensor
+
+
+class HardZeroWeights(Hard):
+    """``Hard``, and every unchosen candidate adds its own weight (exactly 0 in value) to the output,
+    so each carries a gradient too (the official NAS-Bench-201 GDAS cell: ``forward_gdas`` in
+    AutoDL-Projects' ``xautodl/models/cell_searchs/search_cells.py``)."""
 
 
 class Paths(NamedTuple):
@@ -116,7 +123,7 @@ class Paths(NamedTuple):
     gates: Tensor | None = None
 
 
-Decision = Soft | Hard | Paths
+Decision = Soft | Hard | HardZeroWeights | Paths
 
 
 def is_zero(name: str, module: nn.Module | None = None) -> bool:
@@ -196,7 +203,11 @@ def _mix(run: Callable[[int], Tensor], zero: set[int], n: int, decision: Decisio
         return out if out is not None else like()
     if isinstance(decision, Hard):
         i = decision.index[row]
-        return decision.weights[row, i] * run(i)
+        out = decision.weights[row, i] * run(i)
+        if isinstance(decision, HardZeroWeights):  # + w_k for every unchosen k: 0 in value, a gradient for each w_k
+            w = decision.weights[row]
+            out = out + torch.cat([w[:i], w[i + 1:]]).sum()
+        return out
     active = decision.active[row]
     if decision.gates is None:
         return run(active)
@@ -334,6 +345,8 @@ class Choose(ChoiceModule):
         decisions = [self.decision(label) for label in self.labels]
         index = self._index
         kind = type(decisions[0])
+        if kind is HardZeroWeights:  # value choices mix no outputs of unchosen candidates: plain Hard
+            kind = Hard
         if kind is Soft:
             out = None
             for k, combo in enumerate(self.combos):
@@ -461,14 +474,34 @@ def derive_node(rows: np.ndarray, names: Sequence[str], n_chosen: int) -> tuple[
     return sorted(chosen), ops
 
 
+def derive_node_pairs(rows: np.ndarray, names: Sequence[str], n_chosen: int) -> tuple[list[int], list[str]]:
+    """The official GDAS rule for one node (``genotype()`` of AutoDL-Projects' NASNet-space GDAS
+    search model): over every ``(op, input)`` pair of the node's incoming edges, zero ops left out,
+    keep the ``n_chosen`` of largest weight (ties: the earlier input, then the earlier op), so two
+    ops may come from one input. Returns (inputs, ops) ordered by input, then op."""
+    live = [k for k, name in enumerate(names) if not is_zero(name)]
+    pairs = [(j, k) for j in range(len(rows)) for k in live]
+    top = sorted(sorted(pairs, key=lambda p: -rows[p[0]][p[1]])[:n_chosen])
+    return [j for j, _ in top], [names[k] for _, k in top]
+
+
+#: how a ``NodeChoice`` derives its inputs and ops: ``darts`` (top inputs by their strongest op, DARTS)
+#: or ``pairs`` (top (op, input) pairs, the official GDAS code)
+NODE_RULES: dict[str, Callable[[np.ndarray, Sequence[str], int], tuple[list[int], list[str]]]] = {
+    "darts": derive_node, "pairs": derive_node_pairs}
+
+
 class NodeChoice(ChoiceModule):
     """A cell node: an op on each of its ``n_inputs`` incoming edges, ``n_chosen`` inputs kept.
 
     ``make(name, j)`` builds candidate ``name`` for the edge from input ``j``. The decisions are
     ``{label}.inputs`` (the kept inputs) and ``{label}.op{m}`` (the op on the m-th kept input);
     one-shot methods relax it as one ``[n_inputs, len(names)]`` tensor (an op mix per edge,
-    the DARTS node) and derive it by ``derive_node``. A zero op among ``names`` is searched
-    (it weakens an edge) but never chosen: an input not kept is the zero op.
+    the DARTS node) and derive it by ``derive_node`` (or, with ``rule="pairs"``, by GDAS's
+    ``derive_node_pairs``). A zero op among ``names`` is searched (it weakens an edge) but never
+    chosen: an input not kept is the zero op. An arch may keep one input twice (``inputs: [1, 1]``:
+    ``op0`` and ``op1`` both on input 1, as GDAS's derivation can give); sampled archs keep
+    distinct inputs.
     """
 
     def __new__(cls, label: str, n_inputs: int, names: Sequence[str], make: Callable[[str, int], nn.Module],
@@ -476,10 +509,10 @@ class NodeChoice(ChoiceModule):
         fixed = _fixed()
         if fixed is None:
             return super().__new__(cls)
-        from nasforge.spaces.base import InputChoice as InputDecl
+        from nasforge.spaces.node import check_node_inputs
 
         inputs = fixed.take(f"{label}.inputs")
-        problem = InputDecl(f"{label}.inputs", n_inputs, n_chosen).check(inputs)
+        problem = check_node_inputs(inputs, n_inputs, n_chosen)
         if problem:
             raise ArchError(f"choice '{label}.inputs': {problem}; fix that value")
         ops = []
@@ -514,15 +547,21 @@ class NodeChoice(ChoiceModule):
         return self.names
 
     def declarations(self) -> dict[str, Any]:
-        from nasforge.spaces.base import InputChoice as InputDecl, OpChoice as OpDecl
+        from nasforge.spaces.base import OpChoice as OpDecl
+        from nasforge.spaces.node import NodeInputs
 
-        out: dict[str, Any] = {f"{self.label}.inputs": InputDecl(f"{self.label}.inputs", self.n_inputs, self.n_chosen)}
+        out: dict[str, Any] = {f"{self.label}.inputs": NodeInputs(f"{self.label}.inputs", self.n_inputs, self.n_chosen)}
         for m in range(self.n_chosen):
             out[f"{self.label}.op{m}"] = OpDecl(f"{self.label}.op{m}", self.op_names)
         return out
 
-    def derive(self, probs: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        inputs, ops = derive_node(probs[self.label], self.names, self.n_chosen)
+    def derive(self, probs: Mapping[str, np.ndarray], rule: str = "darts") -> dict[str, Any]:
+        """Inputs and ops by ``rule``: ``darts`` (``derive_node``) or ``pairs`` (``derive_node_pairs``)."""
+        try:
+            derive = NODE_RULES[rule]
+        except KeyError:
+            raise ConfigError(f"unknown node derivation '{rule}'; choose one of {sorted(NODE_RULES)}") from None
+        inputs, ops = derive(probs[self.label], self.names, self.n_chosen)
         out: dict[str, Any] = {f"{self.label}.inputs": inputs}
         for m, name in enumerate(ops):
             out[f"{self.label}.op{m}"] = name

@@ -30,11 +30,10 @@ from nasforge.config import option
 from nasforge.data import Dataset
 from nasforge.oneshot.loop import OneShotConfig
 from nasforge.oneshot.relax import Relaxation
-from nasforge.spaces.darts import DartsSpace
 from nasforge.spaces.modular import ModuleSpace
 from nasforge.strategies.base import register_strategy
 from nasforge.strategies.oneshot import OneShotStrategy
-from nasforge.strategies.stopping import DartsPlusStopper
+from nasforge.strategies.stopping import DartsPlusStopper, dartsplus_stopper
 
 
 @dataclass
@@ -46,7 +45,8 @@ class DartsConfig(OneShotConfig):
     order: int = option(1, choices=(1, 2), help="1: first-order approximation, 2: unrolled second order")
     unrolled_r: float = option(0.01, lo=1e-8, hi=1.0, help="finite-difference scale of the Hessian-vector product")
     early_stop: str = option("none", choices=("none", "dartsplus"),
-                             help="stopping policy: none, or dartsplus (stop at 2 skip-connects or a stable ranking)")
+                             help="stopping policy: none, or dartsplus (stop at 2 skip-connects in the normal cell "
+                                  "or a stable ranking of the learnable ops; any space with choice modules)")
     early_stop_skips: int = option(2, lo=1, hi=64, help="DARTS+ criterion 1: skip-connects in the normal cell")
     early_stop_patience: int = option(10, lo=1, hi=100000,
                                       help="DARTS+ criterion 2: epochs the learnable ops' ranking must stay unchanged")
@@ -163,16 +163,11 @@ class DartsStrategy(OneShotStrategy):
         return space.arch(self.relax.derive())
 
     def stopper(self) -> DartsPlusStopper | None:
+        """DARTS+ (``early_stop=dartsplus``) on the relaxed space: its op names, its normal cell."""
         cfg = self.config
-        return DartsPlusStopper(cfg.early_stop_skips, cfg.early_stop_patience) if cfg.early_stop == "dartsplus" \
-            else None
-
-    def setup(self, space: Any, data: Dataset, experiment: Any, progress: Any) -> None:
-        if self.config.early_stop == "dartsplus" and not isinstance(space, DartsSpace):
-            from nasforge.errors import ConfigError
-
-            raise ConfigError(f"strategy.early_stop=dartsplus reads the darts normal cell, not a '{space.name}' "
-                              "architecture; use --space darts or strategy.early_stop=none")
+        if cfg.early_stop != "dartsplus":
+            return None
+        return dartsplus_stopper(self.relax, cfg.early_stop_skips, cfg.early_stop_patience)
 
     def arch_step(self, model: nn.Module, batch: tuple[Tensor, Tensor],
                   train_batch: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:

@@ -23,30 +23,38 @@ for a one-epoch search); each epoch's metrics record it as ``tau``.
 The step follows the official code: first a weight step on a training batch, then an
 architecture step on a validation batch (first order only: the sampled network is not
 differentiable through an unrolled weight step, so ``order=2`` is rejected), each with
-its own Gumbel sample. The derivation is DARTS's (per node the two inputs whose
-strongest non-``none`` op weighs most, by softmax(alpha)); on other spaces it is the
-space's own (nb201: per edge the strongest op).
+its own Gumbel sample.
+
+Unchosen ops (``unchosen``). The official code has two cell forwards. Its NASNet-space
+(darts) search cell runs only the chosen op of an edge, scaled by its hard weight
+(``MixedOp.forward_gdas``); its NAS-Bench-201 search cell (``forward_gdas`` of
+``search_cells.py``) also adds the hard weight of every *unchosen* op (exactly 0 in value),
+so each of them carries a gradient too. ``unchosen="auto"`` (the default) follows the
+official code per space: ``zero_weight`` on nb201, ``skip`` elsewhere.
+
+Derivation (``derive``). ``pairs`` (the default, the official GDAS code's ``genotype()``):
+per node the two strongest ``(op, input)`` pairs over all non-``none`` ops of its incoming
+edges, by softmax(alpha), so both ops may read one input (the arch then holds ``inputs:
+[j, j]``); ``darts``: DARTS's rule (the two inputs whose strongest non-``none`` op weighs
+most). Spaces without cell nodes derive by their own rule (nb201: per edge the strongest
+op, ``none`` included, as the official NAS-Bench-201 GDAS).
 
 Defaults, checked against the official code (D-X-Y/AutoDL-Projects): architecture Adam
-lr 3e-4, betas (0.5, 0.999), weight decay 1e-3 (scripts-search ``--arch_learning_rate
-0.0003 --arch_weight_decay 0.001``, ``exps/.../GDAS.py``); tau 10 -> 0.1 (``--tau_max 10
---tau_min 0.1``); weights SGD lr 0.025 cosine-annealed to 0.001, momentum 0.9, gradient
-clip 5, as in DARTS. The official search configs use weight decay 5e-4 with Nesterov
-momentum (``configs/search-opts/GDAS-NASNet-CIFAR.config``); here ``w_wd`` defaults to
-that 5e-4, and momentum is plain (the shared DARTS optimiser has no Nesterov option).
+lr 3e-4, betas (0.5, 0.999), weight decay 1e-3 (``scripts-search/NASNet-space-search-by-GDAS.sh``
+``--arch_learning_rate 0.0003 --arch_weight_decay 0.001``, ``exps/NAS-Bench-201-algos/GDAS.py``);
+tau 10 -> 0.1 (``--tau_max 10 --tau_min 0.1``); weights SGD lr 0.025 cosine-annealed to
+0.001, momentum 0.9 with Nesterov, weight decay 5e-4 (``configs/search-opts/GDAS-NASNet-CIFAR.config``),
+gradient clip 5. Epochs, batch and the supernet's size come from the dataset profile; the
+official settings (250 epochs, batch 256, a 6-cell supernet of 16 channels with a final
+BN-ReLU, ``final_bn_relu``) are the ``paper`` preset (``--preset paper``, bottom of this file).
 
-Fixed reduction cell (``fixed_reduce=True``, the paper's "GDAS (FRC)"): the supernet's
-reduction cells are the hand-designed ``GdasReductionCell`` and only the normal cell is
-searched: the supernet has no reduce choices, so there are no reduce alphas, and the
-per-epoch ``arch_weights`` record only the normal cell. The FRC is built from grouped 1x3/3x1 convolutions, which
-are not DARTS ops, so it cannot be written as a darts ``Arch``. The derived arch's
-reduce choices are therefore the constant ``FRC_STANDIN_REDUCE`` below -- never derived
-from the (untrained) reduce alphas -- the closest cell the DARTS ops can express: each
-FRC branch (conv(s0), conv(s1), max-pool(s0), max-pool(s1)) appears once, paired within
-a node with a parameter-free max-pool or identity so every node has two inputs. The
-final network trained from that arch uses this stand-in, not the FRC itself;
-``SearchResult.info["reduce_cell"]`` says so. ``fixed_reduce`` needs the 4-node space
-(the FRC has four outputs).
+Fixed reduction cell (``fixed_reduce=True``, the paper's "GDAS (FRC)"): the search runs on
+the darts space with ``reduce_cell="gdas_frc"``: the supernet's reduction cells are the
+hand-designed ``GdasReductionCell`` and only the normal cell is searched (no reduce alphas;
+the per-epoch ``arch_weights`` record only the normal cell). The derived arch records
+``reduce_cell: gdas_frc``, so the final network built from it has the FRC itself in its
+reduction positions (affine BN, drop-path on its four outputs). ``--set
+space.reduce_cell=gdas_frc`` does the same for any method.
 """
 
 from __future__ import annotations
@@ -60,28 +68,34 @@ from torch import Tensor, nn
 from nasforge.config import option
 from nasforge.data import Dataset
 from nasforge.errors import ConfigError
-from nasforge.spaces.darts import DartsSpace, GdasReductionCell, Genotype
+from nasforge.nn.choices import HardZeroWeights, NodeChoice
+from nasforge.spaces.darts import DartsSpace
 from nasforge.spaces.modular import ModuleSpace
+from nasforge.spaces.nb201 import NB201Space
 from nasforge.strategies.base import register_strategy
 from nasforge.strategies.darts import DartsConfig, DartsStrategy
 
-#: The darts-Arch stand-in for GDAS's fixed reduction cell (4 nodes; ``(op, input)`` pairs).
-FRC_STANDIN_REDUCE: tuple[tuple[str, int], ...] = (
-    ("sep_conv_3x3", 0), ("max_pool_3x3", 1),   # conv(s0)
-    ("max_pool_3x3", 0), ("sep_conv_3x3", 1),   # conv(s1)
-    ("max_pool_3x3", 0), ("skip_connect", 2),   # max-pool(s0)
-    ("max_pool_3x3", 1), ("skip_connect", 3),   # max-pool(s1)
-)
-FRC_NODES = 4
+UNCHOSEN = ("auto", "zero_weight", "skip")
+DERIVE_RULES = ("pairs", "darts")
 
 
 @dataclass
 class GdasConfig(DartsConfig):
     order: int = option(1, help="GDAS is first order only (1); 2 is rejected")
     w_wd: float = option(5e-4, lo=0.0, hi=1.0, help="weight decay of the weights (official GDAS config: 5e-4)")
+    w_nesterov: bool = option(True, help="Nesterov momentum for the weights (official GDAS config: on)")
     tau_max: float = option(10.0, lo=1e-3, hi=1e4, help="Gumbel-softmax temperature of the first epoch")
     tau_min: float = option(0.1, lo=1e-3, hi=1e4, help="temperature of the last epoch (linear in between)")
     fixed_reduce: bool = option(False, help="use GDAS's hand-designed reduction cell and search only the normal cell")
+    derive: str = option("pairs", choices=DERIVE_RULES,
+                         help="node derivation: pairs (official GDAS: top-2 (op, input) pairs, one input may "
+                              "get two ops) or darts (top-2 inputs by their strongest op)")
+    unchosen: str = option("auto", choices=UNCHOSEN,
+                           help="unchosen ops of an edge: zero_weight (add their 0-valued hard weights, a gradient "
+                                "each: official NAS-Bench-201 forward_gdas), skip (only the chosen op: official "
+                                "NASNet-space cell), auto (zero_weight on nb201, skip elsewhere)")
+    final_bn_relu: bool = option(False, help="BN-ReLU after the last cell of the darts supernet (official GDAS "
+                                             "search network; the paper preset turns it on)")
 
     def __post_init__(self) -> None:
         if self.order != 1:
@@ -101,6 +115,13 @@ def temperature(epoch: int, epochs: int, tau_max: float, tau_min: float) -> floa
     return (1.0 - frac) * tau_max + frac * tau_min  # exact at both ends
 
 
+def unchosen_mode(option_value: str, space: Any) -> str:
+    """``zero_weight`` or ``skip`` for ``space`` (``auto``: the official code's cell of that space)."""
+    if option_value != "auto":
+        return option_value
+    return "zero_weight" if isinstance(space, NB201Space) else "skip"
+
+
 @register_strategy
 class GdasStrategy(DartsStrategy):
     """GDAS on a cell space: one Gumbel-sampled op per edge, straight-through gradients."""
@@ -114,45 +135,57 @@ class GdasStrategy(DartsStrategy):
     def __init__(self, config: GdasConfig | None = None):
         super().__init__(config)
         self.tau = self.config.tau_max
+        self.zero_weights = False
 
     # --- the relaxation ------------------------------------------------------
     def decide(self) -> None:
         """A hard Gumbel sample per edge at the current temperature: only the chosen op runs."""
         self.relax.hard(self.tau)
+        if self.zero_weights:
+            self.relax.set({label: HardZeroWeights(*d) for label, d in self.relax.current.items()})
 
     def epoch_started(self, epoch: int) -> None:
         self.tau = temperature(epoch, self.config.epochs, self.config.tau_max, self.config.tau_min)
 
-    # --- fixed reduction cell --------------------------------------------------
+    # --- the space searched: the darts space with GDAS's fixed reduction cell if asked -------
+    def search_space(self, space: Any) -> Any:
+        """``space``, or (``fixed_reduce``) the same darts space with the hand-designed reduction cell."""
+        if self.config.fixed_reduce and isinstance(space, DartsSpace) and space.reduce_cell == "searched":
+            return DartsSpace(nodes=space.nodes, reduce_cell="gdas_frc")
+        return space
+
     def build_supernet(self, space: ModuleSpace, data: Dataset) -> nn.Module:
-        options = {"fixed_reduce": GdasReductionCell} if self.config.fixed_reduce else {}
-        return space.supernet(data.input_shape, data.num_classes, layers=self.config.layers,
-                              channels=self.config.channels, **options)
+        return self.search_space(space).supernet(data.input_shape, data.num_classes, layers=self.config.layers,
+                                                 channels=self.config.channels,
+                                                 final_bn_relu=self.config.final_bn_relu)
 
     def derive(self, space: ModuleSpace):
-        if not self.config.fixed_reduce:
-            return super().derive(space)
-        # the supernet has no reduce choices: the arch takes the fixed stand-in's
-        standin = space.arch_from_genotype(Genotype(FRC_STANDIN_REDUCE, FRC_STANDIN_REDUCE)).as_dict()
-        values = {k: v for k, v in standin.items() if k.startswith("reduce.")}
-        return space.arch({**self.relax.derive(), **values})
+        """Each label by its module's rule; cell nodes by ``strategy.derive`` (official GDAS: ``pairs``)."""
+        probs = self.relax.probs()
+        values: dict[str, Any] = {}
+        for label in self.relax.labels:
+            module = self.relax.modules[label][0]
+            if isinstance(module, NodeChoice):
+                values.update(module.derive(probs, rule=self.config.derive))
+            else:
+                values.update(module.derive(probs))
+        return self.search_space(space).arch(values)
 
     # --- the loop's hooks -----------------------------------------------------------
     def setup(self, space: Any, data: Dataset, experiment: Any, progress: Any) -> None:
-        super().setup(space, data, experiment, progress)
         if self.config.fixed_reduce and not isinstance(space, DartsSpace):
             raise ConfigError(f"strategy.fixed_reduce replaces the searched reduction cell of the darts space; "
                               f"space '{getattr(space, 'name', space)}' searches none, set strategy.fixed_reduce=false")
-        if self.config.fixed_reduce and isinstance(space, DartsSpace) and space.nodes != FRC_NODES:
-            raise ConfigError(f"strategy.fixed_reduce needs a {FRC_NODES}-node darts space (the hand-designed "
-                              f"reduction cell has {FRC_NODES} outputs), not nodes={space.nodes}; "
-                              f"set space.nodes={FRC_NODES} or strategy.fixed_reduce=false")
+        super().setup(self.search_space(space), data, experiment, progress)
+        self.zero_weights = unchosen_mode(self.config.unchosen, space) == "zero_weight"
 
     def search_info(self, space: Any, experiment: Any) -> dict[str, Any]:
-        info: dict[str, Any] = {"fixed_reduce": self.config.fixed_reduce}
-        if self.config.fixed_reduce:
-            info["reduce_cell"] = ("not searched: GDAS hand-designed reduction cell in the supernet; the arch's "
-                                   "reduce choices are the fixed darts stand-in FRC_STANDIN_REDUCE")
+        searched = self.search_space(space)
+        info: dict[str, Any] = {"fixed_reduce": self.config.fixed_reduce, "derive": self.config.derive,
+                                "unchosen": unchosen_mode(self.config.unchosen, space)}
+        if isinstance(searched, DartsSpace) and searched.reduce_cell != "searched":
+            info["reduce_cell"] = ("not searched: GDAS's hand-designed reduction cell, in the supernet and in the "
+                                   "arch (reduce_cell: gdas_frc), so the final network is built with it")
         return info
 
     def epoch_metrics(self) -> dict[str, Any]:
