@@ -249,7 +249,11 @@ def _check_runner(cfg: Any, data: Any = None) -> None:
         from nasforge.evaluators import make_evaluator
         from nasforge.pipeline import build_space
 
-        make_evaluator("table", {k: v for k, v in cfg.evaluator.items() if k != "name"}, build_space(cfg), data)
+        from nasforge.trials import check_budget
+
+        evaluator = make_evaluator("table", {k: v for k, v in cfg.evaluator.items() if k != "name"}, build_space(cfg),
+                                   data)
+        check_budget(cfg.trials.budget(data.name), evaluator)  # a time budget on a table without times
 
 
 @app.command()

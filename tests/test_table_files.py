@@ -163,3 +163,26 @@ def _all_archs():
     ops = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
     for combo in itertools.product(ops, repeat=6):
         yield SPACE.from_string("|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*combo))
+
+
+def test_cli_bad_benchmark_input_is_one_line_before_any_file(tmp_path, monkeypatch, capsys):
+    from nasforge.cli import main
+
+    def run(*args):
+        monkeypatch.setattr("sys.argv", ["nasforge", "search", "--space", "nb201", "--strategy", "random",
+                                         "--out", str(tmp_path / "run"), "-q", *args])
+        with pytest.raises(SystemExit) as info:
+            main()
+        err = capsys.readouterr().err.strip()
+        assert info.value.code == 2 and err.startswith("error:") and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "run").exists()
+        return err
+
+    bench = write_benchmark(tmp_path / "b.pth", ARCHS, "pth", datasets=("cifar10-valid", "cifar10"))
+    assert "no 12-epoch results on 'cifar100'" in run("--table", str(bench), "--set", "evaluator.dataset=cifar100")
+    assert "evaluator.epochs=90 is not allowed" in run("--table", str(bench), "--set", "evaluator.epochs=90")
+    rows = [{"arch": a, "valid_acc": 0.5, "test_acc": 0.5} for a in ARCHS]
+    untimed = write_table(tmp_path / "t.csv", rows)
+    assert "cannot be used" in run("--table", str(untimed), "--set", "trials.max_sim_seconds=12000")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    assert "is not a NAS-Bench-201 .pth" in run("--table", str(tmp_path / "junk.pth"))

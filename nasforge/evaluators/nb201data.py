@@ -182,11 +182,26 @@ def _check_archs(meta: Any, path: Path) -> list[str]:
     return list(archs)
 
 
+#: the last benchmark opened, by (path, size, mtime): a run opens its file once, not once per check
+_OPENED: dict[tuple[str, int, float], Benchmark] = {}
+
+
 def open_benchmark(path: str | os.PathLike) -> Benchmark:
-    """Open a NAS-Bench-201 ``.pth``, a NATS-Bench topology folder or ``.pickle.pbz2`` file."""
+    """Open a NAS-Bench-201 ``.pth``, a NATS-Bench topology folder or ``.pickle.pbz2`` file (the last
+    file opened is kept, so opening it again in the same process is free)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"benchmark file {path} does not exist; {_FIX}")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime)
+    if key not in _OPENED:
+        bench = _open(path)
+        _OPENED.clear()
+        _OPENED[key] = bench
+    return _OPENED[key]
+
+
+def _open(path: Path) -> Benchmark:
     if path.is_dir():
         meta_path = path / f"meta{PICKLE_EXT}"
         if not meta_path.is_file():
