@@ -356,12 +356,16 @@ def test_search_records_and_derives(tmp_path, table_path, data):
     assert "latency weight" in (tmp_path / "run" / "report.html").read_text()
 
 
-@pytest.mark.parametrize("estimator", ["binary", "reinforce"])
+@pytest.mark.parametrize("estimator", ["binary", "reinforce", "full_v2"])
 def test_resume_replays_exactly(tmp_path, table_path, data, estimator):
+    # full_v2 also runs the official schedules: separate warm-up lr, a search epoch without arch steps
+    extra = {"warmup_lr": 0.05, "arch_delay_epochs": 1, "epochs": 4} if estimator == "full_v2" else {}
+
     def run(name, callbacks=()):
         path = tmp_path / name
         exp = Experiment.open(path) if path.exists() else Experiment.create(path, {}, force=True)
-        strategy = _strategy(table_path, epochs=3, warmup_epochs=1, grad_estimator=estimator, rl_samples=2)
+        strategy = _strategy(table_path, **{"epochs": 3, "warmup_epochs": 1, "grad_estimator": estimator,
+                                            "rl_samples": 2, **extra})
         return strategy, strategy.search(make_space("mbconv"), data, experiment=exp, seed=2, callbacks=callbacks)
 
     full, full_result = run("full")
@@ -426,3 +430,151 @@ def test_cli_search_with_proxyless_end_to_end(tmp_path: Path):
                            "proxyless", "--set", "latency.target_ms=0.000001", "--out",
                            str(tmp_path / "bad"), "-q"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0 and "error:" in proc.stderr + proc.stdout
+
+
+# --------------------------------------------------------------------------- the official code's variants
+def _single_choice(with_zero=True):
+    torch.manual_seed(0)
+    ops = {f"op{k}": nn.Linear(3, 3) for k in range(3)}
+    if with_zero:
+        ops["zero"] = Zero()
+    model = OpChoice("layer", ops)
+    strategy = make_strategy("proxyless", {"epochs": 2, "grad_estimator": "full_v2"}, "synthetic",
+                             latency={"weight": 0.0})
+    strategy.relax = Relaxation(model)
+    strategy.latency, strategy.penalty = None, LatencyPenalty()
+    with torch.no_grad():
+        strategy.relax.alphas["layer"].copy_(torch.tensor([[0.3, -0.2, 0.5, 0.1][:len(ops)]]))
+    return model, strategy
+
+
+def test_full_v2_alpha_gradient_matches_a_direct_computation():
+    """Official full_v2 on a hand-made choice: one path runs; dL/dg_k = <o_k(x), dL/dy> for every candidate k;
+    dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i) over the full softmax (SGD lr 1 exposes the gradient)."""
+    model, strategy = _single_choice()
+    x, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 2, 0, 1])
+    alpha = strategy.relax.alphas["layer"]
+    for seed in range(6):
+        old = alpha.detach().clone()
+        torch.manual_seed(seed)
+        active = int(torch.multinomial(torch.softmax(old[0], 0), 1))  # the draw the step will make
+        torch.manual_seed(seed)
+        strategy.full_v2_step(model, torch.optim.SGD([alpha], lr=1.0), (x, y))
+        grad = old - alpha.detach()
+        if active == 3:  # zero drawn: the official code leaves the choice alone
+            assert torch.equal(grad, torch.zeros_like(grad))
+            continue
+        outs = [model.candidates[k](x).detach() for k in range(3)] + [torch.zeros(6, 3)]
+        out = outs[active].clone().requires_grad_(True)
+        (gy,) = torch.autograd.grad(F.cross_entropy(out, y), out)
+        gates = torch.stack([(o * gy).sum() for o in outs])
+        p = torch.softmax(old[0], 0)
+        expected = torch.tensor([sum(gates[j] * p[j] * (float(i == j) - p[i]) for j in range(4)) for i in range(4)])
+        assert torch.allclose(grad[0], expected, atol=1e-6), (seed, active)
+        assert expected.abs().sum() > 0 and float(expected.sum()) == pytest.approx(0.0, abs=1e-6)
+        with torch.no_grad():
+            alpha.copy_(old)  # each draw from the same parameters
+    assert all(c.weight.grad is None for c in model.candidates[:3])  # no weight gradients in the arch step
+
+
+def test_binary_step_leaves_a_choice_alone_when_its_active_op_is_zero():
+    model, strategy = _single_choice()
+    alpha = strategy.relax.alphas["layer"]
+    with torch.no_grad():
+        alpha.copy_(torch.tensor([[-30.0, -30.0, 0.0, 30.0]]))  # the pair is (op2, zero), zero active
+    old = alpha.detach().clone()
+    strategy.binary_step(model, torch.optim.SGD([alpha], lr=1.0), (torch.randn(6, 3), torch.zeros(6).long()))
+    assert torch.equal(alpha.detach(), old)
+
+
+def test_full_v2_refuses_multi_input_choices(data):
+    strategy = make_strategy("proxyless", {"epochs": 2, "grad_estimator": "full_v2", "batch_size": 32},
+                             "synthetic", latency={"weight": 0.0})
+    with pytest.raises(ConfigError, match="full_v2 gates single-op choices"):
+        strategy.search(make_space("darts", nodes=2), data, seed=0)
+
+
+def test_full_v2_search_on_mbconv_runs_and_moves_alphas(table_path, data):
+    strategy = _strategy(table_path, epochs=2, grad_estimator="full_v2")
+    result = strategy.search(make_space("mbconv"), data, seed=0)
+    assert math.isfinite(result.history[-1]["metrics"]["arch_loss"])
+    assert any(a.detach().abs().max() > 1e-2 for a in strategy.arch_parameters())
+
+
+def test_separate_warmup_and_search_schedules(table_path, data):
+    """warmup_lr: the warm-up's cosine from warmup_lr to 0 over its own steps, then the search's from w_lr;
+    arch_delay_epochs: the first search epoch has no architecture step (official ``if epoch > 0``)."""
+    strategy = _strategy(table_path, epochs=4, warmup_epochs=2, warmup_lr=0.05, w_lr=0.025, w_lr_min=0.0,
+                         arch_delay_epochs=1)
+    cfg = strategy.config
+    strategy.steps_per_epoch = n = 10
+    assert strategy.scheduled_lr(0, 0) == pytest.approx(0.05)
+    assert strategy.scheduled_lr(1, 5) == pytest.approx(0.025 * (1 + math.cos(math.pi * 15 / 20)))
+    assert strategy.scheduled_lr(2, 0) == pytest.approx(0.025)  # the search's own cosine starts afresh
+    assert strategy.scheduled_lr(3, 5) == pytest.approx(0.0125 * (1 + math.cos(math.pi * 15 / 20)))
+    assert strategy.warmup_epochs() == 3 and cfg.warmup_epochs == 2
+    result = strategy.search(make_space("mbconv"), data, seed=0)
+    n = strategy.steps_per_epoch
+    assert n == math.ceil((len(data.train) - len(data.train) // 2) / 32)
+    rows = [r["metrics"] for r in result.history]
+    for e, m in enumerate(rows):  # the lr of each epoch's last weight step
+        assert m["lr"] == pytest.approx(strategy.scheduled_lr(e, n - 1))
+    assert [m["phase"] for m in rows] == ["warmup", "warmup", "search", "search"]
+    assert ["arch_loss" in m for m in rows] == [False, False, False, True]
+
+
+def test_label_smoothing_is_the_official_loss():
+    strategy = make_strategy("proxyless", {"label_smoothing": 0.1}, "synthetic")
+    logits, y = torch.randn(5, 4), torch.tensor([0, 3, 1, 1, 2])
+    soft = F.one_hot(y, 4).float() * 0.9 + 0.1 / 4  # official cross_entropy_with_label_smoothing
+    expected = (-soft * F.log_softmax(logits, 1)).sum(1).mean()
+    assert torch.allclose(strategy.train_loss(logits, y), expected)
+    assert make_strategy("proxyless", {}, "synthetic").config.label_smoothing == 0.0
+
+
+def test_mul_loss_in_ms_is_the_official_formula_and_auto_unit():
+    ce, e, t = torch.tensor(2.0), torch.tensor(95.0), 80.0
+    official = 0.2 * 2.0 * (math.log(95.0) / math.log(80.0)) ** 0.3  # mul#log, alpha 0.2, beta 0.3, ms
+    assert float(LatencyPenalty("mul", 0.3, t, 0.2, scale=1.0)(ce, e)) == pytest.approx(official)
+    us = 0.2 * 2.0 * (math.log(95e3) / math.log(80e3)) ** 0.3
+    assert float(LatencyPenalty("mul", 0.3, t, 0.2)(ce, e)) == pytest.approx(us)
+
+
+def test_auto_log_unit_is_ms_when_every_network_takes_over_a_millisecond(tmp_path):
+    space = make_space("mbconv")
+    table = fake_table(space)
+    slow = LatencyTable(**{**table.__dict__, "overhead_ms": 2.0})
+    for name, tab, scale in (("fast", table, 1000.0), ("slow", slow, 1.0)):
+        path = tmp_path / f"{name}.json"
+        tab.save(path)
+        strategy = _prepared(_strategy(str(path)), space, space.supernet(SHAPE, 10), str(path))
+        assert strategy.penalty.scale == scale
+    strategy = _prepared(_strategy(str(path), {"log_unit": "us"}), space, space.supernet(SHAPE, 10), str(path))
+    assert strategy.penalty.scale == 1000.0
+
+
+def test_flops_objective_counts_the_derived_network_and_lowers_expected_flops(data):
+    from nasforge.hardware.cost import count_flops
+    from nasforge.strategies.proxyless import build_flops_table
+
+    space = make_space("mbconv")
+    table = build_flops_table(space, SHAPE, 10)
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # the table's sum is the network's count
+        arch = space.sample(rng)
+        assert table.predict(space, arch) == pytest.approx(count_flops(space.build(arch, SHAPE, 10), SHAPE) / 1e6,
+                                                           rel=1e-6)
+    strategy = make_strategy("proxyless", {"epochs": 2, "warmup_epochs": 0, "batch_size": 32,
+                                           "objective": "flops", "a_lr": 0.2},
+                             "synthetic", latency={"loss": "add", "weight": 5.0})
+    result = strategy.search(space, data, seed=0)
+    first, last = result.history[0]["metrics"], result.history[-1]["metrics"]
+    assert "expected_mflops" in last and "expected_latency_ms" not in last
+    assert last["expected_mflops"] < first["expected_mflops"] < strategy.latency.largest
+    assert result.info["target_mflops"] == pytest.approx(math.sqrt(strategy.latency.smallest
+                                                                   * strategy.latency.largest))
+    with pytest.raises(ConfigError, match="strategy.target_mflops=0.001 is below the smallest network"):
+        make_strategy("proxyless", {"epochs": 2, "objective": "flops", "target_mflops": 0.001, "batch_size": 32},
+                      "synthetic").search(space, data, seed=0)

@@ -8,8 +8,8 @@
   differentiable in the probabilities, with the smallest and largest network.
 - ``LatencyPenalty``: the paper forms of the loss from the cross-entropy and the expected latency:
   ``add`` (ProxylessNAS ``add#linear``: ``CE + w * E / T``), ``mul`` (ProxylessNAS ``mul#log``:
-  ``a * CE * (log E_us / log T_us) ^ w``, latencies in microseconds so the logs stay positive for
-  sub-millisecond networks) and ``log`` (DenseNAS: ``CE + w * log(E) / log(base)``); ``none``
+  ``a * CE * (log E / log T) ^ w``; ``scale`` sets the unit inside the logs: ms as the official code
+  (``latency.log_unit: ms``), or microseconds so the logs stay positive for sub-millisecond networks) and ``log`` (DenseNAS: ``CE + w * log(E) / log(base)``); ``none``
   returns the cross-entropy. Also the REINFORCE rewards of ProxylessNAS (``reward``).
 """
 
@@ -57,6 +57,9 @@ class LatencyConfig:
                                      help="target latency T in ms (auto: geometric mean of the smallest and largest "
                                           "network)")
     alpha: float = option(0.2, lo=1e-6, hi=1e6, help="mul: factor a of the loss (ProxylessNAS 0.2)")
+    log_unit: str = option("auto", choices=("auto", "ms", "us"),
+                           help="mul: unit of the latencies inside the logs: ms (ProxylessNAS's code), us; auto: ms "
+                                "when every network of the space takes over 1 ms (the logs stay positive), else us")
     base: float = option(15.0, lo=1.0001, hi=1e6, help="log: base of the logarithm (DenseNAS 15)")
     batch_size: int = option(1, lo=1, hi=65536, help="batch size of every latency measurement")
     warmup: int = option(10, lo=0, hi=100000, help="untimed warm-up runs per measurement")
@@ -195,6 +198,8 @@ class LatencyPenalty:
     target_ms: float = 1.0
     alpha: float = 0.2
     base: float = 15.0
+    #: mul: the values enter the logs multiplied by this (1000: ms -> us; 1: ms as the official code)
+    scale: float = 1000.0
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
@@ -211,7 +216,7 @@ class LatencyPenalty:
         if self.form == "add":
             return ce + self.weight * e / self.target_ms
         if self.form == "mul":
-            ratio = torch.log(e * 1000.0) / math.log(self.target_ms * 1000.0)
+            ratio = torch.log(e * self.scale) / math.log(self.target_ms * self.scale)
             return self.alpha * ce * ratio.clamp_min(1e-6) ** self.weight
         return ce + self.weight * torch.log(e) / math.log(self.base)
 

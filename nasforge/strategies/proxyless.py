@@ -78,11 +78,12 @@ from nasforge.data import Dataset
 from nasforge.errors import ConfigError
 from nasforge.experiment import Experiment
 from nasforge.hardware.penalty import TABLE_FILE, LatencyPenalty, ModuleLatency, load_or_build_table
-from nasforge.nn.choices import Paths
+from nasforge.nn.choices import OpChoice, Paths, choice_modules, is_zero
 from nasforge.oneshot.binary import rescale_two_paths, sample_two, two_path_alpha_grad
 from nasforge.oneshot.loop import OneShotConfig
 from nasforge.oneshot.relax import Relaxation
 from nasforge.progress import Progress
+from nasforge.training import cosine_lr, set_lr
 from nasforge.spaces.modular import ModuleSpace
 from nasforge.strategies.darts import needs_choice_modules
 from nasforge.strategies.base import register_strategy
@@ -109,23 +110,59 @@ class ProxylessConfig(OneShotConfig):
                                             "paper 40 before 120)")
     batch_size: int | None = option(32, lo=1, hi=65536,
                                     help="batch size (paper 256 on ImageNet; 32 gives small data enough steps)")
-    grad_estimator: str = option("binary", choices=("binary", "reinforce"),
-                                 help="architecture gradient: binary (two-path gates) or reinforce")
+    grad_estimator: str = option("binary", choices=("binary", "full_v2", "reinforce"),
+                                 help="architecture gradient: binary (two-path gates, the paper's text; the code's "
+                                      "'two'), full_v2 (all gates, the official script's default) or reinforce")
     w_lr: float = option(0.05, lo=0.0, hi=10.0,
-                         help="weight SGD learning rate (cosine-annealed; paper 0.05 warm-up, 0.025 search)")
+                         help="weight SGD learning rate (cosine-annealed; the search phase's when warmup_lr is set; "
+                              "official 0.025 search)")
+    warmup_lr: float | None = option(None, lo=0.0, hi=10.0,
+                                     help="separate schedules: the warm-up's own cosine from this lr to 0, then the "
+                                          "search's from w_lr to w_lr_min (official 0.05 then 0.025); none: one "
+                                          "cosine over all epochs")
+    arch_delay_epochs: int = option(0, lo=0, hi=100000,
+                                    help="search epochs at the start of the search phase without architecture "
+                                         "steps (official 1: none in the first search epoch)")
+    label_smoothing: float = option(0.0, lo=0.0, hi=1.0,
+                                    help="label smoothing of the weight steps' loss (official 0.1; the "
+                                         "architecture loss keeps plain CE)")
+    objective: str = option("latency", choices=("latency", "flops"),
+                            help="what the hardware term of the loss counts: latency from the lookup table or "
+                                 "FLOPs (the official target_hardware=flops)")
+    target_mflops: float | None = option(None, lo=1e-6, hi=1e9,
+                                         help="objective flops: target T in MFLOPs (auto: geometric mean of the "
+                                              "smallest and largest network; official 300 at width 1.0)")
     w_lr_min: float = option(0.0, lo=0.0, hi=10.0, help="final weight learning rate")
     w_nesterov: bool = option(True, help="Nesterov momentum for the weights (paper: on)")
     w_wd: float = option(4e-5, lo=0.0, hi=1.0, help="weight decay of the weights (paper 4e-5)")
     a_lr: float = option(0.02, lo=0.0, hi=10.0,
-                         help="architecture Adam learning rate (paper 1e-3 over ~1e5 steps; small data has ~1e2)")
+                         help="architecture Adam learning rate (official 1e-3 over ~1e5 steps; small data has ~1e2)")
     a_beta1: float = option(0.0, lo=0.0, hi=1.0, help="architecture Adam beta1 (paper 0: no momentum)")
     a_wd: float = option(0.0, lo=0.0, hi=1.0, help="architecture weight decay (paper 0)")
     alpha_init_std: float = option(1e-3, lo=0.0, hi=10.0, help="std of the normal init of alpha (paper 1e-3)")
-    arch_every: int = option(1, lo=1, hi=100000, help="weight steps per architecture step (paper 5 on ImageNet)")
+    arch_every: int = option(1, lo=1, hi=100000, help="weight steps per architecture step (official 5)")
     rl_samples: int = option(10, lo=1, hi=10000, help="reinforce: networks sampled per architecture step (paper 10)")
     rl_baseline_decay: float = option(0.99, lo=0.0, hi=1.0,
                                       help="reinforce: baseline step b += d * (reward - b) (paper 0.99)")
 
+
+
+def build_flops_table(space: Any, input_shape: tuple[int, int, int], num_classes: int) -> Any:
+    """A table like the latency one, but of MFLOPs: every piece of ``space`` counted (one image,
+    ``nasforge.hardware.count_flops``) at the shape it sees; no call overhead. ``ModuleLatency`` over it
+    is the official ``expected_flops`` (per choice ``sum_j p_j * flops(candidate j)`` plus the rest)."""
+    from nasforge.hardware.cost import count_flops
+    from nasforge.hardware.lut import LatencyTable, space_fingerprint
+
+    parts = space.latency_parts(tuple(input_shape), num_classes)
+    entries = {key: count_flops(factory(), tuple(shape)) / 1e6 for key, (factory, shape) in parts.items()}
+    residual = getattr(space, "latency_residual_parts", None)
+    if residual is not None:  # whole-network entries net of the pieces they contain
+        for key, contained in residual(tuple(input_shape), num_classes).items():
+            entries[key] = max(entries[key] - sum(entries[k] for k in contained), 0.0)
+    return LatencyTable(space=space.name, space_version=space.version, fingerprint=space_fingerprint(space),
+                        input_shape=tuple(input_shape), num_classes=num_classes, device="flops",
+                        device_name="MFLOPs (counted)", batch_size=1, threads=0, overhead_ms=0.0, entries=entries)
 
 
 @register_strategy
@@ -145,12 +182,20 @@ class ProxylessStrategy(OneShotStrategy):
         if cfg.warmup_epochs is not None and cfg.epochs is not None and cfg.warmup_epochs >= cfg.epochs:
             raise ConfigError(f"strategy.warmup_epochs={cfg.warmup_epochs} leaves no search epoch of "
                               f"strategy.epochs={cfg.epochs}; lower warmup_epochs or raise epochs")
+        if (cfg.warmup_epochs is not None and cfg.epochs is not None and cfg.arch_delay_epochs
+                and cfg.warmup_epochs + cfg.arch_delay_epochs >= cfg.epochs):
+            raise ConfigError(f"strategy.arch_delay_epochs={cfg.arch_delay_epochs} after warmup_epochs="
+                              f"{cfg.warmup_epochs} leaves no epoch with architecture steps of strategy.epochs="
+                              f"{cfg.epochs}; lower arch_delay_epochs or raise epochs")
         self.relax: Relaxation | None = None
         self.latency: ModuleLatency | None = None
         self.penalty = LatencyPenalty()
         self.target_ms: float = 0.0
         self.baseline: float | None = None
         self.warm = False
+        #: (epoch, weight steps done in it): where the separate warm-up/search schedules stand
+        self.position: tuple[int | None, int] = (None, 0)
+        self.steps_per_epoch = 1
 
     @classmethod
     def supports(cls, space: Any) -> str | None:
@@ -191,7 +236,17 @@ class ProxylessStrategy(OneShotStrategy):
         lat = self.latency_config
         if lat.weight is not None:
             return lat.weight
-        return DEFAULT_WEIGHTS.get((self.config.grad_estimator, lat.form(DEFAULT_FORM)), 0.0)
+        estimator = "binary" if self.config.grad_estimator == "full_v2" else self.config.grad_estimator
+        return DEFAULT_WEIGHTS.get((estimator, lat.form(DEFAULT_FORM)), 0.0)
+
+    @property
+    def flops(self) -> bool:
+        """Whether the hardware term counts FLOPs (``objective: flops``) rather than latency."""
+        return self.config.objective == "flops"
+
+    @property
+    def unit(self) -> str:
+        return "mflops" if self.flops else "latency_ms"
 
     # --- the loop's hooks -------------------------------------------------------------
     def setup(self, space: ModuleSpace, data: Dataset, experiment: Experiment | None, progress: Progress) -> None:
@@ -203,7 +258,13 @@ class ProxylessStrategy(OneShotStrategy):
         self._space = space
         self.table = None  # no latency term and no table given: nothing to measure
         lat = self.latency_config
-        if lat.active(DEFAULT_FORM) or lat.table:
+        # weight steps per epoch: the loop's weights half (the larger half of the training split) in batches
+        n = len(data.train)
+        self.steps_per_epoch = max(1, -(-(n - n // 2) // cfg.batch_size))
+        if self.flops:
+            if lat.active(DEFAULT_FORM):
+                self.table = build_flops_table(space, data.input_shape, data.num_classes)
+        elif lat.active(DEFAULT_FORM) or lat.table:
             self.table = load_or_build_table(space, data, lat, experiment=experiment, progress=progress)
 
     def build_supernet(self, space: ModuleSpace, data: Dataset) -> nn.Module:
@@ -214,57 +275,94 @@ class ProxylessStrategy(OneShotStrategy):
         """Alphas per label, the latency model of this supernet, the target (auto or checked)."""
         cfg, lat_cfg = self.config, self.latency_config
         self.relax = Relaxation(model, self.engine.device, std=cfg.alpha_init_std)
+        if cfg.grad_estimator == "full_v2":
+            other = [f"{path} ({type(m).__name__})" for path, m in choice_modules(model) if not isinstance(m, OpChoice)]
+            if other:
+                raise ConfigError(f"strategy.grad_estimator=full_v2 gates single-op choices (OpChoice) only, but "
+                                  f"{other[0]} is another kind; use grad_estimator=binary for this space")
         if self.table is None:
             self.latency, self.target_ms, self.penalty = None, 0.0, LatencyPenalty()
             return
         self.latency = lat = ModuleLatency(space, model, self.table, self.engine.device)
-        target = lat_cfg.target_ms
+        target = cfg.target_mflops if self.flops else lat_cfg.target_ms
+        key, unit = ("strategy.target_mflops", "MFLOPs") if self.flops else ("latency.target_ms", "ms")
         if target is None:
             target = math.sqrt(lat.smallest * lat.largest)
         elif target < lat.smallest:
-            raise ConfigError(f"latency.target_ms={target:g} is below the smallest network of the space "
-                              f"({lat.smallest:.4f} ms on {self.table.device} by the latency table); "
-                              f"set it to at least {lat.smallest:.4f}")
+            where = "by counting" if self.flops else f"on {self.table.device} by the latency table"
+            raise ConfigError(f"{key}={target:g} is below the smallest network of the space "
+                              f"({lat.smallest:.4f} {unit} {where}); set it to at least {lat.smallest:.4f}")
         self.target_ms = float(target)
         form = lat_cfg.form(DEFAULT_FORM)
-        self.penalty = LatencyPenalty(form, self.latency_weight(), self.target_ms, lat_cfg.alpha, lat_cfg.base)
+        if self.flops:
+            scale = 1e6  # MFLOPs -> FLOPs inside the logs, as the official expected_flops
+        elif lat_cfg.log_unit == "auto":
+            scale = 1.0 if lat.smallest > 1.0 else 1000.0
+        else:
+            scale = 1.0 if lat_cfg.log_unit == "ms" else 1000.0
+        self.penalty = LatencyPenalty(form, self.latency_weight(), self.target_ms, lat_cfg.alpha, lat_cfg.base,
+                                      scale)
         if self.experiment is not None:
-            self.experiment.store.set_meta("latency_target_ms", self.target_ms)
+            self.experiment.store.set_meta("target_mflops" if self.flops else "latency_target_ms", self.target_ms)
 
     def arch_parameters(self) -> list[Tensor]:
         return self.relax.parameters()
 
     def warmup_epochs(self) -> int:
-        return self.config.warmup_epochs
+        """Epochs without architecture steps: the warm-up, then ``arch_delay_epochs`` search epochs."""
+        return self.config.warmup_epochs + self.config.arch_delay_epochs
 
     def arch_every(self) -> int:
         return self.config.arch_every
 
     def epoch_started(self, epoch: int) -> None:
         self.warm = epoch < self.config.warmup_epochs
+        if self.position[0] != epoch:  # (a resumed epoch keeps the position its checkpoint held)
+            self.position = (epoch, 0)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"baseline": self.baseline}
+        return {"baseline": self.baseline, "position": list(self.position)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.baseline = state.get("baseline", self.baseline)
+        if state.get("position") is not None:
+            self.position = tuple(state["position"])
+
+    def scheduled_lr(self, epoch: int, step: int) -> float:
+        """``warmup_lr`` set: the official two schedules, each a cosine to its end over its own steps: the
+        warm-up's from ``warmup_lr`` to 0 (``nas_manager.warm_up``), the search's from ``w_lr`` to ``w_lr_min``
+        (``run_manager.adjust_learning_rate``, over the search epochs)."""
+        cfg, n = self.config, self.steps_per_epoch
+        warm = cfg.warmup_epochs
+        if epoch < warm:
+            return cosine_lr((epoch * n + step) / (warm * n), cfg.warmup_lr, 0.0)
+        return cosine_lr(((epoch - warm) * n + step) / ((cfg.epochs - warm) * n), cfg.w_lr, cfg.w_lr_min)
+
+    def train_loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The weight steps' loss: cross-entropy with ``label_smoothing`` (the official
+        ``cross_entropy_with_label_smoothing``: targets ``(1 - e) * onehot + e / classes``)."""
+        return F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
 
     def epoch_metrics(self) -> dict[str, Any]:
         metrics: dict[str, Any] = {"entropy": self.entropy(), "phase": "warmup" if self.warm else "search"}
         if self.latency is not None:
             with torch.no_grad():
-                metrics["expected_latency_ms"] = float(self.latency.expected(self.probs()))
-            metrics.update(derived_latency_ms=self.derived_latency(self._space), target_latency_ms=self.target_ms)
+                metrics[f"expected_{self.unit}"] = float(self.latency.expected(self.probs()))
+            metrics.update({f"derived_{self.unit}": self.derived_latency(self._space),
+                            ("target_mflops" if self.flops else "target_latency_ms"): self.target_ms})
         return metrics
 
     def search_info(self, space: ModuleSpace, experiment: Experiment | None) -> dict[str, Any]:
         cfg = self.config
-        info: dict[str, Any] = {"grad_estimator": cfg.grad_estimator, "latency_loss": self.penalty.form,
-                                "latency_weight": self.penalty.weight}
-        if self.latency is not None:
+        info: dict[str, Any] = {"grad_estimator": cfg.grad_estimator, "objective": cfg.objective,
+                                "latency_loss": self.penalty.form, "latency_weight": self.penalty.weight}
+        if self.latency is not None and self.flops:
+            info.update(target_mflops=self.target_ms, predicted_mflops=self.derived_latency(space),
+                        smallest_mflops=self.latency.smallest, largest_mflops=self.latency.largest)
+        elif self.latency is not None:
             info.update(target_latency_ms=self.target_ms, predicted_latency_ms=self.derived_latency(space),
                         smallest_latency_ms=self.latency.smallest, largest_latency_ms=self.latency.largest,
-                        latency_device=self.table.device)
+                        latency_device=self.table.device, latency_log_unit="ms" if self.penalty.scale == 1 else "us")
         return info
 
     def eval_forward(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
@@ -276,7 +374,14 @@ class ProxylessStrategy(OneShotStrategy):
 
     # --- steps ------------------------------------------------------------------------
     def train_forward(self, model: nn.Module, x: Tensor, warm: bool) -> Tensor:
-        """One path per choice from softmax(alpha); only those candidates run and get gradients."""
+        """One path per choice from softmax(alpha); only those candidates run and get gradients.
+        With ``warmup_lr`` set, the step's learning rate is the separate schedules' (set here, before the
+        optimiser step of this forward)."""
+        epoch, step = self.position
+        if self.config.warmup_lr is not None and epoch is not None:
+            self.lr = self.scheduled_lr(epoch, step)
+            set_lr(self.w_opt, self.lr)
+        self.position = (epoch, step + 1)
         self.relax.sample_paths()
         return model(x)
 
@@ -285,6 +390,8 @@ class ProxylessStrategy(OneShotStrategy):
         """One architecture update: the architecture loss (binary) or the mean reward (reinforce)."""
         if self.config.grad_estimator == "reinforce":
             return {"arch_reward": self.reinforce_step(model, self.a_opt, batch)}
+        if self.config.grad_estimator == "full_v2":
+            return {"arch_loss": self.full_v2_step(model, self.a_opt, batch)}
         return {"arch_loss": self.binary_step(model, self.a_opt, batch)}
 
     def binary_step(self, model: nn.Module, a_opt: torch.optim.Optimizer, batch: tuple[Tensor, Tensor]) -> float:
@@ -327,12 +434,71 @@ class ProxylessStrategy(OneShotStrategy):
                 grad[r] = two_path_alpha_grad(a[r], pair, g)
             if lg is not None:
                 grad = grad + lg
+            for r, pair in enumerate(pairs[label]):
+                if is_zero(self.relax.names[label][pair[0]]):
+                    grad[r] = 0.0  # the official set_arch_param_grad: an active zero op updates nothing
             a.grad = grad
             old[label] = [a.detach()[r, list(pair)].clone() for r, pair in enumerate(pairs[label])]
         a_opt.step()
         for label in labels:
             for r, pair in enumerate(pairs[label]):
                 rescale_two_paths(alphas[label][r], pair, old[label][r])
+        a_opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    def full_v2_step(self, model: nn.Module, a_opt: torch.optim.Optimizer, batch: tuple[Tensor, Tensor]) -> float:
+        """The official ``full_v2`` mode: one path per choice runs (from softmax(alpha)); every candidate's
+        gate gradient ``dL/dg_k = <o_k(x), dL/dy>`` (``o_k`` run without autograd on the choice's input ``x``,
+        the active one's output reused); ``dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i)`` over the full
+        softmax, plus the latency term's gradient through the full softmax; Adam; no re-offset. A choice
+        whose sampled op is ``zero`` is not updated (official ``set_arch_param_grad``)."""
+        x, y = batch
+        alphas = self.relax.alphas
+        drawn = self.relax.sample_paths()
+        seen: list[tuple[OpChoice, Tensor, Tensor]] = []
+
+        def keep(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            seen.append((module, inputs[0], output))
+
+        handles = [m.register_forward_hook(keep) for _, m in choice_modules(model) if isinstance(m, OpChoice)]
+        try:
+            with self.engine.autocast():
+                ce = F.cross_entropy(model(x), y)
+        finally:
+            for h in handles:
+                h.remove()
+        labels = list(alphas)
+        probs = self.probs()
+        loss = self.penalty(ce, self.latency.expected(probs)) if self.penalty.active else ce
+        if not torch.isfinite(loss):
+            return float("nan")
+        live = [(m, inp, out) for m, inp, out in seen if out.requires_grad]
+        out_grads = torch.autograd.grad(loss, [o for _, _, o in live] + [alphas[lb] for lb in labels],
+                                        allow_unused=True)
+        gate_grads = {label: torch.zeros_like(a) for label, a in alphas.items()}
+        with torch.no_grad():
+            for (m, inp, out), g in zip(live, out_grads[:len(live)]):
+                if g is None:
+                    continue
+                active = drawn[m.label][0]
+                row = gate_grads[m.label][0]
+                for k in range(len(m.names)):
+                    if k in m.zero:
+                        continue
+                    o = out if k == active else m.candidates[k](inp)
+                    row[k] += (o.to(g.dtype) * g).sum().to(row.dtype)
+        for label, lg in zip(labels, out_grads[len(live):]):
+            a = alphas[label]
+            p = F.softmax(a.detach(), dim=-1)
+            jac = torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)  # [rows, i, j] = p_j (delta_ij - p_i)
+            grad = (jac @ gate_grads[label].unsqueeze(-1)).squeeze(-1)
+            if lg is not None:
+                grad = grad + lg
+            for r, i in enumerate(drawn[label]):
+                if is_zero(self.relax.names[label][i]):
+                    grad[r] = 0.0
+            a.grad = grad
+        a_opt.step()
         a_opt.zero_grad(set_to_none=True)
         return loss.item()
 
