@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -148,16 +149,48 @@ def _interrupted(message: str) -> None:
 
 
 def _run(exp, cfg, quiet: bool, data=None) -> None:
+    from nasforge import distributed
     from nasforge.pipeline import run_experiment
 
+    ctx = distributed.context()
     try:
-        with _progress(quiet) as progress:
+        with _progress(quiet or not ctx.is_main) as progress:
             result = run_experiment(exp, cfg, progress, data)
     except KeyboardInterrupt:
         _interrupted(f"interrupted; continue with: nasforge resume {exp.path}")
+    except RuntimeError as exc:  # a collective failed: another rank died
+        if not ctx.active:
+            raise
+        raise distributed.DistributedError(distributed.lost_rank_message(exc, exp.path)) from None
     finally:
         exp.close()
-    _summary(result, exp.path)
+    if ctx.is_main:
+        _summary(result, exp.path)
+
+
+def _distributed_start(nproc: int | None, cfg_device: str, runner: str | None) -> bool:
+    """``--nproc N`` outside torchrun: start N ranks of this command under torchrun (True: done here).
+    Under torchrun: join the process group."""
+    from nasforge import distributed
+
+    if nproc is not None and runner == "ray":
+        from nasforge.errors import ConfigError
+
+        raise ConfigError("--nproc runs one search data-parallel under torchrun; --runner ray runs trials on a Ray "
+                          "cluster: use one of them")
+    if nproc is not None and "WORLD_SIZE" not in os.environ:
+        distributed.check_nproc(nproc, cfg_device)
+        code = distributed.launch(nproc, distributed.strip_nproc(sys.argv[1:]))
+        if code:
+            raise typer.Exit(code)
+        return True
+    distributed.init_from_env()
+    return False
+
+
+NprocOpt = typer.Option(None, "--nproc", help="Data-parallel one-shot search in N processes on this machine (one "
+                        "per GPU, or gloo on CPUs; launches torchrun; several machines: run torchrun yourself).",
+                        show_default="1")
 
 
 @app.command()
@@ -183,6 +216,7 @@ def search(
     runner: Optional[str] = typer.Option(None, help="Where trials run: local | ray.", show_default="local"),
     address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (implies --runner ray)."),
     workers: Optional[int] = typer.Option(None, help="Trials at the same time (ray: CPUs of a local Ray).", show_default="1"),
+    nproc: Optional[int] = NprocOpt,
     device: Optional[str] = DeviceOpt,
     precision: Optional[str] = PrecisionOpt,
     compile_: bool = CompileOpt,
@@ -216,16 +250,39 @@ def search(
         overrides.append((["logging", "loggers"], list(logger)))
     overrides += [parse_override(s) for s in set_ or []]
     cfg = resolve_config(raw, overrides)
+    if _distributed_start(nproc, cfg.engine.device, cfg.runner.name):
+        return
     if out_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         space_name = cfg.space["name"].rsplit(":", 1)[-1]  # a user's space: path/to/file.py:name -> name
         out_dir = Path("runs") / f"{cfg.strategy['name']}-{space_name}-{cfg.data.name}-{stamp}"
-    check_out_dir(out_dir, force)  # an --out that cannot be used fails before any data is read
+    from nasforge import distributed
+
+    ctx = distributed.context()
+    if ctx.active:
+        _check_distributed(cfg)
+        out_dir = distributed.broadcast_path(out_dir)  # rank 0's name (a default one holds the time)
+    if ctx.is_main:
+        check_out_dir(out_dir, force)  # an --out that cannot be used fails before any data is read
     data = load_data(cfg)  # before creating the directory: a bad --data-dir leaves nothing behind
     _check_runner(cfg, data)
-    exp = Experiment.create(out_dir, config_dict(cfg), force=force, lock=True)  # one writer per run
-    console.print(f"experiment: {exp.path}")
+    if ctx.is_main:
+        exp = Experiment.create(out_dir, config_dict(cfg), force=force, lock=True)  # one writer per run
+        console.print(f"experiment: {exp.path}")
+    distributed.barrier()
+    if not ctx.is_main:
+        exp = Experiment.open(out_dir)  # reads its checkpoint; rank 0 writes
     _run(exp, cfg, quiet, data)
+
+
+def _check_distributed(cfg: Any) -> None:
+    """A data-parallel run is a one-shot search; trials run data-parallel on Ray instead."""
+    from nasforge.errors import ConfigError
+    from nasforge.strategies import get_strategy_class
+
+    if get_strategy_class(cfg.strategy["name"]).kind != "oneshot":
+        raise ConfigError(f"strategy {cfg.strategy['name']} runs trials, not one data-parallel search: drop "
+                          "torchrun/--nproc and use --runner ray --workers N to run trials in parallel")
 
 
 def _runner_overrides(runner: str | None, address: str | None, workers: int | None) -> list[tuple[list[str], Any]]:
@@ -264,15 +321,22 @@ def resume(
     workers: Optional[int] = typer.Option(None, help="Trials at the same time.", show_default="as before"),
     device: Optional[str] = typer.Option(None, "--device", help="Continue on another device: auto | cpu | cuda | "
                                          "cuda:N | mps (checkpoints load anywhere).", show_default="as before"),
+    nproc: Optional[int] = NprocOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every epoch."),
 ) -> None:
     """Continue an interrupted run from its last checkpoint (finished phases and trials are kept)."""
+    from nasforge import distributed
     from nasforge.experiment import Experiment
     from nasforge.pipeline import resolve_config
 
     _setup_logging(verbose)
-    exp = Experiment.open(exp_dir, lock=True)  # one writer per run; leftover temporary files are removed
+    if _distributed_start(nproc, device or "auto", runner):
+        return
+    ctx = distributed.context()
+    # one writer per run (rank 0 of a data-parallel resume); leftover temporary files are removed
+    exp = Experiment.open(exp_dir, lock=ctx.is_main)
+    distributed.barrier()
     try:
         raw = exp.read_config()
         if isinstance(raw.get("quantize"), dict):  # a `nasforge quantize` run: rerun it with its own settings
@@ -499,7 +563,8 @@ def _resume_quantize(exp_dir: Path, q: dict[str, Any], quiet: bool, verbose: boo
     quantize_cmd(model_or_run=source, budget=str(q.get("budget")), accelerator=q.get("accelerator", "bitserial"),
                  episodes=None, data=data.get("name"), data_dir=Path(data["dir"]) if data.get("dir") else None,
                  out_dir=exp_dir, finetune_epochs=None, seed=q.get("seed", 0), device=engine.get("device"),
-                 precision=engine.get("precision"), set_=sets, force=False, quiet=quiet, verbose=verbose)
+                 precision=engine.get("precision"), set_=sets, force=False, quiet=quiet, verbose=verbose,
+                 preset=q.get("preset"))
 
 
 # --- command: quantize (HAQ) ---
@@ -508,7 +573,8 @@ def quantize_cmd(
     model_or_run: Path = typer.Argument(..., help="A run directory (uses its model.pt) or a model.pt file."),
     budget: str = typer.Option(..., "--budget", "-b", help="size=0.25 | latency=0.5 | energy=0.5 (fraction of the "
                                "8-bit model) or absolute: size=12kB, latency=0.5ms, energy=2uJ."),
-    accelerator: str = typer.Option("bitserial", help="Hardware model of latency/energy: bitserial | bitfusion."),
+    accelerator: str = typer.Option("bitserial", help="Hardware model of latency/energy: bitserial | bitfusion, "
+                                    "or onnxruntime (latency measured on this CPU's int8 kernels)."),
     episodes: Optional[int] = typer.Option(None, help="Search episodes (shortcut for --set haq.episodes=N).", show_default="100"),
     data: Optional[str] = typer.Option(None, help="Dataset: digits, cifar10, synthetic.", show_default="the run's, else digits"),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
@@ -524,6 +590,8 @@ def quantize_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every episode."),
+    preset: Optional[str] = typer.Option(None, help="HAQ settings of the paper/official code for the data "
+                                         "(`nasforge list presets`), under --episodes and --set."),
 ) -> None:
     """Search a mixed-precision (per-layer weight/activation bits) policy with HAQ under a budget and fine-tune it."""
     from nasforge.config import load_section, parse_override, read_yaml
@@ -555,12 +623,16 @@ def quantize_cmd(
         if len(keys) != 1:
             raise ConfigError(f"--set {text!r} must look like haq.key=value, e.g. haq.finetune_steps=20")
         options[keys[0]] = value
-    cfg = make_haq_config(options)
     run_cfg = {}
     if model_or_run.is_dir() and (model_or_run / "config.yaml").is_file():
         run_cfg = read_yaml(model_or_run / "config.yaml")
     run_data = run_cfg.get("data") if isinstance(run_cfg.get("data"), dict) else {}
     data_name = data or run_data.get("name") or "digits"
+    if preset:  # the preset's haq settings under --episodes/--finetune-epochs/--set
+        from nasforge.presets import find_preset
+
+        options = {**find_preset(preset, "haq", data_name).settings.get("haq", {}), **options}
+    cfg = make_haq_config(options)
     data_path = data_dir or (run_data.get("dir") if not data else None)
     data_seed = run_cfg.get("seed", seed) if isinstance(run_cfg.get("seed", seed), int) else seed
     model, _, input_shape = load_model(path)
@@ -571,6 +643,8 @@ def quantize_cmd(
                            "haq": haq_config_dict(cfg)}}
     if engine_options:  # recorded only when chosen, so runs made before the option resume as they were
         config["quantize"]["engine"] = engine_options
+    if preset:
+        config["quantize"]["preset"] = preset
     search = HaqSearch(model, dataset, parsed_budget, accelerator=accelerator, config=cfg, seed=seed,
                        input_shape=input_shape, engine=engine)  # checks the budget before anything is written
     exp = None
@@ -598,7 +672,7 @@ def quantize_cmd(
         ("test accuracy", f"{100 * result['test_acc']:.2f}% (float {100 * result['float_test_acc']:.2f}%, "
                           f"before fine-tune {100 * result['quant_test_acc_before_finetune']:.2f}%)"),
         ("weight size", f"{format_value('size', result['size_bytes'])} (8-bit {format_value('size', result['size_8bit_bytes'])})"),
-        ("latency (model)", f"{format_value('latency', result['latency'])} (8-bit {format_value('latency', result['latency_8bit'])})"),
+        (f"latency ({'measured' if result['accelerator'] == 'onnxruntime' else 'model'})", f"{format_value('latency', result['latency'])} (8-bit {format_value('latency', result['latency_8bit'])})"),
         ("energy (model)", f"{format_value('energy', result['energy'])} (8-bit {format_value('energy', result['energy_8bit'])})"),
         (f"within {kind} budget", "yes" if result["within_budget"] else "no"),
         ("bits W/A per layer", " ".join(f"{w}/{a}{'dw' if layer['depthwise'] else ''}"

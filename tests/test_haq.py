@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -294,3 +295,103 @@ def test_cli_quantize_end_to_end_and_report(cli, run_dir, tmp_path):
     page = (out / "report.html").read_text()
     assert "HAQ mixed-precision quantization" in page and (out / "report" / "haq_bits.png").is_file()
     assert haq_section(run_dir, tmp_path) is None  # not a quantize run
+
+
+# --- the official code's behaviour -------------------------------------------------------------
+def test_reward_is_the_official_scale_on_a_known_case(trained, data):
+    """HAQ code: ``reward = (acc - org_acc) * 0.1`` with top-1 accuracies in percent."""
+    env = make_env(trained, data)
+    env.org_acc = 0.90
+    assert env.reward(0.85) == pytest.approx(-0.5)  # (85 - 90) * 0.1
+    assert env.reward(0.90) == 0.0 and env.reward(0.923) == pytest.approx(0.23)
+
+
+def test_first_and_last_layers_are_pinned_to_8_bits(trained, data):
+    env = make_env(trained, data, "size=0.8", first_last_bits=8)
+    assert env.pinned == {0, 3}
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        raw = [tuple(int(b) for b in rng.integers(2, 9, size=2)) for _ in range(4)]
+        policy = env.enforce(raw)
+        assert policy[0] == policy[-1] == (8, 8) and env.fits(policy)
+        assert all(w <= r[0] and a <= r[1] for (w, a), r in zip(policy[1:3], raw[1:3]))  # the others only lowered
+    with pytest.raises(ConfigError, match=r"all layers at 2 bits, first and last at 8\); raise --budget"):
+        make_env(trained, data, "size=0.5", first_last_bits=8)  # 0.5 < (72 + 160 + 200 / 4) / 432
+    assert make_env(trained, data, "size=0.5").pinned == set()  # first_last_bits=None: searched
+
+
+def test_the_per_episode_fine_tune_is_on_by_default(trained, data):
+    search = HaqSearch(trained, data, "size=0.9", config={"calib_samples": 64})
+    assert HaqConfig().finetune_steps is None and HaqConfig().first_last_bits == 8
+    n = len(data.y_train)
+    assert search.env.finetune_steps == math.ceil(min(20000, n) / 64) > 0  # one epoch (HAQ: 20k images)
+    assert search.agent_capacity() == 128 * 4  # HAQ: rmsize 128 per layer
+    policy = [(8, 8), (3, 3), (3, 3), (8, 8)]
+    tuned = search.env.evaluate(policy, seed=0)
+    weights = search.qmodel[3].layer.weight.detach().clone()  # fine-tuned
+    search.env.finetune_steps = 0
+    plain = search.env.evaluate(policy, seed=0)
+    assert not torch.equal(weights, search.qmodel[3].layer.weight)  # evaluate restored the float weights
+    assert tuned != plain
+
+
+def test_kmeans_search_under_a_size_budget(trained, data):
+    result = quantize(trained, data, "size=0.5", config=dict(TINY, quantizer="kmeans", episodes=3, warmup=1))
+    assert result.metrics["within_budget"] and result.metrics["quantizer"] == "kmeans"
+    assert all(a == 32 for _, a in result.policy)  # activations stay float
+    for (w, _), layer in zip(result.policy, [m for m in result.model.modules() if hasattr(m, "w_labels")]):
+        assert layer.quantized_weight().unique().numel() <= 2**w
+    with pytest.raises(ConfigError, match="kmeans has no integer kernels"):
+        HaqSearch(trained, data, "latency=0.5", config=dict(TINY, quantizer="kmeans"))
+    with pytest.raises(ConfigError, match="k-means quantizes weights only"):
+        make_haq_config({"quantizer": "kmeans", "abits": 4})
+
+
+def test_latency_measured_on_onnxruntime_int8_kernels(trained, data):
+    pytest.importorskip("onnxruntime")
+    from nasforge.quant.ort import OrtInt8Accelerator
+
+    search = HaqSearch(trained, data, "latency=1.0", accelerator="onnxruntime",
+                       config=dict(TINY, ort_repeats=5))
+    acc = search.accelerator
+    assert isinstance(acc, OrtInt8Accelerator) and set(acc.table) == {f.name for f in search.infos}
+    assert all(v["int8"] > 0 and v["float"] > 0 for v in acc.table.values())
+    info = search.infos[1]
+    assert acc.layer_cost(info, 2, 3) == acc.layer_cost(info, 8, 8) == (acc.table[info.name]["int8"], 0.0)
+    assert acc.layer_cost(info, 32, 8)[0] == acc.table[info.name]["float"]  # above 8 bits: the float kernel
+    # every 2-8-bit policy runs the same int8 kernels: the measured latency does not depend on the widths
+    assert search.env.cost([(2, 2)] * 4).latency == search.env.cost([(8, 8)] * 4).latency == search.env.target
+    result = search.run()
+    assert result.metrics["within_budget"] and result.metrics["energy"] is None
+    with pytest.raises(ConfigError, match="measures latency, not energy"):
+        HaqSearch(trained, data, "energy=0.5", accelerator="onnxruntime", config=TINY)
+    with pytest.raises(ConfigError, match="onnxruntime"):
+        HaqSearch(trained, data, "latency=0.5", accelerator="tpu", config=TINY)
+
+
+@pytest.mark.parametrize("name", ["paper", "paper-kmeans"])
+def test_haq_presets_resolve_and_run_one_episode(name):
+    """The presets hold the official settings and run (one episode, small batches) on their input shape."""
+    from nasforge.presets import find_preset
+
+    preset = find_preset(name, "haq", "imagenet")
+    cfg = make_haq_config(preset.settings["haq"])
+    assert (cfg.episodes, cfg.warmup, cfg.finetune_images, cfg.finetune_lr) == (600, 20, 20000, 1e-3)
+    assert cfg.quantizer == ("linear" if name == "paper" else "kmeans")
+    small = synthetic_dataset(num_samples=24, num_classes=4, input_shape=(3, 224, 224), seed=0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4, bias=False), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=4),
+                          nn.ReLU(), nn.Conv2d(4, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4))
+    overrides = {"episodes": 1, "warmup": 1, "batch_size": 4, "final_batch_size": 4, "calib_samples": 4,
+                 "finetune_images": 8, "finetune_epochs": 0, "hidden": 8, "update_batch": 4}
+    result = quantize(model, small, "size=0.9", config={**preset.settings["haq"], **overrides})
+    assert result.metrics["within_budget"] and result.history[0]["valid_acc"] is not None
+    if name == "paper":
+        assert result.policy[0] == result.policy[-1] == (8, 8)
+
+
+def test_cli_preset_for_quantize(cli, run_dir, tmp_path):
+    code, _, err = cli("quantize", str(run_dir), "--budget", "size=0.5", "--preset", "paper",
+                       "--out", str(tmp_path / "q"))
+    assert code == 2 and "preset 'paper' has no settings for haq on synthetic" in err and "haq/imagenet" in err
+    assert not (tmp_path / "q").exists()

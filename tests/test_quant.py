@@ -222,3 +222,152 @@ def test_relative_budget_targets():
     assert parse_budget("size=0.5").target(1000.0) == 500.0
     assert parse_budget("size=300B").target(1000.0) == 300.0
     assert math.isclose(parse_budget("energy=1mJ").target(5.0), 1e-3)
+
+
+# --- KL clipping (the HAQ code's rule) ------------------------------------------------------
+def _official_compute_threshold(data, bitwidth):
+    """``QModule._compute_threshold`` of mit-han-lab/haq lib/utils/quantize_utils.py, transcribed."""
+    import numpy as np
+
+    mn, mx = 0, np.abs(data).max()
+    if np.isclose(mx, 0.0):
+        return 0.0
+    hist, bin_edges = np.histogram(np.abs(data), bins="sqrt", range=(mn, mx), density=True)
+    hist = hist / np.sum(hist)
+    cumsum = np.cumsum(hist)
+    n = pow(2, int(bitwidth) - 1)
+    threshold, d = [], []
+    if n + 1 > len(bin_edges) - 1:
+        return float(bin_edges[-1])
+    for i in range(n + 1, len(bin_edges), 1):
+        threshold = np.concatenate((threshold, [(i + 0.5) * (bin_edges[1] - bin_edges[0])]))
+        p = np.copy(cumsum)
+        p[(i - 1):] = 1
+        x, xp, fp = np.linspace(0.0, 1.0, n), np.linspace(0.0, 1.0, i), p[:i]
+        p_interp = np.interp(x, xp, fp)
+        x, xp, fp = np.linspace(0.0, 1.0, i), np.linspace(0.0, 1.0, n), p_interp
+        q_interp = np.interp(x, xp, fp)
+        q = np.copy(p)
+        q[:i] = q_interp
+        d = np.concatenate((d, [np.sum((cumsum - q) * np.log2(cumsum / q))]))
+    return float(threshold[np.argmin(d)])
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("case", ["normal", "heavy", "relu"])
+def test_kl_threshold_is_the_official_rule(bits, case):
+    from nasforge.quant import kl_threshold
+
+    gen = torch.Generator().manual_seed(bits)
+    x = torch.randn(5000, generator=gen, dtype=torch.float64)
+    if case == "heavy":
+        x = x ** 3  # long tails: KL clips well inside max|x|
+    elif case == "relu":
+        x = x.clamp_min(0)
+    expected = _official_compute_threshold(x.numpy(), bits)
+    assert kl_threshold(x, bits) == pytest.approx(expected, rel=1e-12)
+    assert 0 < kl_threshold(x, bits) <= float(x.abs().max()) + 1e-9
+    if case == "heavy":
+        assert kl_threshold(x, bits) < 0.5 * float(x.abs().max())
+
+
+def test_kl_threshold_hand_cases_and_wide_widths():
+    from nasforge.quant import kl_threshold, threshold
+
+    x = torch.tensor([0.5, -1.0, 2.0, -4.0])
+    assert kl_threshold(x, 5) == kl_threshold(x, 8) == 4.0  # 5 bits and more: max|x| (the code's `else` branch)
+    # numpy's 'sqrt' rule gives 3 bins of width 4/3; at 2 bits the only cut is i = 3: t = 3.5 * 4/3 (the code's
+    # threshold may lie beyond max|x|)
+    assert kl_threshold(x, 2) == pytest.approx(3.5 * 4 / 3)
+    assert kl_threshold(torch.tensor([-4.0]), 2) == 4.0  # 1 bin < 2**(2-1) + 1: the whole range
+    assert kl_threshold(torch.zeros(10), 2) == pytest.approx(1e-8)
+    with pytest.raises(ConfigError, match="unknown clipping method"):
+        threshold(x, 4, method="entropy")
+
+
+def test_kl_clipping_is_an_option_of_the_wrapped_model():
+    from nasforge.quant import kl_threshold, set_clip
+
+    torch.manual_seed(0)
+    q = wrap_model(Odd())
+    calibrate(q, torch.randn(32, 1, 8, 8))
+    set_policy(q, [(3, 3)] * 5)
+    layer = quant_layers(q)[2][1]
+    mse_w = float(layer.w_threshold)
+    set_clip(q, "kl")
+    assert float(layer.w_threshold) == pytest.approx(kl_threshold(layer.layer.weight, 3)) != mse_w
+    assert bool(layer.a_signed)  # the depthwise conv's output: no ReLU before the pointwise layer
+    assert float(layer.a_threshold) == pytest.approx(kl_threshold(layer._act_sample, 3))
+    fc = quant_layers(q)[3][1]  # after a ReLU: unsigned, KL over the non-negative sample
+    assert not bool(fc.a_signed) and float(fc.a_threshold) == pytest.approx(kl_threshold(fc._act_sample, 3))
+    with pytest.raises(ConfigError, match="unknown clipping method"):
+        set_clip(q, "max")
+
+
+# --- k-means weight sharing ----------------------------------------------------------------
+def test_kmeans_finds_the_clusters_of_a_hand_made_weight_matrix():
+    from nasforge.quant import kmeans_1d
+
+    w = torch.tensor([[0.10, 0.12, -0.50, -0.52], [0.98, 1.02, 0.08, -0.48], [3.0, 3.1, 2.9, 1.00]])
+    centroids, labels = kmeans_1d(w, 2, iters=10, seed=0)  # 2 bits: 4 shared values
+    groups = {}
+    for value, label in zip(w.flatten().tolist(), labels.flatten().tolist()):
+        groups.setdefault(label, []).append(value)
+    found = sorted(sorted(g) for g in groups.values())
+    assert found == [pytest.approx(g) for g in ([-0.52, -0.5, -0.48], [0.08, 0.1, 0.12], [0.98, 1.0, 1.02],
+                                                [2.9, 3.0, 3.1])]
+    assert sorted(centroids.tolist()) == pytest.approx([-0.5, 0.1, 1.0, 3.0])  # each cluster's mean
+    c, lab = kmeans_1d(torch.tensor([1.0, 1.0, 2.0]), 3)  # fewer values than clusters: exact
+    assert sorted(c.tolist()) == [1.0, 2.0] and c[lab].tolist() == [1.0, 1.0, 2.0]
+
+
+def test_kmeans_layer_shares_values_and_fine_tunes_as_the_official_reprojection():
+    from nasforge.quant import set_quantizer
+
+    torch.manual_seed(0)
+    q = wrap_model(nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)))
+    set_quantizer(q, "kmeans")
+    set_policy(q, [(2, 32), (3, 32)])
+    layer = quant_layers(q)[0][1]
+    shared = layer.quantized_weight().detach()
+    assert shared.unique().numel() <= 4
+    labels = layer.w_labels.long()
+    # one plain SGD step: ours (straight-through on the raw weights, cluster means in the forward) against the
+    # HAQ code (weights set to the centroids, SGD on them, then each cluster re-set to its mean)
+    x, y = torch.randn(32, 16), torch.randint(0, 3, (32,))
+    loss = nn.functional.cross_entropy(q(x), y)
+    loss.backward()
+    grad = layer.layer.weight.grad.clone()
+    with torch.no_grad():
+        layer.layer.weight -= 0.1 * grad
+    official = shared - 0.1 * grad  # SGD on the centroid-valued weights
+    for k in labels.unique():
+        mask = labels == k
+        official[mask] = official[mask].mean()
+    torch.testing.assert_close(layer.quantized_weight().detach(), official, rtol=0, atol=1e-6)
+    assert layer.quantized_weight().unique().numel() <= 4
+
+
+# --- QDQ export ---------------------------------------------------------------------------
+def test_the_quantized_network_exports_as_qdq_onnx(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from nasforge.export import _frozen_quantized, to_onnx
+
+    torch.manual_seed(0)
+    q = wrap_model(Odd()).eval()
+    calibrate(q, torch.randn(64, 1, 8, 8))
+    set_policy(q, [(8, 8), (3, 4), (5, 2), (4, 32), (32, 32)])
+    frozen = _frozen_quantized(q)
+    path = to_onnx(frozen, (1, 8, 8), tmp_path / "q.onnx")
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("QuantizeLinear") >= 7 and ops.count("DequantizeLinear") >= 7  # 3 inputs + 4 weights
+    x = torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        expected = q(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert abs(got - expected).max() < 1e-4
+    layer = quant_layers(q)[1][1]  # 3-bit weights: int codes in [-3, 3]
+    codes = layer.quantized_weight().detach() / (float(layer.w_threshold) / 3)
+    assert set(torch.round(codes).unique().tolist()) <= {-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0}

@@ -68,8 +68,10 @@ def parse_budget(text: str | Budget) -> Budget:
     return Budget(kind, value * scale, relative=False)
 
 
-def format_value(kind: str, value: float) -> str:
-    """A readable amount: bytes as B/kB/MB, latency as s/ms/us, energy as J/mJ/uJ/nJ."""
+def format_value(kind: str, value: float | None) -> str:
+    """A readable amount: bytes as B/kB/MB, latency as s/ms/us, energy as J/mJ/uJ/nJ (None: not measured)."""
+    if value is None:
+        return "not measured"
     if kind == "size":
         for unit, scale in (("MB", 1e6), ("kB", 1e3)):
             if value >= scale:

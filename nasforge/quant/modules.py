@@ -122,7 +122,8 @@ class QuantLayer(nn.Module):
             sums = torch.zeros(k, dtype=w.dtype, device=w.device).index_add(0, labels, flat.detach())
             counts = torch.bincount(labels, minlength=k).clamp_min(1).to(w.dtype)
             shared = (sums / counts)[labels].reshape(w.shape)
-            return w + (shared - w).detach()  # straight-through: the same step as the HAQ code's re-projection
+            # straight-through (exactly the shared values forward): the same step as the HAQ code's re-projection
+            return shared + (w - w.detach())
         return fake_quantize(w, self.wbits, self.w_threshold, signed=True)
 
     def _record(self, x: Tensor) -> None:

@@ -181,11 +181,15 @@ class HaqSearch:
         images = min(self.cfg.finetune_images, len(self.data.y_train))
         return math.ceil(images / self.cfg.batch_size)
 
+    def agent_capacity(self) -> int:
+        """Replay capacity in decisions: ``replay``, or 128 per layer as the HAQ code (``rmsize``)."""
+        return self.cfg.replay or 128 * len(self.infos)
+
     def _agent(self) -> DDPGAgent:
         c = self.cfg
         return DDPGAgent(self.env.n_states, DDPGConfig(
             hidden=c.hidden, lr_actor=c.lr_actor, lr_critic=c.lr_critic, tau=c.tau, discount=c.discount,
-            batch_size=c.update_batch, capacity=c.replay or 128 * len(self.infos), init_delta=c.init_delta,
+            batch_size=c.update_batch, capacity=self.agent_capacity(), init_delta=c.init_delta,
             delta_decay=c.delta_decay,
             warmup=c.warmup), seed=self.seed)
 
@@ -359,3 +363,26 @@ def haq_config_dict(cfg: HaqConfig) -> dict[str, Any]:
 
 
 __all__ += ["haq_config_dict"]
+
+
+# --- the paper's settings (``nasforge quantize --preset paper``) ------------------------------------
+from nasforge.presets import register_preset  # noqa: E402
+
+_HAQ_SOURCE = ("HAQ paper (Wang et al., CVPR 2019) sec. 3-4; mit-han-lab/haq rl_quantize.py (arguments), "
+               "lib/env/linear_quantize_env.py, lib/rl/ddpg.py, run/run_linear_quantize_search.sh, "
+               "run/run_linear_quantize_finetune.sh")
+_HAQ_KMEANS_SOURCE = ("mit-han-lab/haq rl_quantize.py, lib/env/quantize_env.py, lib/utils/quantize_utils.py, "
+                      "run/run_kmeans_quantize_search.sh")
+_HAQ_AGENT = {"episodes": 600, "warmup": 20, "hidden": 300, "lr_actor": 1e-4, "lr_critic": 1e-3, "tau": 0.01,
+              "discount": 1.0, "init_delta": 0.5, "delta_decay": 0.99, "update_batch": 64, "replay": None,
+              "finetune_steps": None, "finetune_images": 20000, "finetune_lr": 1e-3}
+register_preset("paper", "haq", "imagenet", {"haq": {
+    **_HAQ_AGENT, "bmin": 2, "bmax": 8, "batch_size": 128, "calib_samples": 128, "first_last_bits": 8, "clip": "kl",
+    "quantizer": "linear",
+    "finetune_epochs": 30, "final_lr": 0.01, "final_batch_size": 256}}, sources={"haq.*": _HAQ_SOURCE},
+    note="the latency/energy search (linear quantization); size budgets as the paper: --preset paper-kmeans")
+register_preset("paper-kmeans", "haq", "imagenet", {"haq": {
+    **_HAQ_AGENT, "bmin": 1, "bmax": 8, "batch_size": 256, "first_last_bits": 0, "quantizer": "kmeans",
+    "kmeans_iters": 3, "finetune_epochs": 30, "final_lr": 0.01, "final_batch_size": 256}},
+    sources={"haq.*": _HAQ_KMEANS_SOURCE},
+    note="the model-size search: k-means weight sharing, float activations, first/last layers searched too")
