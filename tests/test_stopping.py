@@ -210,3 +210,53 @@ def test_search_without_early_stop_runs_every_epoch(data):
     # DARTS+ with the same limits would have stopped on this very history
     stopper = DartsPlusStopper(opts["early_stop_skips"], opts["early_stop_patience"])
     assert any(stopper.check(result.history[:k]) is not None for k in range(1, epochs + 1))
+
+
+# ---------------------------------------------------------------------------
+# on NAS-Bench-201 (its own op names), with DARTS and GDAS
+# ---------------------------------------------------------------------------
+def test_learnable_ranking_reads_the_spaces_op_names():
+    """On nb201 the learnable ops are the two convs (none, skip_connect, avg_pool_3x3 have no weights)."""
+    from nasforge.spaces.nb201 import PRIMITIVES as NB201_OPS
+
+    row = [0.05, 0.40, 0.10, 0.30, 0.15]  # none, skip, conv1x1, conv3x3, avg_pool
+    ranking = learnable_ranking({"normal": [row] * 6}, {"normal": NB201_OPS})
+    assert ranking == ((3, 2),) * 6  # conv3x3 before conv1x1; parameter-free ops left out
+    # per-row names (rows of different candidate sets in one group)
+    mixed = learnable_ranking({"g": [[0.2, 0.8], [0.7, 0.3]]}, {"g": [("zero", "mb3"), ("mb5", "mb3")]})
+    assert mixed == ((1,), (0, 1))
+
+
+def test_dartsplus_stopper_of_a_relaxed_nb201_space():
+    from nasforge.oneshot.relax import Relaxation
+    from nasforge.spaces.nb201 import EDGE_LABELS, PRIMITIVES as NB201_OPS
+    from nasforge.strategies.stopping import dartsplus_stopper
+
+    space = make_space("nb201", C=4, N=1)
+    relax = Relaxation(space.supernet((1, 8, 8), 3))
+    stopper = dartsplus_stopper(relax, max_skips=2, patience=3)
+    assert list(stopper.cell_labels) == list(EDGE_LABELS)
+    assert stopper.op_names == {"normal": [tuple(NB201_OPS)] * 6}
+    ops = ["skip_connect", "nor_conv_3x3", "skip_connect", "none", "avg_pool_3x3", "nor_conv_1x1"]
+    arch = space.arch_from_ops(ops).to_dict()
+    assert stopper.skips(arch) == 2
+    rec = {"epoch": 0, "metrics": {}, "arch_weights": {"normal": [[0.2] * 5] * 6}, "arch": arch}
+    assert stopper.check([rec])["criterion"] == "skip_connect"
+    one = space.arch_from_ops(["skip_connect"] + ops[1:2] + ["none"] * 4).to_dict()
+    assert stopper.check([dict(rec, arch=one)]) is None
+
+
+@pytest.mark.parametrize("name", ["darts", "gdas"])
+def test_dartsplus_runs_on_nb201(name, data):
+    """DARTS+ is no longer refused off the darts space: each epoch is checked by the space's own stopper."""
+    from nasforge.oneshot.relax import Relaxation
+    from nasforge.strategies.stopping import dartsplus_stopper
+
+    space = make_space("nb201", C=4, N=1)
+    opts = dict(STOP, epochs=3, early_stop_skips=2)
+    result = make_strategy(name, opts, "synthetic").search(space, data, seed=0)
+    history, stop = result.history, result.info["early_stop"]
+    stopper = dartsplus_stopper(Relaxation(space.supernet((1, 8, 8), 3)), 2, 1)
+    assert all(stopper.check(history[:k]) is None for k in range(1, len(history)))
+    assert stopper.check(history) == stop
+    assert len(history) == (opts["epochs"] if stop is None else stop["epoch"] + 1)

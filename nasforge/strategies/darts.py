@@ -214,3 +214,17 @@ _DARTS_CIFAR = {
 }
 register_preset("paper", "darts", "cifar10", _DARTS_CIFAR, sources={"*": _DARTS_SOURCE},
                 note="second order (the paper's best cell); first order: --set strategy.order=1")
+
+# DARTS+ (Liang et al. 2019): DARTS's search with early stopping; the paper searched CIFAR-10 and CIFAR-100
+# with DARTS's settings. Its CIFAR-100 setting is the paper preset for CIFAR-100 (DARTS itself has none).
+_DARTSPLUS_SOURCE = "DARTS+ paper (Liang et al. 2019, arXiv 1909.06035) sec. 3-4: DARTS's settings, stopped early"
+_DARTSPLUS = {**_DARTS_CIFAR, "strategy": {**_DARTS_CIFAR["strategy"], "early_stop": "dartsplus",
+                                           "early_stop_skips": 2, "early_stop_patience": 10}}
+_DARTSPLUS_NOTE = ("DARTS+: DARTS's CIFAR settings with its early stop (2 skip-connects in the normal cell, or the "
+                   "learnable ops' ranking stable for 10 epochs)")
+register_preset("paper", "darts", "cifar100", _DARTSPLUS, sources={"*": _DARTS_SOURCE,
+                                                                   "strategy.early_stop": _DARTSPLUS_SOURCE},
+                note=_DARTSPLUS_NOTE + "; DARTS has no CIFAR-100 setting of its own")
+for _dataset in ("cifar10", "cifar100"):
+    register_preset("dartsplus", "darts", _dataset, _DARTSPLUS,
+                    sources={"*": _DARTS_SOURCE, "strategy.early_stop": _DARTSPLUS_SOURCE}, note=_DARTSPLUS_NOTE)

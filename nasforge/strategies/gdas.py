@@ -204,3 +204,63 @@ class GdasStrategy(DartsStrategy):
             a.grad = g
         self.a_opt.step()
         return {"arch_loss": loss_v.item()}
+
+
+# --- the official settings (``--preset paper``, ``paper-frc``, ``nb201``) ------------------------------
+from nasforge.presets import register_preset  # noqa: E402
+
+_GDAS_REPO = "D-X-Y/AutoDL-Projects"
+_GDAS_OPTS = f"{_GDAS_REPO} configs/search-opts/GDAS-NASNet-CIFAR.config"
+_GDAS_SCRIPT = f"{_GDAS_REPO} scripts-search/NASNet-space-search-by-GDAS.sh"
+_GDAS_MODEL = f"{_GDAS_REPO} configs/search-archs/GDAS-NASNet-CIFAR.config, xautodl/models/cell_searchs/" \
+              "search_model_gdas_nasnet.py"
+_GDAS_RETRAIN = f"{_GDAS_REPO} scripts/nas-infer-train.sh (batch 96, cutout 16), configs/opts/NAS-CIFAR.config, " \
+                "configs/archs/NAS-CIFAR-GDAS_V1.config"
+_GDAS_SOURCES = {
+    "data.valid_fraction": f"{_GDAS_REPO} configs/nas-benchmark/cifar-split.txt: 25k/25k of the training set",
+    "strategy.epochs": _GDAS_OPTS, "strategy.batch_size": _GDAS_OPTS, "strategy.w_lr": _GDAS_OPTS,
+    "strategy.w_lr_min": _GDAS_OPTS, "strategy.w_momentum": _GDAS_OPTS, "strategy.w_nesterov": _GDAS_OPTS,
+    "strategy.w_wd": _GDAS_OPTS,
+    "strategy.grad_clip": f"{_GDAS_REPO} exps/NAS-Bench-201-algos/GDAS.py (clip_grad_norm_ 5)",
+    "strategy.layers": _GDAS_MODEL, "strategy.channels": _GDAS_MODEL, "strategy.final_bn_relu": _GDAS_MODEL,
+    "strategy.derive": _GDAS_MODEL + " genotype()", "strategy.unchosen": _GDAS_MODEL + " (MixedOp.forward_gdas)",
+    "strategy.a_lr": _GDAS_SCRIPT, "strategy.a_wd": _GDAS_SCRIPT, "strategy.tau_max": _GDAS_SCRIPT,
+    "strategy.tau_min": _GDAS_SCRIPT,
+    "strategy.a_beta1": f"{_GDAS_REPO} exps/NAS-Bench-201-algos/GDAS.py", "strategy.a_beta2": f"{_GDAS_REPO} "
+    "exps/NAS-Bench-201-algos/GDAS.py",
+    "*": _GDAS_RETRAIN,
+}
+_GDAS_CIFAR = {
+    "data": {"valid_fraction": 0.0},
+    # the official NASNet-space search: C=16, N=2 -> 6 cells (2 normal, reduce, normal, reduce, normal)
+    "strategy": {"epochs": 250, "batch_size": 256, "layers": 6, "channels": 16, "order": 1,
+                 "w_lr": 0.025, "w_lr_min": 0.001, "w_momentum": 0.9, "w_nesterov": True, "w_wd": 5e-4,
+                 "grad_clip": 5.0, "a_lr": 3e-4, "a_wd": 1e-3, "a_beta1": 0.5, "a_beta2": 0.999,
+                 "tau_max": 10.0, "tau_min": 0.1, "final_bn_relu": True, "derive": "pairs", "unchosen": "skip"},
+    # the official retraining of a searched cell: 295 + 5 warm-up epochs, no gradient clipping
+    "train": {"epochs": 300, "batch_size": 96, "layers": 20, "channels": 36, "lr": 0.025, "lr_min": 0.0,
+              "momentum": 0.9, "weight_decay": 5e-4, "grad_clip": 0.0, "cutout": 16, "drop_path": 0.2,
+              "auxiliary": True, "auxiliary_weight": 0.4, "train_on": "train+valid"},
+}
+_FRC_SOURCE = f"{_GDAS_REPO} scripts-search/NASNet-space-search-by-GDAS-FRC.sh, " \
+              "configs/search-archs/GDASFRC-NASNet-CIFAR.config"
+for _dataset in ("cifar10", "cifar100"):
+    register_preset("paper", "gdas", _dataset, _GDAS_CIFAR, sources=_GDAS_SOURCES,
+                    note="official NASNet-space search; its retraining lacks Nesterov and the 5 warm-up epochs "
+                         "here" + ("; the official CIFAR-100 search learns alpha on 5k test images, here on the "
+                                   "other half of the training set" if _dataset == "cifar100" else ""))
+    register_preset("paper-frc", "gdas", _dataset,
+                    {**_GDAS_CIFAR, "strategy": {**_GDAS_CIFAR["strategy"], "fixed_reduce": True}},
+                    sources={**_GDAS_SOURCES, "strategy.fixed_reduce": _FRC_SOURCE},
+                    note="GDAS (FRC): the hand-designed reduction cell in the supernet and the final network")
+
+_NB201_OPTS = f"{_GDAS_REPO} configs/nas-benchmark/algos/GDAS.config, scripts-search/NAS-Bench-201-algos/GDAS.sh"
+register_preset("nb201", "gdas", "cifar10", {
+    "data": {"valid_fraction": 0.0},
+    "space": {"name": "nb201", "C": 16, "N": 5},
+    "strategy": {"epochs": 250, "batch_size": 64, "order": 1, "w_lr": 0.025, "w_lr_min": 0.001, "w_momentum": 0.9,
+                 "w_nesterov": True, "w_wd": 5e-4, "grad_clip": 5.0, "a_lr": 3e-4, "a_wd": 1e-3, "a_beta1": 0.5,
+                 "a_beta2": 0.999, "tau_max": 10.0, "tau_min": 0.1, "unchosen": "zero_weight"},
+}, sources={"*": _NB201_OPTS, "strategy.unchosen": f"{_GDAS_REPO} xautodl/models/cell_searchs/search_cells.py "
+                                                   "(NAS201SearchCell.forward_gdas)"},
+    note="NAS-Bench-201's GDAS run (search only; the benchmark's table gives the found cell's accuracy)")
