@@ -137,6 +137,13 @@ def resolve_config(raw: dict[str, Any] | None = None, overrides: list[tuple[list
         space["name"] = normalize_reference(space["name"])
     strategy = dict(raw.get("strategy") or {})
     strategy.setdefault("name", DEFAULT_STRATEGY)
+    # a strategy's defaults for a section it runs with ({"space": {"layers": {...}}}), under the config
+    from nasforge.strategies import get_strategy_class
+
+    for section, by_name in getattr(get_strategy_class(strategy["name"]), "section_defaults", {}).items():
+        target = space if section == "space" else raw.setdefault(section, {})
+        for key, value in by_name.get(target.get("name", "train" if section == "evaluator" else None), {}).items():
+            target.setdefault(key, value)
     # Instantiate once to check names, options and ranges; store the resolved options.
     space_obj = make_space(space["name"], **{k: v for k, v in space.items() if k != "name"})
     strat = make_strategy(strategy["name"], {k: v for k, v in strategy.items() if k != "name"}, cfg.data.name,
@@ -226,6 +233,10 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
     progress = progress or Progress()
     data = data if data is not None else load_data(cfg)
     space = build_space(cfg)
+    from nasforge import distributed
+
+    if not distributed.is_main():  # another rank of a data-parallel search: the search only, rank 0 writes
+        return _search_rank(exp, cfg, progress, data, space)
     store = exp.store
     store.set_meta("dataset", data.describe())
     engine = Engine(cfg.engine)
@@ -241,6 +252,16 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
         for logger in loggers:
             store.listeners.remove(logger)
             logger.close()
+
+
+def _search_rank(exp: Experiment, cfg: RunConfig, progress: Progress, data: Dataset,
+                 space: SearchSpace) -> dict[str, Any]:
+    """What a rank other than 0 runs: its share of the one-shot search (final training: rank 0)."""
+    if (exp.path / "arch.json").exists():
+        return {}
+    strategy = build_strategy(cfg)
+    strategy.search(space, data, experiment=exp, progress=progress, seed=cfg.seed, engine=Engine(cfg.engine))
+    return {}
 
 
 def _benchmark_row(cfg: RunConfig, space: SearchSpace, arch: Arch, data: Dataset) -> dict[str, Any] | None:

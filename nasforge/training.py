@@ -51,6 +51,8 @@ class EngineConfig:
     bn_recalibration: int = option(20, lo=0, hi=100000,
                                    help="training batches that re-estimate BatchNorm statistics before each "
                                         "evaluation (0: off)")
+    sync_bn: bool = option(False, help="data-parallel runs: BatchNorm statistics over all ranks' batches "
+                                       "(default: each rank's own, as the papers' multi-GPU code)")
 
     def __post_init__(self) -> None:
         resolve_device(self.device)  # a bad name fails when the config is read, before anything runs
@@ -347,6 +349,10 @@ class FitConfig:
     nesterov: bool = False
     grad_clip: float = 5.0
     steps: int | None = None  # stop after this many steps (the schedule spans them)
+    optimizer: str = "sgd"  # or "adam" (betas 0.9/0.999, eps 1e-8; momentum and nesterov unused)
+    lr_schedule: str = "cosine"  # or "step": lr * lr_step_factor ** (epoch // lr_step_epochs)
+    lr_step_epochs: int = 5
+    lr_step_factor: float = 0.2
 
 
 @dataclass
@@ -386,8 +392,12 @@ def fit(model: nn.Module, epoch_batches: EpochBatches, steps_per_epoch: int, cfg
     engine = engine or engine_for(model)
     forward = forward if forward is not None else model
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8,
+                                                      weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                              nesterov=cfg.nesterov and cfg.momentum > 0)
     start = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -413,7 +423,8 @@ def fit(model: nn.Module, epoch_batches: EpochBatches, steps_per_epoch: int, cfg
         for batch in epoch_batches(epoch):
             if step >= total:
                 break
-            lr = cosine_lr(step / total, cfg.lr, cfg.lr_min)
+            lr = cosine_lr(step / total, cfg.lr, cfg.lr_min) if cfg.lr_schedule != "step" else \
+                cfg.lr * cfg.lr_step_factor ** (epoch // max(cfg.lr_step_epochs, 1))
             set_lr(opt, lr)
             res = weight_step(engine, opt, params, forward, engine.batch(batch), cfg.grad_clip, loss_fn)
             if not res.finite:

@@ -168,3 +168,67 @@ def test_a_skip_network_exports_to_onnx_with_the_same_outputs(tmp_path):
     net = space.build(arch, (1, 8, 8), 10).eval()
     path = to_onnx(net, (1, 8, 8), tmp_path / "m.onnx")
     assert check_onnx(net, path, (1, 8, 8)) < 1e-4
+
+
+# --- MetaQNN's grammar, dropout and BatchNorm options ---------------------------------------
+def test_metaqnn_grammar_holds_the_papers_values_and_rules():
+    space = make_space("layers", grammar="metaqnn", image_size=32)
+    assert space.kernel_sizes == (1, 3, 5) and space.strides == (1,) and space.filters == (64, 128, 256, 512)
+    assert space.pool_pairs == ((5, 3), (3, 2), (2, 2)) and space.fc_units == (512, 256, 128)
+    assert (space.max_fc, space.fc_max_size, space.conv_fits, space.max_depth) == (2, 7, True, 12)
+    conv = Layer("conv", 3, 3, 1, 1, 64)
+    # a pool pair outside the paper's three is refused, even though kernel 3 and stride 3 both exist
+    with pytest.raises(ArchError, match="not one of the space's pools 5x3,3x2,2x2"):
+        space.validate(space.arch_of(space.chain([conv, Layer("pool", pool_kernel=3, pool_stride=3)])))
+    # a receptive field no larger than the representation: 32 -> 10 (5/3) -> 5 (3/2) takes a 5x5 conv,
+    # -> 3 (2/2) does not
+    layers = [conv, Layer("pool", pool_kernel=5, pool_stride=3), conv, Layer("pool", pool_kernel=3, pool_stride=2)]
+    space.validate(space.arch_of(space.chain(layers + [Layer("conv", 5, 5, 1, 1, 64)])))
+    smaller = layers + [conv, Layer("pool", pool_kernel=2, pool_stride=2)]
+    with pytest.raises(ArchError, match="5x5 kernel on a 3x3 representation"):
+        space.validate(space.arch_of(space.chain(smaller + [Layer("conv", 5, 5, 1, 1, 64)])))
+    # fc only at 7 pixels or fewer: 32 -> 10 -> 5 allows fc; 10 does not
+    space.validate(space.arch_of(space.chain(layers + [Layer("fc", units=512)])))
+    with pytest.raises(ArchError, match="not allowed"):
+        space.validate(space.arch_of(space.chain(layers[:2] + [Layer("fc", units=512)])))
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        arch = space.sample(rng)
+        space.validate(arch)
+        space.validate(space.mutate(arch, rng))
+    with pytest.raises(ConfigError, match="grammar='x' is unknown"):
+        make_space("layers", grammar="x")
+    with pytest.raises(ConfigError, match="stride <= kernel"):
+        make_space("layers", pools=[[2, 3]])
+
+
+def test_new_options_keep_older_archs_and_round_trip():
+    # the default space records exactly the options it always did (so older archs keep their hash)
+    assert not {"space.pools", "space.conv_fits", "space.dropout", "space.batch_norm"} & set(
+        make_space("layers").options())
+    space = make_space("layers", grammar="metaqnn", dropout=True, batch_norm=False)
+    arch = space.sample(np.random.default_rng(3))
+    rebuilt = get_space_class("layers").for_arch(arch)
+    assert rebuilt.options() == space.options() and rebuilt.pool_pairs == space.pool_pairs
+    assert (rebuilt.dropout, rebuilt.batch_norm, rebuilt.conv_fits) == (True, False, True)
+
+
+def test_metaqnn_dropout_follows_the_official_placement_and_batch_norm_can_be_off():
+    from nasforge.spaces.layers import dropout_rates
+
+    conv, pool = Layer("conv", 3, 3, 1, 1, 64), Layer("pool", pool_kernel=2, pool_stride=2)
+    # 6 layers + the termination, 2 fc: n = (7 - 2) // 2 + 2 = 4; after layers 2, 4 and each fc: i / 2n
+    layers = [conv, conv, pool, conv, Layer("fc", units=256), Layer("fc", units=128)]
+    assert dropout_rates(layers) == [0.0, 1 / 8, 0.0, 2 / 8, 3 / 8, 4 / 8]
+    # none after gap: n = (5 - 1) // 2 = 2
+    assert dropout_rates([conv, conv, conv, Layer("gap")]) == [0.0, 0.25, 0.0, 0.0]
+    space = make_space("layers", grammar="metaqnn", dropout=True, batch_norm=False)
+    arch = space.arch_of(space.chain(layers))
+    net = space.build(arch, (1, 8, 8), 10)
+    rates = [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert rates == [1 / 8, 2 / 8, 3 / 8, 4 / 8]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    chained = space.chain(layers)
+    plain = LayerNet(chained, space.shapes(chained), (1, 8, 8), 10)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())

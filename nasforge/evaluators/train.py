@@ -15,6 +15,13 @@ running averages lag far behind the weights. Widths and depth (``layers``, ``cha
 default to the dataset profile's "evaluate" section (small on digits, so a trial takes about
 a second). The device and precision come from an ``EngineConfig`` (the run's ``engine``
 section); the ``Engine`` is built inside each call, so the evaluator stays picklable.
+
+Other papers' child training: ``optimizer=adam`` with ``lr_schedule=step`` (MetaQNN: Adam
+0.001, x0.2 every 5 epochs), ``restarts`` (MetaQNN: a model no better than chance after its
+first epoch is trained again from the same initialisation with the learning rate x0.4, at
+most 5 times), and ``valid_epochs`` (valid accuracy after each of the last N epochs, as
+``valid_accs``) with ``objective=best`` (NAS-RL's reward: the best valid accuracy of the
+last 5 epochs).
 """
 
 from __future__ import annotations
@@ -47,9 +54,33 @@ class TrainEvalConfig:
     channels: int | None = option(None, lo=1, hi=4096, help="initial channels of the trial network (auto)")
     lr: float = option(0.025, lo=0.0, hi=10.0, help="SGD learning rate (cosine-annealed over the budget)")
     momentum: float = option(0.9, lo=0.0, hi=1.0, help="SGD momentum")
+    nesterov: bool = option(False, help="Nesterov momentum (NAS-RL's child training)")
     weight_decay: float = option(3e-4, lo=0.0, hi=1.0, help="weight decay")
     grad_clip: float = option(5.0, lo=0.0, hi=1e6, help="gradient-norm clip (0: off)")
     latency: bool = option(False, help="also time the trained network on the CPU (batch 1; adds latency_ms)")
+    optimizer: str = option("sgd", choices=("sgd", "adam"), help="sgd (momentum), or adam (MetaQNN's)")
+    lr_schedule: str = option("cosine", choices=("cosine", "step"),
+                              help="cosine per step, or step: lr * lr_step_factor every lr_step_epochs epochs")
+    lr_step_epochs: int = option(5, lo=1, hi=100000, help="step schedule: epochs between decays (MetaQNN 5)")
+    lr_step_factor: float = option(0.2, lo=0.0, hi=1.0, help="step schedule: decay factor (MetaQNN 0.2)")
+    restarts: int = option(0, lo=0, hi=100, help="restart with lr * restart_factor while the first epoch's valid "
+                                                "accuracy is no better than chance (MetaQNN: 5)")
+    restart_factor: float = option(0.4, lo=0.0, hi=1.0, help="learning-rate factor of a restart (MetaQNN 0.4)")
+    valid_epochs: int = option(0, lo=0, hi=100000, help="also score the valid split after each of the last N "
+                                                       "epochs (valid_accs; 0: at the end only)")
+    objective: str = option("final", choices=("final", "best"),
+                            help="final valid accuracy, or the best of valid_accs (NAS-RL: of the last 5 epochs)")
+
+    def __post_init__(self) -> None:
+        if self.objective == "best" and not self.valid_epochs:
+            from nasforge.errors import ConfigError
+
+            raise ConfigError("evaluator.objective=best needs the per-epoch valid accuracies; set "
+                              "evaluator.valid_epochs (e.g. 5)")
+
+
+class _Restart(Exception):
+    """The first epoch ended no better than chance: train again with a lower learning rate."""
 
 
 class TrainEvaluator:
@@ -73,27 +104,54 @@ class TrainEvaluator:
         self.space.validate(arch)
         engine = Engine(dataclasses.replace(self.engine_config, compile=False))  # compile: final training only
         tic = time.time()
-        torch.manual_seed(seed)
-        model = engine.module(self.space.build(arch, data.input_shape, data.num_classes, layers=cfg.layers,
-                                               channels=cfg.channels, auxiliary=False))
         loader = data.loader(data.train, cfg.batch_size, device=engine.device)
         per_epoch = len(loader)
 
         def epoch_batches(epoch: int):
             return loader.epoch(seed_for(seed, "evaluate.batches", epoch))
 
-        fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_min=0.0,
-                            momentum=cfg.momentum, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                            steps=cfg.steps)
-        _, history = fit(model, epoch_batches, per_epoch, fit_cfg, engine=engine,
-                         nan_hint=f"lower evaluator.lr (e.g. --set evaluator.lr={cfg.lr / 4:g})")
+        def score(epoch: int) -> float:  # valid accuracy now, BatchNorm statistics re-estimated first
+            calibrate_bn(model, data.loader(data.train, cfg.batch_size, train=False, device=engine.device), engine,
+                         seed_for(seed, "evaluate.bn_recalibration", epoch))
+            return evaluate_split(model, data, data.valid, engine)[0]
+
+        def end_of_epoch(epoch: int) -> dict[str, Any]:
+            check = epoch == 0 and attempt < cfg.restarts  # MetaQNN: restart a model that did not start learning
+            keep = cfg.epochs - cfg.valid_epochs <= epoch < cfg.epochs - 1  # the last epoch: scored below
+            if not (check or keep):
+                return {}
+            acc = score(epoch)
+            if check and acc <= 1.0 / data.num_classes:
+                raise _Restart
+            return {"valid_acc": acc} if keep else {}
+
+        lr = cfg.lr
+        for attempt in range(cfg.restarts + 1):
+            torch.manual_seed(seed)
+            model = engine.module(self.space.build(arch, data.input_shape, data.num_classes, layers=cfg.layers,
+                                                   channels=cfg.channels, auxiliary=False))
+            fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=lr, lr_min=0.0,
+                                momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
+                                grad_clip=cfg.grad_clip, steps=cfg.steps, optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule,
+                                lr_step_epochs=cfg.lr_step_epochs, lr_step_factor=cfg.lr_step_factor)
+            try:
+                _, history = fit(model, epoch_batches, per_epoch, fit_cfg, engine=engine,
+                                 nan_hint=f"lower evaluator.lr (e.g. --set evaluator.lr={cfg.lr / 4:g})",
+                                 end_of_epoch=end_of_epoch if cfg.restarts or cfg.valid_epochs > 1 else None)
+                break
+            except _Restart:
+                lr *= cfg.restart_factor
         train_seconds = time.time() - tic
         seen = sum(h["samples"] for h in history)
         calibrate_bn(model, data.loader(data.train, cfg.batch_size, train=False, device=engine.device), engine,
                      seed_for(seed, "evaluate.bn_recalibration", cfg.epochs))
         valid_acc, valid_loss = evaluate_split(model, data, data.valid, engine)
+        valid_accs = [h["valid_acc"] for h in history if "valid_acc" in h] + [valid_acc]
         metrics: dict[str, Any] = {
-            "objective": valid_acc, "valid_acc": valid_acc, "valid_loss": valid_loss,
+            "objective": max(valid_accs) if cfg.objective == "best" else valid_acc,
+            "valid_acc": valid_acc, "valid_loss": valid_loss,
+            **({"valid_accs": valid_accs} if cfg.valid_epochs else {}),
+            **({"restarts": attempt} if cfg.restarts else {}),
             "train_loss": sum(h["train_loss"] * h["samples"] for h in history) / max(seen, 1),
             "steps": min(cfg.steps or per_epoch * cfg.epochs, per_epoch * cfg.epochs),
             "train_seconds": train_seconds,

@@ -14,6 +14,16 @@ first value, so one network has one description (and one ``arch.hash``). The spa
 options are recorded as single-valued ``space.*`` choices (integers, or comma-separated
 strings for value sets), so ``for_arch`` rebuilds the space from an arch alone.
 
+Two grammars set the defaults of the value sets (``grammar``): ``nasrl`` (the default;
+NAS-RL's conv tokens: kernels 1/3/5/7, filters 24/36/48/64) and ``metaqnn`` (MetaQNN's
+state-action space, Table 1 of the paper: square conv kernels 1/3/5 of stride 1 with
+64/128/256/512 filters, each no larger than the representation (``conv_fits``), max pools
+(5,3), (3,2), (2,2) as kernel/stride pairs (``pools``), fc layers of 512/256/128 units, at
+most two, only once the representation is at most 7 pixels, termination by softmax or
+global average pooling). ``dropout`` adds MetaQNN's dropout (after every second layer and
+after each fc, the ``i``-th of ``n`` at ``i / 2n``, the official code's placement);
+``batch_norm=false`` builds convs without BatchNorm (the paper's Caffe networks had none).
+
 Rules (``check_consistency``, MetaQNN's transition rules): at least one layer, no layer
 after a ``none``; no pooling first or right after pooling; a pool kernel fits its input;
 ``fc`` only once the representation is at most ``fc_max_size`` pixels wide, at most
@@ -41,6 +51,11 @@ from nasforge.errors import ArchError, ConfigError
 from nasforge.spaces.base import Choice, OpChoice, SearchSpace, ValueChoice, register_space
 
 LAYER_TYPES: tuple[str, ...] = ("conv", "pool", "fc", "gap")
+GRAMMARS = ("nasrl", "metaqnn")
+#: MetaQNN's state-action space (Baker et al. 2017, Table 1 and section 4.2; bowenbaker/metaqnn
+#: models/cifar10/state_space_parameters.py): the ``metaqnn`` grammar's values
+METAQNN = {"kernel_sizes": (1, 3, 5), "strides": (1,), "filters": (64, 128, 256, 512),
+           "pools": ((5, 3), (3, 2), (2, 2)), "fc_units": (512, 256, 128), "max_fc": 2, "fc_max_size": 7}
 NONE = "none"
 #: per-layer parameter choices and the layer type that uses each
 PARAMS: dict[str, str] = {
@@ -154,13 +169,36 @@ def _fmt(values: Sequence[Any]) -> str:
     return ",".join(str(v) for v in values)
 
 
+def _fmt_pairs(pairs: Sequence[tuple[int, int]]) -> str:
+    return ",".join(f"{k}x{s}" for k, s in pairs)
+
+
+def _pairs(value: Any) -> tuple[tuple[int, int], ...]:
+    """Pool (kernel, stride) pairs from ``[[5, 3], [3, 2]]`` or ``"5x3,3x2"``."""
+    try:
+        if isinstance(value, str):
+            value = [p.split("x") for p in value.replace(" ", "").split(",") if p]
+        out = tuple((int(k), int(s)) for k, s in value)
+        if any(isinstance(v, bool) or isinstance(v, float) and not float(v).is_integer()
+               for pair in value for v in pair):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"layers space: pools={value!r} must be [kernel, stride] pairs, e.g. "
+                          "[[5, 3], [3, 2], [2, 2]]") from None
+    if not out or any(s < 1 or s > k for k, s in out) or len(set(out)) != len(out):
+        raise ConfigError(f"layers space: pools={[list(p) for p in out]} must be distinct [kernel, stride] pairs "
+                          "with 1 <= stride <= kernel")
+    return out
+
+
 @register_space
 class LayerSpace(SearchSpace):
     """Plain CNNs as a sequence of conv/pool/fc/gap layers, optional skip connections.
 
-    Defaults fit 8x8 images (digits): depth 6, pools 2 and 3 with stride 2, fc 128/64.
-    ``image_size=32`` (CIFAR) switches the automatic ones to depth 12, pools 2/3/5 with
-    strides 2/3 and fc 512/256/128 (MetaQNN's CIFAR values).
+    ``grammar=nasrl`` defaults fit 8x8 images (digits): depth 6, pools 2 and 3 with stride 2,
+    fc 128/64; ``image_size`` above 16 (CIFAR) switches the automatic ones to depth 12, pools
+    2/3/5 with strides 2/3 and fc 512/256/128. ``grammar=metaqnn`` takes MetaQNN's values
+    (``METAQNN``) whatever the image size, depth 6 (up to 16 px) or 12 (the paper's Table 1).
     """
 
     name = "layers"
@@ -168,11 +206,49 @@ class LayerSpace(SearchSpace):
     description = "plain CNNs as a sequence of conv/pool/fc/gap layers, optional skips (NAS-RL, MetaQNN)"
 
     def __init__(self, max_depth: int | None = None, image_size: int = 8, types: Any = LAYER_TYPES,
-                 kernel_sizes: Any = (1, 3, 5, 7), strides: Any = (1,), filters: Any = (24, 36, 48, 64),
+                 kernel_sizes: Any = None, strides: Any = None, filters: Any = None,
                  pool_kernels: Any = None, pool_strides: Any = None, fc_units: Any = None,
-                 max_fc: int = 2, fc_max_size: int = 4, skips: bool | int = False):
+                 max_fc: int | None = None, fc_max_size: int | None = None, skips: bool | int = False,
+                 grammar: str = "nasrl", pools: Any = None, conv_fits: bool | int | None = None,
+                 dropout: bool | int = False, batch_norm: bool | int = True):
+        if grammar not in GRAMMARS:
+            raise ConfigError(f"layers space: grammar={grammar!r} is unknown; use one of {list(GRAMMARS)}")
+        self.grammar = grammar
+        mq = grammar == "metaqnn"
         self.image_size = self._int("image_size", image_size, 1, 4096)
         small = self.image_size <= 16
+        if mq:
+            kernel_sizes = METAQNN["kernel_sizes"] if kernel_sizes is None else kernel_sizes
+            strides = METAQNN["strides"] if strides is None else strides
+            filters = METAQNN["filters"] if filters is None else filters
+            fc_units = METAQNN["fc_units"] if fc_units is None else fc_units
+            max_fc = METAQNN["max_fc"] if max_fc is None else max_fc
+            fc_max_size = METAQNN["fc_max_size"] if fc_max_size is None else fc_max_size
+            if pools is None and pool_kernels is None and pool_strides is None:
+                pools = METAQNN["pools"]
+            conv_fits = True if conv_fits is None else conv_fits
+        kernel_sizes = (1, 3, 5, 7) if kernel_sizes is None else kernel_sizes
+        strides = (1,) if strides is None else strides
+        filters = (24, 36, 48, 64) if filters is None else filters
+        max_fc = 2 if max_fc is None else max_fc
+        fc_max_size = 4 if fc_max_size is None else fc_max_size
+        conv_fits = False if conv_fits is None else conv_fits
+        for flag, value in (("skips", skips), ("conv_fits", conv_fits), ("dropout", dropout),
+                            ("batch_norm", batch_norm)):
+            if not isinstance(value, (bool, int)) or value not in (0, 1):
+                raise ConfigError(f"layers space: {flag}={value!r} must be true or false")
+        self.conv_fits, self.dropout, self.batch_norm = bool(conv_fits), bool(dropout), bool(batch_norm)
+        self.pools: tuple[tuple[int, int], ...] | None = None
+        if pools is not None:
+            self.pools = _pairs(pools)
+            kernels = tuple(dict.fromkeys(k for k, _ in self.pools))
+            strides_ = tuple(dict.fromkeys(s for _, s in self.pools))
+            for name, given, derived in (("pool_kernels", pool_kernels, kernels), ("pool_strides", pool_strides,
+                                                                                     strides_)):
+                if given is not None and _ints(name, given) != derived:
+                    raise ConfigError(f"layers space: {name}={list(_ints(name, given))} disagrees with pools="
+                                      f"{_fmt_pairs(self.pools)}; give pools alone")
+            pool_kernels, pool_strides = kernels, strides_
         self.max_depth = self._int("max_depth", (6 if small else 12) if max_depth is None else max_depth, 1, 64)
         if isinstance(types, str):
             types = [t for t in types.replace(" ", "").split(",") if t]
@@ -196,9 +272,9 @@ class LayerSpace(SearchSpace):
         if not {"conv", "gap"} & set(self.types) and self.image_size > self.fc_max_size:
             raise ConfigError(f"layers space: types={list(self.types)} cannot start on {self.image_size}x"
                               f"{self.image_size} images (fc needs at most {self.fc_max_size}); add conv or gap")
-        if not isinstance(skips, (bool, int)) or skips not in (0, 1):
-            raise ConfigError(f"layers space: skips={skips!r} must be true or false")
         self.skips = bool(skips)
+        self.pool_pairs: tuple[tuple[int, int], ...] = self.pools or tuple(
+            (k, s_) for k in self.pool_kernels for s_ in self.pool_strides if s_ <= k)
 
     @staticmethod
     def _int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -216,6 +292,11 @@ class LayerSpace(SearchSpace):
             "space.pool_kernels": _fmt(self.pool_kernels), "space.pool_strides": _fmt(self.pool_strides),
             "space.fc_units": _fmt(self.fc_units), "space.max_fc": self.max_fc,
             "space.fc_max_size": self.fc_max_size, "space.skips": int(self.skips),
+            # recorded only where they differ from the original space's, so older archs keep their hash
+            **({"space.pools": _fmt_pairs(self.pools)} if self.pools is not None else {}),
+            **({"space.conv_fits": 1} if self.conv_fits else {}),
+            **({"space.dropout": 1} if self.dropout else {}),
+            **({"space.batch_norm": 0} if not self.batch_norm else {}),
         }
 
     def param_values(self, param: str) -> tuple[int, ...]:
@@ -351,6 +432,10 @@ class LayerSpace(SearchSpace):
                                 f"(representation {prev_size[0]}x{prev_size[1]}, {fc_count} fc so far); "
                                 f"use one of {[t for t in allowed if t != NONE] or ['none']}")
             if layer.type == "conv":
+                if self.conv_fits and max(layer.kernel_h, layer.kernel_w) > min(isize):
+                    raise ArchError(f"layer{i} has a {layer.kernel_h}x{layer.kernel_w} kernel on a {isize[0]}x{isize[1]} "
+                                    f"representation (space.conv_fits: a receptive field at most the representation); "
+                                    f"use a kernel of at most {min(isize)}")
                 c = layer.filters
                 size = (conv_out(isize[0], layer.kernel_h, layer.stride_h),
                         conv_out(isize[1], layer.kernel_w, layer.stride_w))
@@ -361,6 +446,9 @@ class LayerSpace(SearchSpace):
                 if layer.pool_stride > layer.pool_kernel:
                     raise ArchError(f"layer{i}.pool_stride={layer.pool_stride} exceeds its kernel "
                                     f"{layer.pool_kernel}; use a stride of at most the kernel")
+                if (layer.pool_kernel, layer.pool_stride) not in self.pool_pairs:
+                    raise ArchError(f"layer{i} pools {layer.pool_kernel}/{layer.pool_stride}, not one of the space's "
+                                    f"pools {_fmt_pairs(self.pool_pairs)}; use one of those kernel/stride pairs")
                 c = sum(out[j][1] for j in layer.inputs) if layer.inputs else -1
                 size = (pool_out(isize[0], layer.pool_kernel, layer.pool_stride),
                         pool_out(isize[1], layer.pool_kernel, layer.pool_stride))
@@ -386,10 +474,13 @@ class LayerSpace(SearchSpace):
             return int(values[int(rng.integers(len(values)))])
 
         if kind == "conv":
-            return Layer("conv", pick(self.kernel_sizes), pick(self.kernel_sizes), pick(self.strides),
+            kernels = self.conv_kernels(input_size)
+            if not kernels:
+                return None
+            return Layer("conv", pick(kernels), pick(kernels), pick(self.strides),
                          pick(self.strides), pick(self.filters))
         if kind == "pool":
-            pairs = [(k, s) for k in self.pool_kernels for s in self.pool_strides if k <= min(input_size) and s <= k]
+            pairs = [(k, s) for k, s in self.pool_pairs if k <= min(input_size)]
             if not pairs:
                 return None
             k, s = pairs[int(rng.integers(len(pairs)))]
@@ -398,6 +489,12 @@ class LayerSpace(SearchSpace):
             units = [u for u in self.fc_units if u <= last_units]
             return Layer("fc", units=pick(units)) if units else None
         return Layer(kind)
+
+    def conv_kernels(self, input_size: tuple[int, int]) -> tuple[int, ...]:
+        """Conv kernel sizes allowed on a representation of ``input_size`` (all, unless ``conv_fits``)."""
+        if not self.conv_fits:
+            return self.kernel_sizes
+        return tuple(k for k in self.kernel_sizes if k <= min(input_size))
 
     def sample(self, rng: np.random.Generator) -> Arch:
         """A random valid network: a depth drawn uniformly from 1..max_depth, then at each
@@ -513,7 +610,8 @@ class LayerSpace(SearchSpace):
         if tuple(input_shape[1:]) != (self.image_size, self.image_size):
             raise ArchError(f"architecture is for {self.image_size}x{self.image_size} images, the data is "
                             f"{input_shape[1]}x{input_shape[2]}; search with space.image_size={input_shape[1]}")
-        return LayerNet(self.layers_of(arch), self.shapes(self.layers_of(arch)), input_shape, num_classes)
+        return LayerNet(self.layers_of(arch), self.shapes(self.layers_of(arch)), input_shape, num_classes,
+                        dropout=self.dropout, batch_norm=self.batch_norm)
 
 
 def pad_cat(maps: Sequence[Tensor]) -> Tensor:
@@ -525,13 +623,36 @@ def pad_cat(maps: Sequence[Tensor]) -> Tensor:
     return torch.cat([F.pad(m, (0, w - m.shape[3], 0, h - m.shape[2])) for m in maps], dim=1)
 
 
+def dropout_rates(layers: Sequence[Layer]) -> list[float]:
+    """MetaQNN's dropout after each layer (0: none), as the official code places it
+    (bowenbaker/metaqnn libs/grammar/state_string_utils.py ``add_drop_out_states``): over the
+    walk's states (the layers, then the termination), one after every second state and after
+    each fc, never after gap or the termination, ``n = (states - gaps - fcs) // 2 + fcs`` of
+    them in all, the ``i``-th at rate ``i / 2n`` (the paper: "after every two layers ... the
+    i-th dropout layer, out of a total n dropout layers, had a dropout probability of i/2n")."""
+    fcs = sum(layer.type == "fc" for layer in layers)
+    gaps = sum(layer.type == "gap" for layer in layers)
+    n = (len(layers) + 1 - gaps - fcs) // 2 + fcs
+    out, k = [], 1
+    for i, layer in enumerate(layers):
+        if ((i + 1) % 2 == 0 or layer.type == "fc") and layer.type != "gap" and k <= n:
+            out.append(0.5 * k / n)
+            k += 1
+        else:
+            out.append(0.0)
+    return out
+
+
 class LayerNet(nn.Module):
     """A network of the layer space: conv (+BN+ReLU), max-pool, fc (+ReLU), gap layers and a
-    linear classifier over every output that no layer consumes (flattened)."""
+    linear classifier over every output that no layer consumes (flattened). ``dropout``:
+    MetaQNN's dropout layers (``dropout_rates``); ``batch_norm=False``: convs without BN."""
 
     def __init__(self, layers: Sequence[Layer], shapes: Sequence[tuple[str, int, int, int]],
-                 input_shape: tuple[int, int, int], num_classes: int):
+                 input_shape: tuple[int, int, int], num_classes: int, dropout: bool = False,
+                 batch_norm: bool = True):
         super().__init__()
+        rates = dropout_rates(layers) if dropout else [0.0] * len(layers)
         self.specs = list(layers)
         in_c = input_shape[0]
         channels: list[int] = []
@@ -541,8 +662,8 @@ class LayerNet(nn.Module):
             if layer.type == "conv":
                 op: nn.Module = nn.Sequential(
                     nn.Conv2d(c_in, layer.filters, (layer.kernel_h, layer.kernel_w), (layer.stride_h, layer.stride_w),
-                              (layer.kernel_h // 2, layer.kernel_w // 2), bias=False),
-                    nn.BatchNorm2d(layer.filters), nn.ReLU(inplace=True))
+                              (layer.kernel_h // 2, layer.kernel_w // 2), bias=not batch_norm),
+                    *([nn.BatchNorm2d(layer.filters)] if batch_norm else []), nn.ReLU(inplace=True))
                 c_out = layer.filters
             elif layer.type == "pool":
                 op, c_out = nn.MaxPool2d(layer.pool_kernel, layer.pool_stride, ceil_mode=True), c_in
@@ -554,6 +675,8 @@ class LayerNet(nn.Module):
                     in_c * input_shape[1] * input_shape[2]
                 op = nn.Sequential(nn.Flatten(), nn.Linear(features, layer.units), nn.ReLU(inplace=True))
                 c_out = layer.units
+            if rates[i] > 0:
+                op = nn.Sequential(op, nn.Dropout(rates[i]))
             self.ops.append(op)
             channels.append(c_out)
         consumed = {j for layer in layers for j in layer.inputs}

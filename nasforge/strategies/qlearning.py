@@ -87,6 +87,8 @@ class MetaQNNConfig:
     square: bool = option(True, help="layer space: conv kernels and strides square, as in the paper "
                                      "(false: every h x w)")
     batch: int = option(1, lo=1, hi=10000, help="models that may be asked before their results are told")
+    count: str = option("unique", choices=("unique", "models"),
+                        help="what the epsilon schedule counts: unique models (paper) or every model asked")
 
     def __post_init__(self) -> None:
         bins = self.size_bins
@@ -134,6 +136,8 @@ class MetaQNNStrategy(SampleStrategy):
     description = ("MetaQNN: Q-learning with epsilon-greedy walks and replay over choices or the layer grammar "
                    "(Baker et al. 2017)")
     Config = MetaQNNConfig
+    #: defaults under the run's config: on the layer space, MetaQNN's own state-action space
+    section_defaults = {"space": {"layers": {"grammar": "metaqnn"}}}
 
     def __init__(self, config: MetaQNNConfig | None = None):
         super().__init__(config)
@@ -161,13 +165,17 @@ class MetaQNNStrategy(SampleStrategy):
         self.q: dict[State, dict[Action, float]] = {}
         self.memory: dict[Arch, float] = {}
         self.asked = 0
+        self.unique: set[str] = set()  # hashes of the distinct models asked so far
         self.history: list[dict[str, Any]] = []
         self.schedule = scaled_schedule(self.config.schedule, self.config.trials or DEFAULT_TRIALS)
 
     @property
     def epsilon(self) -> float:
-        """Epsilon of the next walk."""
-        return epsilon_at(self.schedule, self.asked)
+        """Epsilon of the next walk: the schedule counts unique models (the paper's Table 2: "the
+        number of unique models trained" at each epsilon; a model sampled again is answered from
+        the replay memory and does not move the schedule), or every model with
+        ``count=models``."""
+        return epsilon_at(self.schedule, len(self.unique) if self.config.count == "unique" else self.asked)
 
     # --- the state space -------------------------------------------------------
     def size_bin(self, size: int) -> int:
@@ -194,12 +202,12 @@ class MetaQNNStrategy(SampleStrategy):
             if kind == NONE:
                 out.append(END)
             elif kind == "conv":
-                out += [("conv", kh, kw, sh, sw, f) for kh in sp.kernel_sizes for kw in sp.kernel_sizes
+                kernels = sp.conv_kernels(ctx["size"])
+                out += [("conv", kh, kw, sh, sw, f) for kh in kernels for kw in kernels
                         for sh in sp.strides for sw in sp.strides for f in sp.filters
                         if not self.config.square or (kh == kw and sh == sw)]
             elif kind == "pool":
-                out += [("pool", k, s) for k in sp.pool_kernels for s in sp.pool_strides
-                        if k <= min(ctx["size"]) and s <= k]
+                out += [("pool", k, s) for k, s in sp.pool_pairs if k <= min(ctx["size"])]
             elif kind == "fc":
                 out += [("fc", u) for u in sp.fc_units if ctx["prev"] != "fc" or u <= ctx["units"]]
             else:
@@ -291,9 +299,11 @@ class MetaQNNStrategy(SampleStrategy):
             state, ctx = self.transition(ctx, action)
 
     def ask(self) -> Arch:
-        arch = self.walk(self.epsilon)
-        self.history.append({"epsilon": self.epsilon})
+        epsilon = self.epsilon
+        arch = self.walk(epsilon)
+        self.history.append({"epsilon": epsilon})
         self.asked += 1
+        self.unique.add(arch.hash)
         return arch
 
     def tell(self, arch: Arch, metrics: dict[str, Any] | None) -> None:
@@ -351,6 +361,7 @@ class MetaQNNStrategy(SampleStrategy):
             "memory": [(a.to_dict(), r) for a, r in self.memory.items()],
             "rng": copy.deepcopy(self.rng.bit_generator.state),
             "asked": self.asked,
+            "unique": sorted(self.unique),
             "history": copy.deepcopy(self.history),
             "schedule": list(self.schedule),
         }
@@ -362,6 +373,7 @@ class MetaQNNStrategy(SampleStrategy):
         self.memory = {Arch.from_dict(a, validate=False): float(r) for a, r in state["memory"]}
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
         self.asked = int(state["asked"])
+        self.unique = set(state.get("unique", ()))
         self.history = copy.deepcopy(state["history"])
         self.schedule = [(float(e), int(n)) for e, n in state["schedule"]]
 
@@ -373,3 +385,35 @@ def _freeze(value: Any) -> Any:
 #: the schedule's length when the config is built without a dataset profile (digits' value)
 DEFAULT_TRIALS = 100
 
+
+
+# ---------------------------------------------------------------------------
+# Presets: the paper's CIFAR-10 experiment
+# ---------------------------------------------------------------------------
+from nasforge.presets import register_preset  # noqa: E402
+
+_METAQNN_SOURCE = ("MetaQNN paper (Baker et al., ICLR 2017) sec. 4-5, Tables 1-2; bowenbaker/metaqnn "
+                   "models/cifar10/state_space_parameters.py, models/cifar10/hyper_parameters.py, "
+                   "libs/grammar/state_string_utils.py, q_server.py")
+_METAQNN_CIFAR = {
+    # 5,000 of the 50,000 training images held out for validation
+    "data": {"valid_fraction": 0.1},
+    # Table 1 with the CIFAR-10 experiment's maximum depth of 18; Caffe networks without BatchNorm,
+    # dropout after every two layers
+    "space": {"name": "layers", "grammar": "metaqnn", "image_size": 32, "max_depth": 18, "dropout": True,
+              "batch_norm": False},
+    "strategy": {"trials": 2700, "lr": 0.01, "discount": 1.0, "q_init": 0.5, "replay": 100,
+                 "schedule": [list(p) for p in PAPER_SCHEDULE], "count": "unique", "square": True},
+    "trials": {"max_trials": 2700},
+    # 20 epochs of Adam (0.9, 0.999, 1e-8), batch 128, lr 0.001 x0.2 every 5 epochs, up to 5 restarts at
+    # lr x0.4 when the first epoch is no better than chance; reward: the best valid accuracy (accuracy_best_val)
+    "evaluator": {"name": "train", "epochs": 20, "batch_size": 128, "optimizer": "adam", "lr": 0.001,
+                  "weight_decay": 5e-4, "grad_clip": 0.0, "lr_schedule": "step", "lr_step_epochs": 5,
+                  "lr_step_factor": 0.2, "restarts": 5, "restart_factor": 0.4, "valid_epochs": 20,
+                  "objective": "best"},
+    # the paper's final training: 300 epochs (40 + 40 + 160 + 60) on the whole training set
+    "train": {"epochs": 300, "batch_size": 128, "grad_clip": 0.0, "cutout": 0, "auxiliary": False,
+              "drop_path": 0.0, "train_on": "train+valid"},
+}
+register_preset("paper", "metaqnn", "cifar10", _METAQNN_CIFAR, sources={"*": _METAQNN_SOURCE},
+                note="2,700 unique models; repeats count towards trials.max_trials, raise it to finish the schedule")

@@ -23,7 +23,13 @@ step, and at layer ``N`` every earlier layer ``j`` feeds ``N`` with probability
 ``sigmoid(v^T tanh(W_prev h_j + W_curr h_N))``, ``h`` being the anchor hidden states;
 the next input is the mean of the chosen anchors' states (ENAS's convention; the paper
 does not say). The network depth grows over the search: ``start_layers``, plus
-``layers_step`` every ``layers_every`` children (the paper: 6 layers, +2 every 1,600).
+``layers_step`` every ``layers_every`` children (the paper: 6 layers, +2 every 1,600), up
+to ``max_layers`` (default the space's ``max_depth``).
+
+Reward: the paper's is "the maximum validation accuracy of the last 5 epochs cubed". With
+the ``train`` evaluator, ``reinforce`` runs it with ``valid_epochs=5, objective=best``
+(``section_defaults``; a config or ``--set evaluator.objective=final`` overrides), so the
+objective is the best valid accuracy of the child's last 5 epochs and the reward its cube.
 
 Training: ``batch`` children (the paper's ``m = 8``) are asked before their results come
 back, so a parallel runner trains them together; then one Adam step (lr 0.0006) on
@@ -80,9 +86,11 @@ class ReinforceConfig:
     entropy_weight: float = option(0.0, lo=0.0, hi=10.0, help="weight of the entropy bonus (0: off)")
     start_layers: int | None = option(None, lo=1, hi=64,
                                       help="layer space: layers of the first children (auto; paper 6)")
-    layers_step: int = option(1, lo=0, hi=64, help="layer space: layers added at each growth step (paper 2)")
+    layers_step: int = option(2, lo=0, hi=64, help="layer space: layers added at each growth step (paper 2)")
     layers_every: int | None = option(None, lo=1, hi=10**7,
                                       help="layer space: children between growth steps (auto; paper 1600)")
+    max_layers: int | None = option(None, lo=1, hi=64, help="layer space: the depth the growth stops at (auto: "
+                                                            "space.max_depth; paper: 6 + 2 x 7 = 20 by child 12,800)")
 
 
 # ---------------------------------------------------------------------------
@@ -331,6 +339,8 @@ class ReinforceStrategy(SampleStrategy):
     description = ("NAS-RL: LSTM controller trained by REINFORCE, one token per choice or the layer grammar "
                    "(Zoph & Le 2017)")
     Config = ReinforceConfig
+    #: defaults under the run's config: the paper's reward, the best valid accuracy of the last 5 epochs
+    section_defaults = {"evaluator": {"train": {"valid_epochs": 5, "objective": "best"}}}
 
     def __init__(self, config: ReinforceConfig | None = None):
         super().__init__(config)
@@ -376,6 +386,10 @@ class ReinforceStrategy(SampleStrategy):
         self.pending: list[Arch] = []
         self.history: list[dict[str, Any]] = []
         self.updates = 0
+        if self.sequence is None and cfg.max_layers is not None and cfg.max_layers > space.max_depth:
+            raise ConfigError(f"reinforce: strategy.max_layers={cfg.max_layers} exceeds the layer space's max_depth="
+                              f"{space.max_depth}; raise space.max_depth (e.g. --set space.max_depth="
+                              f"{cfg.max_layers}) or lower max_layers")
         start = cfg.start_layers or DEFAULT_START_LAYERS
         if self.sequence is None and start > space.max_depth:
             log.info("reinforce: start_layers=%d exceeds space.max_depth=%d; using %d", start, space.max_depth,
@@ -386,7 +400,7 @@ class ReinforceStrategy(SampleStrategy):
         cfg = self.config
         every = cfg.layers_every or DEFAULT_LAYERS_EVERY
         grown = (cfg.start_layers or DEFAULT_START_LAYERS) + cfg.layers_step * (child // every)
-        return max(1, min(self.space.max_depth, grown))
+        return max(1, min(cfg.max_layers or self.space.max_depth, self.space.max_depth, grown))
 
     # --- the controller pass ----------------------------------------------------
     def decide(self, key: str, x: Tensor, state: tuple[Tensor, Tensor] | None, forced: int | None,
@@ -640,3 +654,31 @@ def moving_baseline(rewards: list[float | None], batch: int, decay: float) -> li
                 baseline = decay * baseline + (1 - decay) * r
     return out
 
+
+
+# ---------------------------------------------------------------------------
+# Presets: the paper's CIFAR-10 experiment
+# ---------------------------------------------------------------------------
+from nasforge.presets import register_preset  # noqa: E402
+
+_NASRL_SOURCE = ("NAS-RL paper (Zoph & Le, ICLR 2017) sec. 3.1-3.3 and 4.1 (learning details); the child recipe is "
+                 "the one of Huang et al. 2016 (DenseNet) the paper names")
+_NASRL_CIFAR = {
+    # 5,000 of the 50,000 training images held out for validation
+    "data": {"valid_fraction": 0.1},
+    # filter heights/widths 1-7, 24-64 filters, stride 1 (the first experiment), skip connections (anchor points)
+    "space": {"name": "layers", "image_size": 32, "max_depth": 20, "kernel_sizes": [1, 3, 5, 7], "strides": [1],
+              "filters": [24, 36, 48, 64], "skips": True},
+    # 2-layer LSTM of 35 units, Adam 0.0006, init +-0.08, m = 8; 6 layers, +2 every 1,600 children
+    "strategy": {"batch": 8, "lr": 6e-4, "hidden": 35, "lstm_layers": 2, "init_range": 0.08, "reward_power": 3.0,
+                 "start_layers": 6, "layers_step": 2, "layers_every": 1600, "max_layers": 20},
+    "trials": {"max_trials": 12800},
+    # 50 epochs, momentum 0.9 (Nesterov), lr 0.1, weight decay 1e-4; reward: the best valid accuracy of the
+    # last 5 epochs, cubed
+    "evaluator": {"name": "train", "epochs": 50, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "nesterov": True,
+                  "weight_decay": 1e-4, "grad_clip": 0.0, "valid_epochs": 5, "objective": "best"},
+    "train": {"epochs": 300, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "grad_clip": 0.0,
+              "cutout": 0, "auxiliary": False, "drop_path": 0.0},
+}
+register_preset("paper", "reinforce", "cifar10", _NASRL_CIFAR, sources={"*": _NASRL_SOURCE},
+                note="12,800 children; the controller's depth reaches 20 by the last 1,600")
