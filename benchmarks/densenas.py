@@ -19,11 +19,13 @@ quiet machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from nasforge.data import load_dataset
@@ -39,11 +41,10 @@ CIFAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar1
 
 def subset(data, n: int, seed: int):
     """Keep ``n`` training images (class-mixed, seeded); valid and test stay whole."""
-    if n <= 0 or n >= len(data.y_train):
+    if n <= 0 or n >= len(data.train):
         return data
-    idx = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(seed))[:n]
-    data.x_train, data.y_train = data.x_train[idx], data.y_train[idx]
-    return data
+    idx = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:n]
+    return dataclasses.replace(data, train=data.train.subset(np.sort(idx.numpy())))
 
 
 def main(argv: list[str] | None = None) -> int:

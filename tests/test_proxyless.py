@@ -578,3 +578,38 @@ def test_flops_objective_counts_the_derived_network_and_lowers_expected_flops(da
     with pytest.raises(ConfigError, match="strategy.target_mflops=0.001 is below the smallest network"):
         make_strategy("proxyless", {"epochs": 2, "objective": "flops", "target_mflops": 0.001, "batch_size": 32},
                       "synthetic").search(space, data, seed=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset,shape", [("imagenet", (3, 224, 224)), ("cifar10", (3, 32, 32))])
+def test_paper_presets_resolve_and_run_one_step(tmp_path, dataset, shape):
+    """Each preset resolves and runs one loop step (an architecture and a weight step) on random data of its
+    input shape (batch 2), its latency term on a made-up table of the preset's space."""
+    from nasforge.oneshot.loop import make_optimizers, search_step
+    from nasforge.pipeline import resolve_config
+    from nasforge.progress import Progress
+
+    cfg = resolve_config({"preset": "paper", "strategy": {"name": "proxyless", "batch_size": 2},
+                          "data": {"name": dataset}})
+    space = make_space(cfg.space["name"], **{k: v for k, v in cfg.space.items() if k != "name"})
+    table = fake_table(space, shape=shape, num_classes=2)
+    path = tmp_path / "table.json"
+    LatencyTable(**{**table.__dict__, "overhead_ms": 50.0}).save(path)  # a phone-like network: over 1 ms
+    cfg.latency.table = str(path)
+    strategy = make_strategy("proxyless", {k: v for k, v in cfg.strategy.items() if k != "name"}, dataset,
+                             latency=cfg.latency)
+    if dataset == "imagenet":
+        assert (strategy.config.grad_estimator, strategy.config.arch_every, strategy.config.a_lr) == ("full_v2", 5, 1e-3)
+        assert (strategy.config.warmup_epochs, strategy.config.epochs, cfg.latency.log_unit) == (40, 160, "ms")
+    data = synthetic_dataset(num_samples=10, num_classes=2, input_shape=shape, seed=0)
+    strategy.setup(space, data, None, Progress())
+    model = strategy.build_supernet(space, data)
+    strategy.init_arch(space, model)
+    params = list(model.parameters())
+    make_optimizers(strategy, params)
+    strategy.epoch_started(strategy.config.warmup_epochs + 1)
+    x, y = data.x_train[:2], data.y_train[:2]
+    before = [a.detach().clone() for a in strategy.arch_parameters()]
+    res, arch = search_step(strategy, strategy.engine, model, params, (x, y), (x, y))
+    assert res.finite and math.isfinite(arch["arch_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, strategy.arch_parameters()))

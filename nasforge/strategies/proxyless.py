@@ -525,3 +525,36 @@ class ProxylessStrategy(OneShotStrategy):
         a_opt.step()
         a_opt.zero_grad(set_to_none=True)
         return mean
+
+
+# --- presets ----------------------------------------------------------------------------
+from nasforge.presets import register_preset  # noqa: E402
+
+_PROXYLESS_CODE = ("mit-han-lab/proxylessnas search/imagenet_arch_search.py (arguments), search/nas_manager.py "
+                   "(warm_up, train, gradient_step), search/run_manager.py (cosine), search/imagenet_run_exp.py "
+                   "(retraining)")
+register_preset("paper", "proxyless", "imagenet", {
+    "space": {"name": "mbconv", "preset": "imagenet"},
+    "strategy": {"epochs": 160, "warmup_epochs": 40, "warmup_lr": 0.05, "w_lr": 0.025, "w_lr_min": 0.0,
+                 "w_momentum": 0.9, "w_nesterov": True, "w_wd": 4e-5, "grad_clip": 0.0, "label_smoothing": 0.1,
+                 "batch_size": 256, "grad_estimator": "full_v2", "a_lr": 1e-3, "a_beta1": 0.0, "a_beta2": 0.999,
+                 "a_eps": 1e-8, "a_wd": 0.0, "alpha_init_std": 1e-3, "arch_every": 5, "arch_delay_epochs": 1,
+                 "rl_samples": 10, "rl_baseline_decay": 0.99},
+    "latency": {"loss": "mul", "weight": 0.3, "alpha": 0.2, "log_unit": "ms"},
+    "train": {"epochs": 300, "batch_size": 256, "lr": 0.05, "lr_min": 0.0, "momentum": 0.9, "weight_decay": 4e-5,
+              "grad_clip": 0.0, "cutout": 0},
+}, sources={"*": _PROXYLESS_CODE},
+    note="official: 40 warm-up + 120 search epochs, 50,000 training images held out for the architecture steps "
+         "(nasforge: the two halves of the training split), the mobile target 80 ms on a phone (nasforge: auto "
+         "target on latency.device; FLOPs: --set strategy.objective=flops --set strategy.target_mflops=300)")
+
+register_preset("paper", "proxyless", "cifar10", {
+    "space": {"name": "mbconv", "preset": "cifar"},
+    "data": {"valid_fraction": 0.1},
+    "strategy": {"epochs": 200, "a_lr": 6e-3},
+    "train": {"epochs": 300, "cutout": 16},
+}, sources={"*": "ProxylessNAS paper (Cai et al., ICLR 2019) sec. 4.1; the official repository has no CIFAR-10 "
+                 "search code"},
+    note="the paper searched a tree-structured PyramidNet cell space (2.08% with cutout, 5.7M params) that nasforge "
+         "does not have: this preset runs the paper's CIFAR-10 optimisation settings on the mbconv 'cifar' space; "
+         "5,000 held-out images (valid_fraction 0.1); architecture Adam lr 6e-3 (REINFORCE: 3e-4)")
