@@ -190,7 +190,7 @@ def plot_regret(summary: dict[str, Any], path: Path, xlabel: str) -> Path:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("regret of the chosen cell (test accuracy, points)")
     ax.set_yscale("log")
-    ax.set_title(f"mean regret over {summary['runs']} runs ({summary['dataset'] or summary['table']})")
+    ax.set_title(f"mean regret over {summary['runs']} runs ({summary['dataset'] or Path(summary['table']).name})")
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
