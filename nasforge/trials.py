@@ -198,6 +198,11 @@ def run_trials(strategy: SampleStrategy, space: Any, evaluator: Callable[..., di
     if not isinstance(budget, Budget):
         raise ConfigError(f"budget must be a Budget, got {budget!r}")
     check_budget(budget, evaluator)
+    if (dedupe and budget.trials is None and budget.seconds is None and not budget.charge_repeats
+            and budget.max_repeats is None):
+        raise ConfigError("this budget could never end: repeated architectures are free (repeats=free) and nothing "
+                          "caps them (max_repeats=None) under a simulated-time budget alone; set max_repeats, "
+                          "charge repeats (trials.repeats=charge) or add a trial or wall-clock budget")
     progress = progress or Progress()
     own_runner = not isinstance(runner, Runner)
     if runner is None:

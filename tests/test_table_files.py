@@ -186,3 +186,17 @@ def test_cli_bad_benchmark_input_is_one_line_before_any_file(tmp_path, monkeypat
     assert "cannot be used" in run("--table", str(untimed), "--set", "trials.max_sim_seconds=12000")
     (tmp_path / "junk.pth").write_bytes(b"junk")
     assert "is not a NAS-Bench-201 .pth" in run("--table", str(tmp_path / "junk.pth"))
+
+
+def test_a_budget_that_could_never_end_is_refused():
+    from nasforge.evaluators.synthetic import SyntheticTable
+
+    table = SyntheticTable(SPACE)
+    with pytest.raises(ConfigError, match="could never end"):
+        run_trials(make_strategy("random"), SPACE, table, Budget(sim_seconds=100.0, max_repeats=None), seed=0)
+    # charged repeats, a cap, or no dedupe (every repeat evaluated and charged) all end
+    for budget, dedupe in ((Budget(sim_seconds=300.0, max_repeats=None, charge_repeats=True), True),
+                           (Budget(sim_seconds=300.0, max_repeats=3), True),
+                           (Budget(sim_seconds=300.0, max_repeats=None), False)):
+        result = run_trials(make_strategy("random"), SPACE, table, budget, seed=0, dedupe=dedupe)
+        assert 0 < result.info["sim_seconds"] <= 300.0
