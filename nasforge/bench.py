@@ -242,8 +242,8 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmark protocols: N indep
 
 @bench_app.command("nb201")
 def nb201(
-    strategy: Optional[list[str]] = typer.Option(None, "--strategy", help="Strategy to benchmark (repeatable). "
-                                                 "[default: random and evolution]"),
+    strategy: Optional[list[str]] = typer.Option(None, "--strategy", help="Strategy to benchmark (repeatable).",
+                                                 show_default="random, evolution"),
     dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | ImageNet16-120 (benchmark files)."),
     runs: int = typer.Option(10, help="Independent searches per strategy (the paper: 500)."),
     table: Optional[Path] = typer.Option(None, help="NAS-Bench-201 .pth, NATS-Bench topology folder or "
@@ -258,7 +258,8 @@ def nb201(
     seed: int = typer.Option(0, help="Seed of the first run (run i has seed + i)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", "-s", metavar="STRATEGY.KEY=VALUE",
                                              help="A strategy option, e.g. --set evolution.population=20."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder. [default: runs/bench-nb201-DATASET-TIME]"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder.",
+                                             show_default="runs/bench-nb201-DATASET-TIME"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress."),
 ) -> None:
     """NAS-Bench-201's protocol: N searches per strategy, mean +- std of the chosen cells' test accuracy
