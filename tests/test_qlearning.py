@@ -50,7 +50,7 @@ def _check_rules(space, arch) -> None:
 
 
 @pytest.mark.parametrize("options", [{}, {"skips": True, "strides": [1, 2]},
-                                     {"image_size": 32, "strides": [1, 2]}])
+                                     {"image_size": 32, "strides": [1, 2]}, {"grammar": "metaqnn", "image_size": 32}])
 def test_walks_never_break_a_transition_rule(options):
     space = make_space("layers", **options)
     strategy = _strategy(space, replay=5, trials=60)
@@ -340,3 +340,102 @@ def test_cli_metaqnn_on_dense_with_the_synthetic_evaluator(tmp_path):
     result = json.loads((out / "result.json").read_text())
     assert result["space"] == "dense" and result["strategy"] == "metaqnn"
     make_space("dense").validate(Arch.from_json(out / "arch.json"))
+
+
+# --------------------------------------------------------------------------- the paper's state-action space
+def _layer_actions(strategy, layers):
+    """The actions the agent may take after ``layers`` (a chain), from the strategy's own walk."""
+    state, ctx = strategy.start()
+    for layer in layers:
+        state, ctx = strategy.transition(ctx, layer.key())
+    return set(strategy.actions(ctx))
+
+
+def test_metaqnn_action_set_is_the_papers_table_1():
+    """Baker et al. 2017, Table 1 and sec. 4.2 (CIFAR-10 depth 18): square convs f in {1, 3, 5}, stride 1,
+    d in {64, 128, 256, 512}, f no larger than the representation; pools (5,3), (3,2), (2,2), not first nor
+    after a pool; at most two fc of {512, 256, 128} (non-increasing), only from the (8,4] and (4,1] bins,
+    i.e. at most 7 pixels; termination (softmax, or gap then softmax) from any state."""
+    space = make_space("layers", grammar="metaqnn", image_size=32, max_depth=18)
+    strategy = _strategy(space)
+    convs = lambda sizes: {("conv", f, f, 1, 1, d) for f in sizes for d in (64, 128, 256, 512)}  # noqa: E731
+    conv = Layer("conv", 3, 3, 1, 1, 128)
+    # start, 32 px: conv or gap, no pool first, no fc at 32 px, no end before a layer
+    assert _layer_actions(strategy, []) == convs((1, 3, 5)) | {("gap",)}
+    # after a conv at 32 px: the three pools join, and the end
+    assert _layer_actions(strategy, [conv]) == convs((1, 3, 5)) | {("gap",), END} | {
+        ("pool", 5, 3), ("pool", 3, 2), ("pool", 2, 2)}
+    # after a pool: no pool; 32 -> 10 px (5/3): still no fc (bin (inf, 8])
+    pooled = [conv, Layer("pool", pool_kernel=5, pool_stride=3)]
+    assert _layer_actions(strategy, pooled) == convs((1, 3, 5)) | {("gap",), END}
+    # 10 -> 5 px (3/2): fc of every width; after a conv at 5 px a 5/3 pool still fits
+    small = pooled + [conv, Layer("pool", pool_kernel=3, pool_stride=2)]
+    fcs = {("fc", 512), ("fc", 256), ("fc", 128)}
+    assert _layer_actions(strategy, small) == convs((1, 3, 5)) | {("gap",), END} | fcs
+    assert {("pool", 5, 3), ("pool", 3, 2), ("pool", 2, 2)} <= _layer_actions(strategy, small + [conv])
+    # 5 -> 3 px (2/2): receptive fields of at most 3, pools of at most 3
+    tiny = small + [conv, Layer("pool", pool_kernel=2, pool_stride=2)]
+    assert _layer_actions(strategy, tiny) == convs((1, 3)) | {("gap",), END} | fcs
+    assert _layer_actions(strategy, tiny + [conv]) & {("pool", 5, 3), ("pool", 3, 2), ("pool", 2, 2)} == {
+        ("pool", 3, 2), ("pool", 2, 2)}
+    # fc: non-increasing widths, at most two, then the end; gap: only the end
+    assert _layer_actions(strategy, small + [Layer("fc", units=256)]) == {("fc", 256), ("fc", 128), END}
+    assert _layer_actions(strategy, small + [Layer("fc", units=256), Layer("fc", units=256)]) == {END}
+    assert _layer_actions(strategy, [conv, Layer("gap")]) == {END}
+    # the maximum depth (18 in the CIFAR-10 experiment) allows only the end
+    assert _layer_actions(strategy, [conv] * 18) == {END}
+    assert len(_layer_actions(strategy, [conv] * 17)) > 1
+
+
+def test_metaqnn_is_the_default_grammar_of_metaqnn_runs_on_the_layer_space():
+    from nasforge.pipeline import resolve_config
+
+    cfg = resolve_config({"space": {"name": "layers"}, "strategy": {"name": "metaqnn"}})
+    assert cfg.space["grammar"] == "metaqnn"
+    cfg = resolve_config({"space": {"name": "layers", "grammar": "nasrl"}, "strategy": {"name": "metaqnn"}})
+    assert cfg.space["grammar"] == "nasrl"  # the config wins
+    assert "grammar" not in resolve_config({"space": {"name": "layers"}, "strategy": {"name": "random"}}).space
+
+
+def test_epsilon_schedule_counts_unique_models():
+    # a space of exactly one network: every walk repeats it, so with unique counting epsilon never moves
+    space = make_space("layers", types=["conv"], kernel_sizes=[1], filters=[4], max_depth=1)
+    schedule = [[1.0, 2], [0.0, 5]]
+    unique = _strategy(space, schedule=schedule, trials=7, replay=1)
+    models = _strategy(space, schedule=schedule, trials=7, replay=1, count="models")
+    for _ in range(5):
+        for strategy in (unique, models):
+            strategy.tell(strategy.ask(), {"objective": 0.5})
+    assert [h["epsilon"] for h in unique.history] == [1.0] * 5
+    assert [h["epsilon"] for h in models.history] == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert len(unique.unique) == 1
+    # two distinct networks: the second unique model moves epsilon on
+    space = make_space("layers", types=["conv"], kernel_sizes=[1, 3], filters=[4], max_depth=1)
+    strategy = _strategy(space, schedule=schedule, trials=7, replay=1)
+    seen = []
+    while len(strategy.unique) < 2:
+        seen.append((len(strategy.unique), strategy.epsilon))
+        strategy.tell(strategy.ask(), {"objective": 0.5})
+    assert all(eps == 1.0 for n, eps in seen) and strategy.epsilon == 0.0
+    restored = _strategy(space, schedule=schedule, trials=7, replay=1)
+    restored.load_state_dict(copy.deepcopy(strategy.state_dict()))
+    assert restored.unique == strategy.unique and restored.epsilon == 0.0
+
+
+@pytest.mark.slow
+def test_metaqnn_paper_preset_resolves_and_runs_one_trial():
+    """The preset on random data of CIFAR-10's shape, one trial of one step (the paper's 20 epochs cut short)."""
+    from nasforge.data import synthetic_dataset
+    from nasforge.pipeline import build_space, build_strategy, resolve_config
+    from nasforge.trials import search_options
+
+    cfg = resolve_config({"preset": "paper", "data": {"name": "cifar10"}, "strategy": {"name": "metaqnn"}},
+                         [(["evaluator", "steps"], 1), (["evaluator", "batch_size"], 8),
+                          (["trials", "max_trials"], 1)])
+    assert cfg.space["grammar"] == "metaqnn" and cfg.evaluator["optimizer"] == "adam"
+    assert cfg.strategy["trials"] == 2700 and cfg.evaluator["epochs"] == 20
+    data = synthetic_dataset(num_samples=100, num_classes=10, input_shape=(3, 32, 32))
+    space = build_space(cfg)
+    result = build_strategy(cfg).search(space, data, seed=0, **search_options(cfg, space, data))
+    space.validate(result.arch)
+    assert space.dropout and not space.batch_norm and space.max_depth == 18

@@ -462,3 +462,79 @@ def test_cli_reinforce_on_dense_with_the_synthetic_evaluator(tmp_path, strategy=
     assert result["space"] == "dense" and result["strategy"] == strategy
     arch = Arch.from_json(out / "arch.json")
     make_space("dense").validate(arch)
+
+
+# --------------------------------------------------------------------------- the paper's settings
+def test_depth_grows_by_two_every_1600_children_up_to_max_layers():
+    """NAS-RL sec. 4.1: start at 6 layers, +2 every 1,600 children; the cap is a parameter."""
+    space = make_space("layers", image_size=32, max_depth=20)
+    strategy = _strategy(space, start_layers=6, layers_every=1600)
+    assert strategy.config.layers_step == 2  # the paper's step is the default
+    assert [strategy.depth(c) for c in (0, 1599, 1600, 3199, 3200, 11199, 11200, 12799)] == \
+        [6, 6, 8, 8, 10, 18, 20, 20]
+    capped = _strategy(space, start_layers=6, layers_every=1600, max_layers=15)
+    assert [capped.depth(c) for c in (3200, 4800, 6400, 8000)] == [10, 12, 14, 15]
+    with pytest.raises(ConfigError, match="max_layers=21 exceeds the layer space's max_depth=20"):
+        _strategy(space, max_layers=21)
+
+
+def test_reward_is_the_cube_of_the_best_valid_accuracy_of_the_last_5_epochs():
+    """The train evaluator scores the valid split after each of the last ``valid_epochs`` epochs;
+    ``objective=best`` takes their best (reinforce's default), which the controller cubes."""
+    from nasforge.data import synthetic_dataset
+    from nasforge.evaluators.train import TrainEvalConfig, TrainEvaluator
+    from nasforge.pipeline import resolve_config
+
+    cfg = resolve_config({"space": {"name": "layers"}, "strategy": {"name": "reinforce"}})
+    assert (cfg.evaluator["valid_epochs"], cfg.evaluator["objective"]) == (5, "best")
+    data = synthetic_dataset(num_samples=120, num_classes=3, noise=1.5)
+    space = make_space("layers")
+    arch = space.arch_of(space.chain([Layer("conv", 3, 3, 1, 1, 24), Layer("gap")]))
+    config = dict(epochs=7, batch_size=16, lr=0.05)
+    last = TrainEvaluator(space, data, TrainEvalConfig(**config))(arch, seed=1)
+    best = TrainEvaluator(space, data, TrainEvalConfig(**config, valid_epochs=5, objective="best"))(arch, seed=1)
+    assert len(best["valid_accs"]) == 5 and best["valid_accs"][-1] == best["valid_acc"] == last["valid_acc"]
+    assert best["objective"] == max(best["valid_accs"]) and last["objective"] == last["valid_acc"]
+    strategy = _strategy(space)
+    assert strategy.reward(best) == pytest.approx(max(best["valid_accs"]) ** 3)
+    with pytest.raises(ConfigError, match="objective=best needs the per-epoch valid accuracies"):
+        TrainEvalConfig(objective="best")
+
+
+def test_metaqnn_restarts_a_model_no_better_than_chance_with_a_lower_learning_rate():
+    """MetaQNN sec. 5: a model no better than a random predictor after its first epoch is trained again
+    with the learning rate x0.4, at most 5 times. Constant (zero) images on balanced classes: every
+    network predicts one class for all, exactly chance, so all 5 restarts happen."""
+    from nasforge.data import synthetic_dataset
+    from nasforge.data.augment import Augment
+    from nasforge.data.datasets import _split_and_build
+    from nasforge.evaluators.train import TrainEvalConfig, TrainEvaluator
+
+    labels = np.arange(200) % 2
+    data = _split_and_build("zeros", np.zeros((200, 1, 8, 8), np.float32), labels, 0, 0.25, ["a", "b"], Augment(),
+                            test_fraction=0.2, mean_std=((0.0,), (1.0,)))
+    space = make_space("layers", grammar="metaqnn", batch_norm=False)
+    arch = space.arch_of(space.chain([Layer("conv", 1, 1, 1, 1, 64)]))
+    config = TrainEvalConfig(epochs=2, batch_size=32, optimizer="adam", lr=0.001, restarts=5, lr_schedule="step")
+    metrics = TrainEvaluator(space, data, config)(arch, seed=0)
+    assert metrics["restarts"] == 5 and metrics["valid_acc"] == 0.5
+    learnable = TrainEvaluator(space, synthetic_dataset(num_samples=120, num_classes=3), config)(arch, seed=0)
+    assert learnable["restarts"] == 0
+
+
+@pytest.mark.slow
+def test_reinforce_paper_preset_resolves_and_runs_one_trial():
+    """The preset on random data of CIFAR-10's shape, one trial of one step (the paper's 50 epochs cut short)."""
+    from nasforge.data import synthetic_dataset
+    from nasforge.pipeline import build_space, build_strategy, resolve_config
+    from nasforge.trials import search_options
+
+    cfg = resolve_config({"preset": "paper", "data": {"name": "cifar10"}, "strategy": {"name": "reinforce"}},
+                         [(["evaluator", "steps"], 1), (["evaluator", "batch_size"], 8),
+                          (["trials", "max_trials"], 1)])
+    assert cfg.strategy["layers_step"] == 2 and cfg.strategy["layers_every"] == 1600
+    assert cfg.evaluator["valid_epochs"] == 5 and cfg.evaluator["nesterov"] and cfg.evaluator["epochs"] == 50
+    data = synthetic_dataset(num_samples=100, num_classes=10, input_shape=(3, 32, 32))
+    space = build_space(cfg)
+    result = build_strategy(cfg).search(space, data, seed=0, **search_options(cfg, space, data))
+    assert len(space.layers_of(result.arch)) == 6 and space.skips
