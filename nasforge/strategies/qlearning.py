@@ -38,7 +38,16 @@ every height x width the space allows (a 4x larger action set with the default s
 
 Epsilon schedule: the paper's table (1.0 for 1,500 models, then 0.9, 0.8, 0.7 for 100 each
 and 0.6 ... 0.1 for 150 each; 2,700 in all) scaled to ``trials`` models with the same
-proportions (largest remainders), epsilon 0.1 after that.
+proportions (largest remainders), epsilon 0.1 after that. As in the paper (Table 2: "the
+number of unique models trained" at each epsilon) and its code (``q_server.py``
+``number_trained_unique``), the schedule counts unique models: a model sampled again is
+answered from the replay memory (the trial loop's store) and leaves epsilon where it is
+(``count=models`` counts every model asked).
+
+On the layer space ``metaqnn`` runs, by default, on MetaQNN's own state-action space: a
+run that names the layer space without a ``grammar`` gets ``grammar=metaqnn``
+(``section_defaults``; ``nasforge/spaces/layers.py``: Table 1's values). ``paper`` preset
+(cifar10): the paper's CIFAR-10 experiment, child training included (below).
 """
 
 from __future__ import annotations
