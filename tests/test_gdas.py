@@ -451,6 +451,12 @@ def test_final_bn_relu_and_nesterov_defaults(data):
     net = _strategy(final_bn_relu=True, layers=3, channels=4).build_supernet(make_space("darts"), data)
     assert isinstance(net.lastact[0], nn.BatchNorm2d) and isinstance(net.lastact[1], nn.ReLU)
     assert _strategy(layers=3, channels=4).build_supernet(make_space("darts"), data).lastact is None
+    # pooling candidates: DARTS's search model adds BN, the official GDAS search cell (pool_bn=false) does not
+    k = PRIMITIVES.index("max_pool_3x3")
+    for pool_bn, kind in ((True, nn.Sequential), (False, nn.MaxPool2d)):
+        net = _strategy(pool_bn=pool_bn, layers=3, channels=4).build_supernet(make_space("darts"), data)
+        node = next(m for m in net.modules() if isinstance(m, NodeChoice))
+        assert type(node.edges[0][k]) is kind
 
 
 # --------------------------------------------------------------------------- presets
@@ -466,7 +472,7 @@ def test_gdas_paper_preset_is_the_official_config():
     s = cfg.strategy
     assert (s["epochs"], s["batch_size"], s["layers"], s["channels"]) == (250, 256, 6, 16)
     assert (s["w_nesterov"], s["w_wd"], s["final_bn_relu"], s["tau_max"], s["tau_min"]) == (True, 5e-4, True, 10.0, 0.1)
-    assert (s["a_lr"], s["a_wd"], s["derive"]) == (3e-4, 1e-3, "pairs")
+    assert (s["a_lr"], s["a_wd"], s["derive"], s["pool_bn"]) == (3e-4, 1e-3, "pairs", False)
     assert cfg.data.valid_fraction == 0.0
     # the official 6-cell supernet: normal, normal, reduce, normal, reduce, normal
     net = make_space("darts").supernet((3, 32, 32), 10, layers=6, channels=16, final_bn_relu=True)

@@ -144,12 +144,13 @@ class DropPath(nn.Module):
         return h
 
 
-def cell_op(name: str, c: int, stride: int, search: bool) -> nn.Module:
+def cell_op(name: str, c: int, stride: int, search: bool, pool_bn: bool = True) -> nn.Module:
     """A candidate op of a cell edge. Searching: BN without affine and pooling followed by BN (the
-    paper's search model); built: affine BN and drop-path on every op but the identity."""
+    paper's search model; ``pool_bn=False``: pooling alone, as the official GDAS search cell);
+    built: affine BN and drop-path on every op but the identity."""
     op = make_op(name, c, stride, affine=not search)
     if search:
-        return nn.Sequential(op, nn.BatchNorm2d(c, affine=False)) if "pool" in name else op
+        return nn.Sequential(op, nn.BatchNorm2d(c, affine=False)) if "pool" in name and pool_bn else op
     return op if isinstance(op, Identity) else DropPath(op)
 
 
@@ -158,7 +159,7 @@ class DartsCell(nn.Module):
     ``{cell}.{node}``, shared by every cell of that type), the nodes concatenated."""
 
     def __init__(self, cell: str, nodes: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool,
-                 search: bool, primitives: Sequence[str] = PRIMITIVES):
+                 search: bool, primitives: Sequence[str] = PRIMITIVES, pool_bn: bool = True):
         super().__init__()
         self.reduction = reduction
         affine = not search
@@ -166,7 +167,8 @@ class DartsCell(nn.Module):
         self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine)
         self.nodes = nn.ModuleList(
             NodeChoice(f"{cell}.{node}", node + 2, primitives,
-                       lambda name, j: cell_op(name, c, 2 if reduction and j < 2 else 1, search), 2, group=cell)
+                       lambda name, j: cell_op(name, c, 2 if reduction and j < 2 else 1, search, pool_bn), 2,
+                       group=cell)
             for node in range(nodes))
         self.multiplier = nodes
 
@@ -260,12 +262,13 @@ class DartsNet(nn.Module):
     ``fixed_reduce``: a cell class ``cls(c_pp, c_p, c, reduction_prev, affine=..., drop_path=...)``
     with a ``multiplier`` used for the reduction cells instead of searched ones (GDAS's hand-designed
     cell). ``final_bn_relu``: BN and ReLU after the last cell, before the global pooling (the
-    official GDAS search network's ``lastact``).
+    official GDAS search network's ``lastact``). ``pool_bn``: BN after each pooling candidate of the
+    search network (DARTS's search model; the official GDAS search cell has none).
     """
 
     def __init__(self, in_channels: int, num_classes: int, layers: int = 8, channels: int = 16, nodes: int = 4,
                  search: bool = False, auxiliary: bool = False, stem_multiplier: int = 3,
-                 fixed_reduce: type[nn.Module] | None = None, final_bn_relu: bool = False):
+                 fixed_reduce: type[nn.Module] | None = None, final_bn_relu: bool = False, pool_bn: bool = True):
         super().__init__()
         self.drop_path_prob = 0.0
         self._applied_drop = 0.0
@@ -286,7 +289,7 @@ class DartsNet(nn.Module):
                 cell = fixed_reduce(c_pp, c_p, c_curr, reduction_prev, affine=not search, drop_path=not search)
             else:
                 cell = DartsCell("reduce" if reduction else "normal", nodes, c_pp, c_p, c_curr, reduction,
-                                 reduction_prev, search)
+                                 reduction_prev, search, pool_bn=pool_bn)
             self.cells.append(cell)
             reduction_prev = reduction
             c_pp, c_p = c_p, cell.multiplier * c_curr
@@ -424,7 +427,7 @@ class DartsSpace(ModuleSpace):
 
     # --- networks ------------------------------------------------------------
     build_options = ("layers", "channels", "auxiliary")
-    supernet_options = ("layers", "channels", "fixed_reduce", "final_bn_relu")
+    supernet_options = ("layers", "channels", "fixed_reduce", "final_bn_relu", "pool_bn")
 
     def final_options(self) -> dict[str, Any]:
         return {"layers": 8, "channels": 16}
@@ -437,7 +440,8 @@ class DartsSpace(ModuleSpace):
 
     def network(self, input_shape: tuple[int, int, int], num_classes: int, layers: int | None = None,
                 channels: int | None = None, search: bool = False, auxiliary: bool = False,
-                fixed_reduce: type[nn.Module] | None = None, final_bn_relu: bool = False) -> DartsNet:
+                fixed_reduce: type[nn.Module] | None = None, final_bn_relu: bool = False,
+                pool_bn: bool = True) -> DartsNet:
         """The search model (``search``: 5 cells of 8 channels unless given) or, inside
         ``fixed_arch``, the evaluation network of an arch (8 cells of 16 channels, the paper's)."""
         layers = layers or (5 if search else 8)
@@ -445,4 +449,5 @@ class DartsSpace(ModuleSpace):
         if self.reduce_cell == "gdas_frc":
             fixed_reduce = GdasReductionCell
         return DartsNet(input_shape[0], num_classes, layers, channels, self.nodes, search=search,
-                        auxiliary=auxiliary, fixed_reduce=fixed_reduce, final_bn_relu=final_bn_relu)
+                        auxiliary=auxiliary, fixed_reduce=fixed_reduce, final_bn_relu=final_bn_relu,
+                        pool_bn=pool_bn)

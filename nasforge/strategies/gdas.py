@@ -46,7 +46,7 @@ tau 10 -> 0.1 (``--tau_max 10 --tau_min 0.1``); weights SGD lr 0.025 cosine-anne
 0.001, momentum 0.9 with Nesterov, weight decay 5e-4 (``configs/search-opts/GDAS-NASNet-CIFAR.config``),
 gradient clip 5. Epochs, batch and the supernet's size come from the dataset profile; the
 official settings (250 epochs, batch 256, a 6-cell supernet of 16 channels with a final
-BN-ReLU, ``final_bn_relu``) are the ``paper`` preset (``--preset paper``, bottom of this file).
+BN-ReLU, ``final_bn_relu``, and pooling candidates without BN, ``pool_bn``) are the ``paper`` preset (``--preset paper``, bottom of this file).
 
 Fixed reduction cell (``fixed_reduce=True``, the paper's "GDAS (FRC)"): the search runs on
 the darts space with ``reduce_cell="gdas_frc"``: the supernet's reduction cells are the
@@ -96,6 +96,8 @@ class GdasConfig(DartsConfig):
                                 "NASNet-space cell), auto (zero_weight on nb201, skip elsewhere)")
     final_bn_relu: bool = option(False, help="BN-ReLU after the last cell of the darts supernet (official GDAS "
                                              "search network; the paper preset turns it on)")
+    pool_bn: bool = option(True, help="BN after the pooling candidates of the darts supernet (DARTS's search "
+                                      "model; the official GDAS search cell has none: the paper preset turns it off)")
 
     def __post_init__(self) -> None:
         if self.order != 1:
@@ -131,6 +133,7 @@ class GdasStrategy(DartsStrategy):
     description = "GDAS: Gumbel-max sampled sub-network per step (one op per edge), first order"
     Config = GdasConfig
     arch_first = False  # the official code: a weight step, then an architecture step
+    samples_subnetworks = True  # one sampled op per edge
 
     def __init__(self, config: GdasConfig | None = None):
         super().__init__(config)
@@ -157,7 +160,7 @@ class GdasStrategy(DartsStrategy):
     def build_supernet(self, space: ModuleSpace, data: Dataset) -> nn.Module:
         return self.search_space(space).supernet(data.input_shape, data.num_classes, layers=self.config.layers,
                                                  channels=self.config.channels,
-                                                 final_bn_relu=self.config.final_bn_relu)
+                                                 final_bn_relu=self.config.final_bn_relu, pool_bn=self.config.pool_bn)
 
     def derive(self, space: ModuleSpace):
         """Each label by its module's rule; cell nodes by ``strategy.derive`` (official GDAS: ``pairs``)."""
@@ -223,6 +226,7 @@ _GDAS_SOURCES = {
     "strategy.w_wd": _GDAS_OPTS,
     "strategy.grad_clip": f"{_GDAS_REPO} exps/NAS-Bench-201-algos/GDAS.py (clip_grad_norm_ 5)",
     "strategy.layers": _GDAS_MODEL, "strategy.channels": _GDAS_MODEL, "strategy.final_bn_relu": _GDAS_MODEL,
+    "strategy.pool_bn": f"{_GDAS_REPO} xautodl/models/cell_operations.py (POOLING: the pool alone)",
     "strategy.derive": _GDAS_MODEL + " genotype()", "strategy.unchosen": _GDAS_MODEL + " (MixedOp.forward_gdas)",
     "strategy.a_lr": _GDAS_SCRIPT, "strategy.a_wd": _GDAS_SCRIPT, "strategy.tau_max": _GDAS_SCRIPT,
     "strategy.tau_min": _GDAS_SCRIPT,
@@ -236,7 +240,8 @@ _GDAS_CIFAR = {
     "strategy": {"epochs": 250, "batch_size": 256, "layers": 6, "channels": 16, "order": 1,
                  "w_lr": 0.025, "w_lr_min": 0.001, "w_momentum": 0.9, "w_nesterov": True, "w_wd": 5e-4,
                  "grad_clip": 5.0, "a_lr": 3e-4, "a_wd": 1e-3, "a_beta1": 0.5, "a_beta2": 0.999,
-                 "tau_max": 10.0, "tau_min": 0.1, "final_bn_relu": True, "derive": "pairs", "unchosen": "skip"},
+                 "tau_max": 10.0, "tau_min": 0.1, "final_bn_relu": True, "pool_bn": False, "derive": "pairs",
+                 "unchosen": "skip"},
     # the official retraining of a searched cell: 295 + 5 warm-up epochs, no gradient clipping
     "train": {"epochs": 300, "batch_size": 96, "layers": 20, "channels": 36, "lr": 0.025, "lr_min": 0.0,
               "momentum": 0.9, "weight_decay": 5e-4, "grad_clip": 0.0, "cutout": 16, "drop_path": 0.2,
