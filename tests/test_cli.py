@@ -178,8 +178,8 @@ def test_unknown_space(cli, tmp_path: Path):
 
 
 def test_unknown_dataset(cli, tmp_path: Path):
-    code, _, err = cli("search", "--data", "imagenet", "--out", tmp_path / "out")
-    assert_one_line_error(code, err, "imagenet", "synthetic")
+    code, _, err = cli("search", "--data", "nosuchdata", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "nosuchdata", "synthetic")
     assert not (tmp_path / "out").exists()
 
 
