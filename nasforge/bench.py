@@ -304,6 +304,9 @@ def nb201(
         if not quiet and (done == total or done % max(1, total // 10) == 0):
             console.print(f"{name}: {done}/{total} runs", highlight=False)
 
+    import torch
+
+    torch.set_num_threads(1)  # the searches' models (a REINFORCE controller) are tiny: threads only contend
     summary = run_bench(evaluator, config, progress)
     summary.update({"dataset": ds, "table": str(table), "source": evaluator.source, "runs": runs,
                     "budget": f"{config.trials} trials" if config.trials else f"{config.sim_seconds:g} s simulated",

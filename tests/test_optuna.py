@@ -105,6 +105,9 @@ def test_nsga2_front_dominates_random_searchs_at_equal_budget():
                 info = result.info
                 assert info["cost"] == "params"
                 assert sorted((r["objective"], r["params"]) for r in info["pareto_front"]) == sorted(set(fronts[name]))
+        # every point of random search's front is matched or beaten on both objectives by one of NSGA-II's
+        for o, c in fronts["random"]:
+            assert any(o2 >= o and c2 <= c for o2, c2 in fronts["nsga2"]), (seed, (o, c), fronts["nsga2"])
         ref = (0.5, 1.4)  # worse than every cell on both objectives
         for name in volumes:
             volumes[name].append(hypervolume(fronts[name], ref))
