@@ -271,7 +271,8 @@ def nb201(
     from nasforge.evaluators.nb201data import dataset_name, is_benchmark_path
     from nasforge.evaluators.table import TableEvaluator
 
-    console, out = Console(stderr=True), Console()
+    console = Console(stderr=True)
+    out = Console(width=max(Console().width, 110))  # the table's rows on one line each, also in a log file
     if (table is None) == (synthetic is None):
         raise ConfigError("pass the benchmark with --table FILE (NAS-Bench-201 .pth, NATS-Bench folder or "
                           ".pickle.pbz2, or a CSV/JSON table), or --synthetic SEED for a synthetic table")
