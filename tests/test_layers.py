@@ -175,7 +175,9 @@ def test_metaqnn_grammar_holds_the_papers_values_and_rules():
     space = make_space("layers", grammar="metaqnn", image_size=32)
     assert space.kernel_sizes == (1, 3, 5) and space.strides == (1,) and space.filters == (64, 128, 256, 512)
     assert space.pool_pairs == ((5, 3), (3, 2), (2, 2)) and space.fc_units == (512, 256, 128)
-    assert (space.max_fc, space.fc_max_size, space.conv_fits, space.max_depth) == (2, 7, True, 12)
+    assert (space.max_fc, space.fc_max_size, space.conv_fits, space.square, space.max_depth) == (2, 7, True, True, 12)
+    with pytest.raises(ArchError, match="square kernels"):
+        space.validate(space.arch_of([Layer("conv", 3, 1, 1, 1, 64)]))
     conv = Layer("conv", 3, 3, 1, 1, 64)
     # a pool pair outside the paper's three is refused, even though kernel 3 and stride 3 both exist
     with pytest.raises(ArchError, match="not one of the space's pools 5x3,3x2,2x2"):
@@ -195,7 +197,9 @@ def test_metaqnn_grammar_holds_the_papers_values_and_rules():
     for _ in range(40):
         arch = space.sample(rng)
         space.validate(arch)
-        space.validate(space.mutate(arch, rng))
+        child = space.mutate(arch, rng)
+        space.validate(child)
+        assert child != arch
     with pytest.raises(ConfigError, match="grammar='x' is unknown"):
         make_space("layers", grammar="x")
     with pytest.raises(ConfigError, match="stride <= kernel"):
@@ -204,13 +208,13 @@ def test_metaqnn_grammar_holds_the_papers_values_and_rules():
 
 def test_new_options_keep_older_archs_and_round_trip():
     # the default space records exactly the options it always did (so older archs keep their hash)
-    assert not {"space.pools", "space.conv_fits", "space.dropout", "space.batch_norm"} & set(
+    assert not {"space.pools", "space.conv_fits", "space.dropout", "space.batch_norm", "space.square"} & set(
         make_space("layers").options())
     space = make_space("layers", grammar="metaqnn", dropout=True, batch_norm=False)
     arch = space.sample(np.random.default_rng(3))
     rebuilt = get_space_class("layers").for_arch(arch)
     assert rebuilt.options() == space.options() and rebuilt.pool_pairs == space.pool_pairs
-    assert (rebuilt.dropout, rebuilt.batch_norm, rebuilt.conv_fits) == (True, False, True)
+    assert (rebuilt.dropout, rebuilt.batch_norm, rebuilt.conv_fits, rebuilt.square) == (True, False, True, True)
 
 
 def test_metaqnn_dropout_follows_the_official_placement_and_batch_norm_can_be_off():

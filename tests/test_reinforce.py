@@ -476,6 +476,8 @@ def test_depth_grows_by_two_every_1600_children_up_to_max_layers():
     assert [capped.depth(c) for c in (3200, 4800, 6400, 8000)] == [10, 12, 14, 15]
     with pytest.raises(ConfigError, match="max_layers=21 exceeds the layer space's max_depth=20"):
         _strategy(space, max_layers=21)
+    # MetaQNN's grammar ties kernels to the representation: NAS-RL's token-by-token controller is refused
+    assert "use space.grammar=nasrl" in ReinforceStrategy.supports(make_space("layers", grammar="metaqnn"))
 
 
 def test_reward_is_the_cube_of_the_best_valid_accuracy_of_the_last_5_epochs():

@@ -16,8 +16,8 @@ strings for value sets), so ``for_arch`` rebuilds the space from an arch alone.
 
 Two grammars set the defaults of the value sets (``grammar``): ``nasrl`` (the default;
 NAS-RL's conv tokens: kernels 1/3/5/7, filters 24/36/48/64) and ``metaqnn`` (MetaQNN's
-state-action space, Table 1 of the paper: square conv kernels 1/3/5 of stride 1 with
-64/128/256/512 filters, each no larger than the representation (``conv_fits``), max pools
+state-action space, Table 1 of the paper: square conv kernels 1/3/5 (``square``) of stride 1
+with 64/128/256/512 filters, each no larger than the representation (``conv_fits``), max pools
 (5,3), (3,2), (2,2) as kernel/stride pairs (``pools``), fc layers of 512/256/128 units, at
 most two, only once the representation is at most 7 pixels, termination by softmax or
 global average pooling). ``dropout`` adds MetaQNN's dropout (after every second layer and
@@ -210,7 +210,7 @@ class LayerSpace(SearchSpace):
                  pool_kernels: Any = None, pool_strides: Any = None, fc_units: Any = None,
                  max_fc: int | None = None, fc_max_size: int | None = None, skips: bool | int = False,
                  grammar: str = "nasrl", pools: Any = None, conv_fits: bool | int | None = None,
-                 dropout: bool | int = False, batch_norm: bool | int = True):
+                 dropout: bool | int = False, batch_norm: bool | int = True, square: bool | int | None = None):
         if grammar not in GRAMMARS:
             raise ConfigError(f"layers space: grammar={grammar!r} is unknown; use one of {list(GRAMMARS)}")
         self.grammar = grammar
@@ -227,17 +227,20 @@ class LayerSpace(SearchSpace):
             if pools is None and pool_kernels is None and pool_strides is None:
                 pools = METAQNN["pools"]
             conv_fits = True if conv_fits is None else conv_fits
+            square = True if square is None else square
         kernel_sizes = (1, 3, 5, 7) if kernel_sizes is None else kernel_sizes
         strides = (1,) if strides is None else strides
         filters = (24, 36, 48, 64) if filters is None else filters
         max_fc = 2 if max_fc is None else max_fc
         fc_max_size = 4 if fc_max_size is None else fc_max_size
         conv_fits = False if conv_fits is None else conv_fits
+        square = False if square is None else square
         for flag, value in (("skips", skips), ("conv_fits", conv_fits), ("dropout", dropout),
-                            ("batch_norm", batch_norm)):
+                            ("batch_norm", batch_norm), ("square", square)):
             if not isinstance(value, (bool, int)) or value not in (0, 1):
                 raise ConfigError(f"layers space: {flag}={value!r} must be true or false")
         self.conv_fits, self.dropout, self.batch_norm = bool(conv_fits), bool(dropout), bool(batch_norm)
+        self.square = bool(square)
         self.pools: tuple[tuple[int, int], ...] | None = None
         if pools is not None:
             self.pools = _pairs(pools)
@@ -295,6 +298,7 @@ class LayerSpace(SearchSpace):
             # recorded only where they differ from the original space's, so older archs keep their hash
             **({"space.pools": _fmt_pairs(self.pools)} if self.pools is not None else {}),
             **({"space.conv_fits": 1} if self.conv_fits else {}),
+            **({"space.square": 1} if self.square else {}),
             **({"space.dropout": 1} if self.dropout else {}),
             **({"space.batch_norm": 0} if not self.batch_norm else {}),
         }
@@ -432,6 +436,10 @@ class LayerSpace(SearchSpace):
                                 f"(representation {prev_size[0]}x{prev_size[1]}, {fc_count} fc so far); "
                                 f"use one of {[t for t in allowed if t != NONE] or ['none']}")
             if layer.type == "conv":
+                if self.square and (layer.kernel_h != layer.kernel_w or layer.stride_h != layer.stride_w):
+                    raise ArchError(f"layer{i} is a {layer.kernel_h}x{layer.kernel_w} conv of stride {layer.stride_h}x"
+                                    f"{layer.stride_w}, but space.square asks for square kernels and strides; use "
+                                    f"{layer.kernel_h}x{layer.kernel_h}, stride {layer.stride_h}x{layer.stride_h}")
                 if self.conv_fits and max(layer.kernel_h, layer.kernel_w) > min(isize):
                     raise ArchError(f"layer{i} has a {layer.kernel_h}x{layer.kernel_w} kernel on a {isize[0]}x{isize[1]} "
                                     f"representation (space.conv_fits: a receptive field at most the representation); "
@@ -477,6 +485,9 @@ class LayerSpace(SearchSpace):
             kernels = self.conv_kernels(input_size)
             if not kernels:
                 return None
+            if self.square:
+                k, s_ = pick(kernels), pick(self.strides)
+                return Layer("conv", k, k, s_, s_, pick(self.filters))
             return Layer("conv", pick(kernels), pick(kernels), pick(self.strides),
                          pick(self.strides), pick(self.filters))
         if kind == "pool":
@@ -556,7 +567,10 @@ class LayerSpace(SearchSpace):
                     continue
                 p = params[int(rng.integers(len(params)))]
                 others = [v for v in self.param_values(p) if v != getattr(new[i], p)]
-                new[i] = Layer(**{**new[i].__dict__, p: int(others[int(rng.integers(len(others)))])})
+                value = int(others[int(rng.integers(len(others)))])
+                pair = {"kernel_h": "kernel_w", "kernel_w": "kernel_h", "stride_h": "stride_w", "stride_w": "stride_h"}
+                both = {p: value, pair[p]: value} if self.square and p in pair else {p: value}
+                new[i] = Layer(**{**new[i].__dict__, **both})
             elif move == 1:  # one skip edge
                 if not self.skips or i == 0 or new[i].type not in SPATIAL:
                     continue

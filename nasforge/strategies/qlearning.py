@@ -214,7 +214,7 @@ class MetaQNNStrategy(SampleStrategy):
                 kernels = sp.conv_kernels(ctx["size"])
                 out += [("conv", kh, kw, sh, sw, f) for kh in kernels for kw in kernels
                         for sh in sp.strides for sw in sp.strides for f in sp.filters
-                        if not self.config.square or (kh == kw and sh == sw)]
+                        if not (self.config.square or sp.square) or (kh == kw and sh == sw)]
             elif kind == "pool":
                 out += [("pool", k, s) for k, s in sp.pool_pairs if k <= min(ctx["size"])]
             elif kind == "fc":

@@ -357,6 +357,10 @@ class ReinforceStrategy(SampleStrategy):
         if isinstance(space, LayerSpace):
             if "conv" not in space.types:
                 return "strategy 'reinforce' emits conv layers but space.types has no 'conv'; add it"
+            if space.conv_fits or space.square:
+                return ("strategy 'reinforce' emits each conv token on its own (NAS-RL's controller), but the layer "
+                        "space ties kernels to the representation or to square shapes (conv_fits/square, MetaQNN's "
+                        "grammar); use space.grammar=nasrl")
             return None
         return sequence_support(cls.name, space)
 
