@@ -233,6 +233,10 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
     progress = progress or Progress()
     data = data if data is not None else load_data(cfg)
     space = build_space(cfg)
+    from nasforge import distributed
+
+    if not distributed.is_main():  # another rank of a data-parallel search: the search only, rank 0 writes
+        return _search_rank(exp, cfg, progress, data, space)
     store = exp.store
     store.set_meta("dataset", data.describe())
     engine = Engine(cfg.engine)
@@ -248,6 +252,16 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
         for logger in loggers:
             store.listeners.remove(logger)
             logger.close()
+
+
+def _search_rank(exp: Experiment, cfg: RunConfig, progress: Progress, data: Dataset,
+                 space: SearchSpace) -> dict[str, Any]:
+    """What a rank other than 0 runs: its share of the one-shot search (final training: rank 0)."""
+    if (exp.path / "arch.json").exists():
+        return {}
+    strategy = build_strategy(cfg)
+    strategy.search(space, data, experiment=exp, progress=progress, seed=cfg.seed, engine=Engine(cfg.engine))
+    return {}
 
 
 def _benchmark_row(cfg: RunConfig, space: SearchSpace, arch: Arch, data: Dataset) -> dict[str, Any] | None:

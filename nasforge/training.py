@@ -51,6 +51,8 @@ class EngineConfig:
     bn_recalibration: int = option(20, lo=0, hi=100000,
                                    help="training batches that re-estimate BatchNorm statistics before each "
                                         "evaluation (0: off)")
+    sync_bn: bool = option(False, help="data-parallel runs: BatchNorm statistics over all ranks' batches "
+                                       "(default: each rank's own, as the papers' multi-GPU code)")
 
     def __post_init__(self) -> None:
         resolve_device(self.device)  # a bad name fails when the config is read, before anything runs

@@ -90,15 +90,16 @@ class Dataset:
         )
 
     def loader(self, split: Split, batch_size: int, *, train: bool = True, augment: Augment | None = None,
-               drop_last: bool = False, device: Any = None) -> Loader:
+               drop_last: bool = False, device: Any = None, shard: tuple[int, int] = (0, 1)) -> Loader:
         """Batches of ``split`` (one of this dataset's splits or a subset of one) with this dataset's workers.
 
         ``train``: shuffled epochs get the training transforms (``augment``, by default the dataset's
         own); False: images as evaluation sees them. Memory is pinned when ``device`` is CUDA.
+        ``shard=(rank, ranks)``: this process's slice of every batch (data-parallel runs).
         """
         pin = device is not None and torch.device(device).type == "cuda"
         return Loader(split, batch_size, augment=self.augment if augment is None else augment, train=train,
-                      drop_last=drop_last, workers=self.workers, pin_memory=pin)
+                      drop_last=drop_last, workers=self.workers, pin_memory=pin, shard=shard)
 
     # Whole splits as tensors, for small data (tests, HAQ's calibration and fine-tuning): not for ImageNet.
     @cached_property

@@ -124,13 +124,16 @@ class Loader:
     """
 
     def __init__(self, split: Split, batch_size: int, *, augment: Augment | None = None, train: bool = True,
-                 drop_last: bool = False, workers: int = 0, pin_memory: bool = False, prefetch: int = 2):
+                 drop_last: bool = False, workers: int = 0, pin_memory: bool = False, prefetch: int = 2,
+                 shard: tuple[int, int] = (0, 1)):
         _check_batch_size(batch_size)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ConfigError(f"data workers {workers!r} is invalid; use a whole number >= 0 (0: load in the "
                               "main process)")
         self.split, self.batch_size, self.augment, self.train = split, batch_size, augment, train
         self.drop_last, self.workers, self.pin_memory, self.prefetch = drop_last, workers, pin_memory, prefetch
+        #: (rank, ranks): this process takes the rank-th of ``ranks`` equal slices of every batch
+        self.shard = shard
         self._sampler: _Requests | None = None
         self._loader: torch.utils.data.DataLoader | None = None
 
@@ -146,9 +149,12 @@ class Loader:
         else:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
         out = []
+        rank, ranks = self.shard
         for b in range(start, len(self)):
             pos = order[b * self.batch_size:(b + 1) * self.batch_size]
-            out.append((pos, None if seed is None else batch_seed(seed, b)))
+            if ranks > 1:  # a rank's slice, augmented from its own seed
+                pos = np.array_split(pos, ranks)[rank]
+            out.append((pos, None if seed is None else batch_seed(seed, b * ranks + rank)))
         return out
 
     def epoch(self, seed: int | None = None, start: int = 0) -> Iterator[Batch]:

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from nasforge import distributed
 from nasforge.config import option
 from nasforge.data import Dataset, split_half
 from nasforge.errors import ConfigError, TrainingError
@@ -84,10 +85,12 @@ def make_optimizers(method: Any, params: Sequence[Tensor]) -> tuple[torch.optim.
 
 
 def search_step(method: Any, engine: Engine, model: torch.nn.Module, params: Sequence[Tensor],
-                train_batch: Batch | None, valid_batch: Batch | None, warm: bool = False
-                ) -> tuple[StepResult | None, dict[str, float] | None]:
+                train_batch: Batch | None, valid_batch: Batch | None, warm: bool = False,
+                net: torch.nn.Module | None = None) -> tuple[StepResult | None, dict[str, float] | None]:
     """One step of the loop: the architecture step on ``valid_batch`` (before or after, per the method)
-    and the weight step on ``train_batch`` (either may be None). Returns (weight step, arch metrics)."""
+    and the weight step on ``train_batch`` (either may be None). Returns (weight step, arch metrics).
+    ``net``: what the weight step runs (the supernet under DistributedDataParallel; default ``model``)."""
+    net = model if net is None else net
     wb = engine.batch(train_batch) if train_batch is not None else None
     ab = engine.batch(valid_batch) if valid_batch is not None else None
     arch = res = None
@@ -96,7 +99,7 @@ def search_step(method: Any, engine: Engine, model: torch.nn.Module, params: Seq
         if not math.isfinite(next(iter(arch.values()))):
             return None, arch
     if wb is not None:
-        res = weight_step(engine, method.w_opt, params, lambda x: method.train_forward(model, x, warm), wb,
+        res = weight_step(engine, method.w_opt, params, lambda x: method.train_forward(net, x, warm), wb,
                           method.config.grad_clip)
         if not res.finite:
             return res, arch
@@ -118,15 +121,33 @@ class SearchLoop:
         self.progress, self.seed, self.callbacks, self.engine = progress, seed, callbacks, engine
         self.cfg = cfg
         method.engine = engine
-        method.setup(space, data, experiment, progress)
+        #: this process's place in a data-parallel run (rank 0 of 1 outside torchrun)
+        self.dist = distributed.context()
+        #: where the run's records go: rank 0 alone writes (every rank reads a checkpoint)
+        self.writer = experiment if self.dist.is_main else None
+        # rank 0 prepares first (a latency table is measured once, by it, and written); the others then
+        # read what it wrote, so every rank holds the same table
+        if self.dist.is_main:
+            method.setup(space, data, experiment, progress)
+        distributed.barrier()
+        if not self.dist.is_main:
+            method.setup(space, data, experiment, progress)
         torch.manual_seed(seed)
-        self.model = engine.module(method.build_supernet(space, data))
+        model = method.build_supernet(space, data)
+        if self.dist.active and engine.config.sync_bn:
+            model = distributed.sync_batchnorm(model, engine.device)
+        self.model = engine.module(model)
         method.init_arch(space, self.model)
         self.params = list(self.model.parameters())
         self.w_opt, self.a_opt = make_optimizers(method, self.params)
+        self.net = self.model
+        if self.dist.active:
+            self.net = distributed.wrap_ddp(self.model, engine.device, unused=method.samples_subnetworks)
+            distributed.average_grads_before_step(self.a_opt)
+        shard = (self.dist.rank, self.dist.world)
         self.w_half, self.a_half = split_half(data.train, seed)
-        self.w_loader = data.loader(self.w_half, cfg.batch_size, device=engine.device)
-        self.a_loader = data.loader(self.a_half, cfg.batch_size, device=engine.device)
+        self.w_loader = data.loader(self.w_half, cfg.batch_size, device=engine.device, shard=shard)
+        self.a_loader = data.loader(self.a_half, cfg.batch_size, device=engine.device, shard=shard)
         n_w, n_a = len(self.w_loader), len(self.a_loader)
         self.n_w, self.n_a = n_w, n_a
         #: weight steps per epoch (the schedule spans epochs x this)
@@ -182,15 +203,15 @@ class SearchLoop:
 
     # --- checkpoints ---------------------------------------------------------------------
     def save(self, epoch: int, partial: dict[str, Any] | None = None) -> None:
-        """Checkpoint after ``epoch`` (complete), plus ``partial``: progress inside the next epoch."""
-        if self.experiment is None:
+        """Checkpoint after ``epoch`` (complete), plus ``partial``: progress inside the next epoch (rank 0)."""
+        if self.writer is None:
             return
         method = self.method
         state = {"epoch": epoch, "model": self.model.state_dict(),
                  "alphas": [a.detach().clone() for a in method.arch_parameters()],
                  "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
                  "engine": self.engine.state_dict(), "extra": method.extra_state(), "partial": partial}
-        self.experiment.save_checkpoint("search", state)
+        self.writer.save_checkpoint("search", state)
 
     def load(self) -> tuple[int, dict[str, Any] | None]:
         """Restore the last checkpoint in place: (first epoch to run, progress inside it or None).
@@ -214,7 +235,8 @@ class SearchLoop:
             method.load_extra_state(state.get("extra") or {})
             start, partial = state["epoch"] + 1, state.get("partial")
             log.info("resuming search at epoch %d%s", start, f" step {partial['tick']}" if partial else "")
-        self.experiment.store.truncate_epochs("search", start - 1)
+        if self.writer is not None:
+            self.writer.store.truncate_epochs("search", start - 1)
         return start, partial
 
     # --- the run -------------------------------------------------------------------------
@@ -237,10 +259,12 @@ class SearchLoop:
                                     else None)
                 partial = None
                 history.append(record)
-                if experiment is not None:
-                    experiment.store.log_epoch("search", epoch, record["metrics"], record["arch_weights"],
-                                               record["arch"])
+                if self.writer is not None:
+                    self.writer.store.log_epoch("search", epoch, record["metrics"], record["arch_weights"],
+                                                record["arch"])
                     self.save(epoch)
+                distributed.barrier()  # every rank goes on once the epoch is checkpointed: a rank dying later
+                # cannot take an unwritten checkpoint with it
                 for cb in self.callbacks:
                     cb(method, epoch, record)
                 stopped = stopper.check(history) if stopper else None
@@ -250,9 +274,9 @@ class SearchLoop:
         arch = method.derive(self.space)
         info = {"epochs": len(history), "seconds": time.time() - started, "device": str(self.engine.device),
                 "early_stop": stopped}
-        if experiment is not None:
-            experiment.store.set_meta("early_stop", stopped)
-        info.update(method.search_info(self.space, experiment))
+        if self.writer is not None:
+            self.writer.store.set_meta("early_stop", stopped)
+        info.update(method.search_info(self.space, self.writer))
         return SearchResult(arch, history, info)
 
     def epoch(self, epoch: int, warm: bool, bar: Any, partial: dict[str, Any] | None) -> dict[str, Any]:
@@ -277,7 +301,7 @@ class SearchLoop:
             # per-step cosine over all weight steps of the search: a short run anneals fully
             method.lr = cosine_lr((epoch * self.w_steps + n_w) / total_w, cfg.w_lr, cfg.w_lr_min)
             set_lr(self.w_opt, method.lr)
-            res, arch = search_step(method, engine, model, self.params, wb, ab, warm)
+            res, arch = search_step(method, engine, model, self.params, wb, ab, warm, self.net)
             if arch is not None:
                 self._check_arch(epoch, tick, arch)
                 for k, v in arch.items():
@@ -300,6 +324,7 @@ class SearchLoop:
                                       "sums": dict(sums),
                                       "arch_sums": dict(arch_sums), "n_w": n_w, "n_a": n_a,
                                       "seconds": time.time() - tic, "rng": _get_rng(engine)})
+                distributed.barrier()
                 for cb in self.callbacks:
                     hook = getattr(cb, "step_checkpointed", None)
                     if hook is not None:
@@ -329,7 +354,9 @@ class SearchLoop:
         forward = method.eval_forward(model)
         recal = engine.config.bn_recalibration
         if recal:
-            batches = self.data.loader(self.w_half, self.cfg.batch_size, train=False, device=engine.device)
+            # each rank its slice of the batches (with synchronised BatchNorm: the statistics of the whole batch)
+            batches = self.data.loader(self.w_half, self.cfg.batch_size, train=False, device=engine.device,
+                                       shard=(self.dist.rank, self.dist.world))
             recalibrate_bn(model, forward, batches.epoch(seed_for(self.seed, "search.bn_recalibration", epoch)),
                            engine, recal)
         size = max(self.cfg.batch_size, 256)

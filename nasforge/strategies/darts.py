@@ -115,6 +115,7 @@ class DartsStrategy(OneShotStrategy):
     Config = DartsConfig
     schedule = "paired"
     arch_first = True  # the paper's Algorithm 1: alpha on a valid batch, then w on a train batch
+    samples_subnetworks = False  # every op of the relaxed supernet runs
 
     @classmethod
     def supports(cls, space: Any) -> str | None:

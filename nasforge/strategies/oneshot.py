@@ -34,6 +34,8 @@ class OneShotStrategy(Strategy):
     kind: ClassVar[str] = "oneshot"
     schedule: ClassVar[str] = "paired"
     arch_first: ClassVar[bool] = False
+    #: a weight step runs a sampled sub-network (some weights get no gradient): data-parallel runs tell DDP
+    samples_subnetworks: ClassVar[bool] = True
 
     #: set by the loop while it runs (an architecture step may need them)
     w_opt: torch.optim.Optimizer
