@@ -39,8 +39,8 @@ from torch import Tensor, nn
 from nasforge.errors import ArchError, ConfigError
 
 __all__ = [
-    "Choose", "ChoiceModule", "Hard", "HardZeroWeights", "InputChoice", "NodeChoice", "OpChoice", "Paths", "Soft", "ValueChoice",
-    "Zero", "choice_modules", "declarations", "fixed_arch", "is_zero",
+    "Choose", "ChoiceModule", "Hard", "HardZeroWeights", "InputChoice", "NodeChoice", "OpChoice", "Paths", "Soft",
+    "ValueChoice", "Zero", "choice_modules", "declarations", "fixed_arch", "is_zero",
 ]
 
 ZERO_NAMES = ("none", "zero")

@@ -46,7 +46,8 @@ tau 10 -> 0.1 (``--tau_max 10 --tau_min 0.1``); weights SGD lr 0.025 cosine-anne
 0.001, momentum 0.9 with Nesterov, weight decay 5e-4 (``configs/search-opts/GDAS-NASNet-CIFAR.config``),
 gradient clip 5. Epochs, batch and the supernet's size come from the dataset profile; the
 official settings (250 epochs, batch 256, a 6-cell supernet of 16 channels with a final
-BN-ReLU, ``final_bn_relu``, and pooling candidates without BN, ``pool_bn``) are the ``paper`` preset (``--preset paper``, bottom of this file).
+BN-ReLU, ``final_bn_relu``, and pooling candidates without BN, ``pool_bn``) are the
+``paper`` preset (``--preset paper``, bottom of this file).
 
 Fixed reduction cell (``fixed_reduce=True``, the paper's "GDAS (FRC)"): the search runs on
 the darts space with ``reduce_cell="gdas_frc"``: the supernet's reduction cells are the
