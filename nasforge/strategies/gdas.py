@@ -267,6 +267,11 @@ register_preset("nb201", "gdas", "cifar10", {
     "strategy": {"epochs": 250, "batch_size": 64, "order": 1, "w_lr": 0.025, "w_lr_min": 0.001, "w_momentum": 0.9,
                  "w_nesterov": True, "w_wd": 5e-4, "grad_clip": 5.0, "a_lr": 3e-4, "a_wd": 1e-3, "a_beta1": 0.5,
                  "a_beta2": 0.999, "tau_max": 10.0, "tau_min": 0.1, "unchosen": "zero_weight"},
+    # the benchmark's training of a cell (200 epochs; its Nesterov momentum is not in the train section)
+    "train": {"epochs": 200, "batch_size": 256, "lr": 0.1, "lr_min": 0.0, "momentum": 0.9, "weight_decay": 5e-4,
+              "grad_clip": 0.0, "cutout": 0, "drop_path": 0.0, "auxiliary": False},
 }, sources={"*": _NB201_OPTS, "strategy.unchosen": f"{_GDAS_REPO} xautodl/models/cell_searchs/search_cells.py "
-                                                   "(NAS201SearchCell.forward_gdas)"},
-    note="NAS-Bench-201's GDAS run (search only; the benchmark's table gives the found cell's accuracy)")
+                                                   "(NAS201SearchCell.forward_gdas)",
+            **{f"train.{k}": f"{_GDAS_REPO} configs/nas-benchmark/hyper-opts/200E.config" for k in
+               ("epochs", "batch_size", "lr", "lr_min", "momentum", "weight_decay")}},
+    note="NAS-Bench-201's GDAS run; the found cell trained as the benchmark trains its cells (200 epochs)")
