@@ -200,3 +200,23 @@ def test_a_budget_that_could_never_end_is_refused():
                            (Budget(sim_seconds=300.0, max_repeats=None), False)):
         result = run_trials(make_strategy("random"), SPACE, table, budget, seed=0, dedupe=dedupe)
         assert 0 < result.info["sim_seconds"] <= 300.0
+
+
+def test_over_budget_trials_are_recounted_on_resume(tmp_path):
+    from nasforge.evaluators.synthetic import SyntheticConfig, SyntheticTable
+    from nasforge.experiment import Experiment
+
+    table = SyntheticTable(SPACE, SyntheticConfig(seconds=50.0))
+    budget = Budget(sim_seconds=400.0)
+    exp = Experiment.create(tmp_path / "run", {})
+    first = run_trials(make_strategy("evolution", {"population": 3}), SPACE, table, budget, experiment=exp, seed=1)
+    exp.close()
+    over = [r["index"] for r in first.history if r.get("over_budget")]
+    assert over == [len(first.history) - 1] and first.info["sim_seconds"] <= 400.0
+    assert first.info["best_trial"] not in over
+    exp = Experiment.open(tmp_path / "run")
+    again = run_trials(make_strategy("evolution", {"population": 3}), SPACE, table, budget, experiment=exp, seed=1)
+    exp.close()
+    assert [r.get("over_budget", False) for r in again.history] == [r.get("over_budget", False) for r in first.history]
+    assert again.info["sim_seconds"] == pytest.approx(first.info["sim_seconds"])
+    assert again.info["best_trial"] == first.info["best_trial"]
