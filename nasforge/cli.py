@@ -216,6 +216,10 @@ def search(
     runner: Optional[str] = typer.Option(None, help="Where trials run: local | ray.", show_default="local"),
     address: Optional[str] = typer.Option(None, help="Address of an existing Ray cluster (implies --runner ray)."),
     workers: Optional[int] = typer.Option(None, help="Trials at the same time (ray: CPUs of a local Ray).", show_default="1"),
+    gpus_per_trial: Optional[float] = typer.Option(None, "--gpus-per-trial", help="ray: GPUs each trial reserves "
+                                                   "(1: each trial on its own GPU).", show_default="0"),
+    cpus_per_trial: Optional[float] = typer.Option(None, "--cpus-per-trial", help="ray: CPUs each trial reserves.",
+                                                   show_default="1"),
     nproc: Optional[int] = NprocOpt,
     device: Optional[str] = DeviceOpt,
     precision: Optional[str] = PrecisionOpt,
@@ -245,6 +249,8 @@ def search(
         if value is not None:
             overrides.append((key.split("."), value))
     overrides += _runner_overrides(runner, address, workers)
+    overrides += [(["runner", key], value) for key, value in (("gpus_per_trial", gpus_per_trial),
+                                                              ("cpus_per_trial", cpus_per_trial)) if value is not None]
     overrides += _engine_overrides(device, precision, compile_)
     if logger:
         overrides.append((["logging", "loggers"], list(logger)))
@@ -300,6 +306,15 @@ def _check_runner(cfg: Any, data: Any = None) -> None:
         from nasforge.runners.ray import check_address
 
         check_address(cfg.runner.address, cfg.runner.connect_timeout)
+    if cfg.runner.name == "ray" and not cfg.runner.address and cfg.runner.gpus_per_trial > 0:
+        import torch
+
+        from nasforge.errors import ConfigError
+
+        if torch.cuda.device_count() < cfg.runner.gpus_per_trial:  # a local Ray has this machine's GPUs
+            raise ConfigError(f"--gpus-per-trial {cfg.runner.gpus_per_trial:g} but this machine has "
+                              f"{torch.cuda.device_count()} GPU(s); drop it, or run against a GPU cluster with "
+                              "--address HOST:PORT")
     from nasforge.strategies import get_strategy_class
 
     if data is not None and cfg.evaluator["name"] == "table" and get_strategy_class(cfg.strategy["name"]).kind == "sample":
@@ -366,6 +381,7 @@ def train(
     device: Optional[str] = DeviceOpt,
     precision: Optional[str] = PrecisionOpt,
     compile_: bool = CompileOpt,
+    nproc: Optional[int] = NprocOpt,
     set_: Optional[list[str]] = TrainSetOpt,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -397,20 +413,32 @@ def train(
     overrides += _engine_overrides(device, precision, compile_)
     overrides += [parse_override(s) for s in set_ or []]
     cfg = resolve_config(raw, overrides, search=False)  # the architecture is given: no search
+    if _distributed_start(nproc, cfg.engine.device, None):
+        return
+    from nasforge import distributed
+
+    ctx = distributed.context()
     out_dir = out_dir or Path("runs") / f"train-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_out_dir(out_dir, force)
+    if ctx.active:
+        out_dir = distributed.broadcast_path(out_dir)  # rank 0's name (a default one holds the time)
+    if ctx.is_main:
+        check_out_dir(out_dir, force)
     dataset = load_data(cfg)
     if zoo_entry is not None:  # an arch that records the input size (layers) is made for this data
         from nasforge.zoo import fit_to_data
 
         arch = fit_to_data(zoo_entry, cfg, dataset.input_shape)
-    exp = Experiment.create(out_dir, config_dict(cfg), force=force, lock=True)  # one writer per run
-    try:
-        arch.save(exp.path / "arch.json")
-    except BaseException:
-        exp.close()
-        raise
-    console.print(f"experiment: {exp.path}")
+    if ctx.is_main:
+        exp = Experiment.create(out_dir, config_dict(cfg), force=force, lock=True)  # one writer per run
+        try:
+            arch.save(exp.path / "arch.json")
+        except BaseException:
+            exp.close()
+            raise
+        console.print(f"experiment: {exp.path}")
+    distributed.barrier()
+    if not ctx.is_main:
+        exp = Experiment.open(out_dir)  # rank 0 writes
     _run(exp, cfg, quiet, dataset)
 
 

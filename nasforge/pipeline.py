@@ -256,11 +256,15 @@ def run_experiment(exp: Experiment, cfg: RunConfig, progress: Progress | None = 
 
 def _search_rank(exp: Experiment, cfg: RunConfig, progress: Progress, data: Dataset,
                  space: SearchSpace) -> dict[str, Any]:
-    """What a rank other than 0 runs: its share of the one-shot search (final training: rank 0)."""
+    """What a rank other than 0 runs: its share of the one-shot search and of the final training."""
+    engine = Engine(cfg.engine)
     if (exp.path / "arch.json").exists():
-        return {}
-    strategy = build_strategy(cfg)
-    strategy.search(space, data, experiment=exp, progress=progress, seed=cfg.seed, engine=Engine(cfg.engine))
+        arch = Arch.from_json(exp.path / "arch.json")
+    else:
+        strategy = build_strategy(cfg)
+        arch = strategy.search(space, data, experiment=exp, progress=progress, seed=cfg.seed, engine=engine).arch
+    if not (exp.path / "model.pt").exists():
+        train_arch(space, arch, data, cfg.train, experiment=exp, progress=progress, seed=cfg.seed, engine=engine)
     return {}
 
 

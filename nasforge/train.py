@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nasforge import training
+from nasforge import distributed, training
 from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.data import Dataset, Loader, Split, iterate_batches
@@ -127,20 +127,28 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
     engine = engine or Engine()
     cfg = resolve_train_config(cfg, data.name)  # TrainConfig(epochs=1) from the API: auto fields resolved
     torch.manual_seed(seed)
-    model = engine.module(space.build(arch, data.input_shape, data.num_classes, **build_options(cfg)))
+    ctx = distributed.context()  # a data-parallel run: DDP, each rank its slice of every batch, rank 0 writes
+    writer = experiment if ctx.is_main else None
+    model = space.build(arch, data.input_shape, data.num_classes, **build_options(cfg))
+    if ctx.active and engine.config.sync_bn:
+        model = distributed.sync_batchnorm(model, engine.device)
+    model = engine.module(model)
     net = engine.compile(model)
+    if ctx.active:
+        net = distributed.wrap_ddp(model, engine.device)
     if cfg.train_on == "train+valid":
         split = Split(data.train.source, np.concatenate([data.train.indices, data.valid.indices]))
     else:
         split = data.train
     loader = data.loader(split, cfg.batch_size, augment=data.augment.replace(cutout=cfg.cutout or 0),
-                         device=engine.device)
+                         device=engine.device, shard=(ctx.rank, ctx.world))
     bn_batches = data.loader(split, cfg.batch_size, train=False, device=engine.device)
     resume, history, start = None, [], 0
     if experiment is not None:
         resume = experiment.load_checkpoint("train")
         start = resume["epoch"] + 1 if resume is not None else 0
-        experiment.store.truncate_epochs("train", start - 1)
+        if writer is not None:
+            writer.store.truncate_epochs("train", start - 1)
         history = [r["metrics"] for r in experiment.store.epochs("train")]
     steps = len(loader)
     fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_min=cfg.lr_min,
@@ -163,12 +171,13 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
         return {"valid_acc": evaluate_split(model, data, data.valid, engine)[0]}
 
     def log_epoch(epoch: int, metrics: dict[str, Any]) -> None:
-        if experiment is not None:
-            experiment.store.log_epoch("train", epoch, metrics)
+        if writer is not None:
+            writer.store.log_epoch("train", epoch, metrics)
 
     def checkpoint(epoch: int, state: dict[str, Any]) -> None:
-        if experiment is not None:
-            experiment.save_checkpoint("train", state)
+        if writer is not None:
+            writer.save_checkpoint("train", state)
+        distributed.barrier()  # on disk before any rank goes on
 
     tic = time.time()
     with progress.task("train", total=cfg.epochs * steps, completed=start * steps) as bar:

@@ -76,6 +76,7 @@ def test_two_gloo_ranks_equal_one_rank_on_the_whole_batch(one_rank: Path, tmp_pa
     # rank 0 alone wrote: one row per epoch, one result
     exp = Experiment.open(out)
     assert [e["epoch"] for e in exp.store.epochs("search")] == [0]
+    assert [e["epoch"] for e in exp.store.epochs("train")] == [0]  # the final training ran data-parallel too
     exp.close()
     assert json.loads((out / "result.json").read_text())["search_epochs"] == 1
 
@@ -164,3 +165,12 @@ def test_a_rank_takes_its_slice_of_every_batch() -> None:
         assert list(pos) == list(parts[0][b][0]) + list(parts[1][b][0])
         assert len(parts[0][b][0]) == len(parts[1][b][0]) == 5
     assert parts[0][0][1] != parts[1][0][1]  # each rank augments its slice from its own seed
+
+
+def test_gpus_per_trial_without_gpus_is_one_line(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    res = _nasforge("search", "--strategy", "random", "--space", "nb201", "--runner", "ray", "--gpus-per-trial", "1",
+                    "--out", str(tmp_path / "x"), timeout=120)
+    assert res.returncode == 2 and "--gpus-per-trial 1 but this machine has 0 GPU(s)" in res.stderr + res.stdout
+    assert not (tmp_path / "x").exists()

@@ -39,6 +39,10 @@ class RunnerConfig:
     address: str | None = option(None, help="address of an existing Ray cluster (default: start a local one)")
     max_retries: int = option(3, lo=0, hi=100, help="Ray retries of a trial whose worker died")
     connect_timeout: float = option(15.0, lo=0.1, hi=3600.0, help="seconds to wait for a Ray address to answer")
+    cpus_per_trial: float = option(1.0, lo=0.01, hi=1024.0, help="ray: CPUs each trial reserves")
+    gpus_per_trial: float = option(0.0, lo=0.0, hi=64.0,
+                                   help="ray: GPUs each trial reserves (1: each trial trains on its own GPU; "
+                                        "0.5: two trials share one)")
 
 
 @dataclass
@@ -156,7 +160,8 @@ def _ray(config: RunnerConfig, evaluator: Callable[..., dict[str, Any]]) -> Runn
     from nasforge.runners.ray import RayRunner
 
     return RayRunner(evaluator, workers=config.workers, address=config.address,
-                     max_retries=config.max_retries, connect_timeout=config.connect_timeout)
+                     max_retries=config.max_retries, connect_timeout=config.connect_timeout,
+                     cpus_per_trial=config.cpus_per_trial, gpus_per_trial=config.gpus_per_trial)
 
 
 def runner_names() -> list[str]:

@@ -24,6 +24,7 @@ a reused PID is never touched).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import subprocess
@@ -164,11 +165,13 @@ class RayRunner(Runner):
     name = "ray"
 
     def __init__(self, evaluator: Callable[..., dict[str, Any]], workers: int = 2, address: str | None = None,
-                 max_retries: int = 3, connect_timeout: float = 15.0):
+                 max_retries: int = 3, connect_timeout: float = 15.0, cpus_per_trial: float = 1.0,
+                 gpus_per_trial: float = 0.0):
         ray = self._ray = _import_ray()
         self.workers = max(1, int(workers))
         self._owned = False
         self._watchdog: subprocess.Popen | None = None
+        self._refs: dict[Any, tuple[int, Arch, int, int]] = {}  # ref -> (index, arch, seed, resubmits)
         if not ray.is_initialized():
             before = set(_children(os.getpid()))
             if address:
@@ -177,8 +180,8 @@ class RayRunner(Runner):
                 if address:
                     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
                 else:
-                    ray.init(num_cpus=self.workers, include_dashboard=False, logging_level=logging.WARNING,
-                             log_to_driver=False)
+                    ray.init(num_cpus=max(1, math.ceil(self.workers * cpus_per_trial)), include_dashboard=False,
+                             logging_level=logging.WARNING, log_to_driver=False)
             except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 where = f"the Ray cluster at {address}" if address else "a local Ray"
@@ -187,9 +190,16 @@ class RayRunner(Runner):
             self._owned = True
             if not address:  # a Ray this driver started: ended even if the driver is killed
                 self._watchdog = start_watchdog(before)
+        if gpus_per_trial > 0:  # a trial that asks for a GPU the cluster lacks would wait forever
+            have = float(ray.cluster_resources().get("GPU", 0.0))
+            if have < gpus_per_trial:
+                self.close()
+                where = f"the Ray cluster at {address}" if address else "this machine's Ray"
+                raise ConfigError(f"--gpus-per-trial {gpus_per_trial:g} but {where} has {have:g} GPU(s); start "
+                                  "GPU nodes with `ray start --address HOST:PORT` on them, or drop --gpus-per-trial")
         self._evaluator = ray.put(evaluator)
-        self._task = ray.remote(num_cpus=1, max_retries=max_retries)(_ray_trial)
-        self._refs: dict[Any, tuple[int, Arch, int, int]] = {}  # ref -> (index, arch, seed, resubmits)
+        # Ray sets CUDA_VISIBLE_DEVICES per task: a trial with a GPU trains on its own (engine device auto)
+        self._task = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=max_retries)(_ray_trial)
 
     def submit(self, index: int, arch: Arch, seed: int, resubmits: int = 0) -> None:
         ref = self._task.remote(self._evaluator, index, arch.to_dict(), seed)
