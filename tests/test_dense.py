@@ -18,7 +18,8 @@ from nasforge.spaces import get_space_class, make_space
 from nasforge.spaces.dense import OPS, PRESETS, DenseSpace, MBConv
 
 TINY = dict(widths=[4, 6, 8, 10], scales=[0, 0, 1, 1], stages=[0, 1, 2, 2], layers=[0, 1, 1, 1], connections=2,
-            last=8)
+            last=8, search_head=False)  # the head fixed (MBConv k3 e3): exact counts; searched heads: TINY_HEADS
+TINY_HEADS = {**TINY, "search_head": True}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -339,3 +340,58 @@ def test_small_preset_defaults():
     # each op row of the lookup: the 6 MBConvs have keys, skip none
     assert sum(v is None for v in space.latency_keys().layers[0].values()) == 1
     assert list(itertools.islice(space.layer_index, 3)) == [(1, 0), (1, 1), (2, 0)]
+
+
+# --------------------------------------------------------------------------- searched head ops
+def test_searched_heads_are_arch_choices_built_counted_and_timed():
+    from nasforge.oneshot.dense import all_paths
+    from nasforge.spaces.dense import DEFAULT_HEAD, HEAD_OPS
+
+    space = DenseSpace(**TINY_HEADS)
+    assert space.choices()["block2.head"].values == HEAD_OPS and space.choices()["space.search_head"].values == (True,)
+    # every path's blocks each pick a head op: the count multiplies by 6 per kept block
+    expected = sum(math.prod(len(OPS) ** space.layers[b] * len(HEAD_OPS) for b in p[1:-1])
+                   for p in all_paths(space.successors))
+    assert space.size() == expected
+    assert space.next_decision({"tail.input": 3}) == ("block3.head", HEAD_OPS)
+    arch = space.complete({"tail.input": 2, "block2.head": "mb_k7_e6", "block2.layer0": "skip",
+                           "block1.head": "mb_k5_e3", "block1.layer0": "mb_k3_e3"})
+    assert arch["block3.head"] == DEFAULT_HEAD and arch["block2.head"] == "mb_k7_e6"
+    space.validate(arch)
+    with pytest.raises(ArchError, match="block3.head must be 'mb_k3_e3'"):
+        space.validate(Arch(arch.space, {**arch.as_dict(), "block3.head": "mb_k5_e6"}, arch.version))
+    net = space.build(arch, (1, 8, 8), 5)
+    heads = [block[0] for block in net.blocks]
+    kernels = [next(m for m in h.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1).kernel_size[0] for h in heads]
+    assert kernels == [5, 7]
+    assert space.describe(arch) == "stem 4 > 6<k5e3>[k3e3] > 8/2<k7e6>[] > tail 8"
+    assert space.summary(arch)["heads"] == ["mb_k5_e3", "mb_k7_e6"]
+    parts = space.latency_parts((1, 8, 8), 10)
+    assert space.arch_latency_parts(arch, (1, 8, 8), 10)[1] == "head:0>1:mb_k5_e3"
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(20):
+        a = space.sample(rng)
+        space.validate(a)
+        assert set(space.arch_latency_parts(a, (1, 8, 8), 10)) <= set(parts)
+        m = space.mutate(a, rng)
+        space.validate(m)
+        seen |= {b for b in range(1, space.tail) if m[f"block{b}.head"] != a[f"block{b}.head"]}
+    assert seen  # mutation changes head ops too
+    # an arch of a fixed-head space (written before the option) rebuilds that space
+    old = DenseSpace(**TINY).arch_from_path([0, 1, 3, 4])
+    assert "space.search_head" not in old.as_dict() and DenseSpace.for_arch(old).search_head is False
+    with pytest.raises(ConfigError, match="search_head"):
+        DenseSpace(search_head="yes")
+
+
+def test_supernet_mixes_head_ops_by_their_weights():
+    torch.manual_seed(0)
+    space = DenseSpace(**TINY_HEADS)
+    sup = space.supernet((1, 8, 8), 5).eval()
+    x = torch.randn(2, 4, 8, 8)
+    w = torch.tensor([0.25, 0.75])
+    mixed = sup.head(0, 1, x, ([1, 4], w))
+    heads = sup.heads["0_1"]
+    assert torch.allclose(mixed, 0.25 * heads["mb_k3_e6"](x) + 0.75 * heads["mb_k7_e3"](x), atol=1e-6)
+    assert torch.allclose(sup.head(0, 1, x, None), heads["mb_k3_e3"](x))

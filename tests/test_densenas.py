@@ -26,7 +26,8 @@ from nasforge.strategies import get_strategy_class, make_strategy
 from nasforge.strategies.densenas import TABLE_FILE, DenseNasStrategy, rescale_
 
 TINY = dict(widths=[4, 6, 8, 10], scales=[0, 0, 1, 1], stages=[0, 1, 2, 2], layers=[0, 1, 1, 1], connections=2,
-            last=8)
+            last=8, search_head=False)  # the head fixed (MBConv k3 e3): exact counts; searched heads: TINY_HEADS
+TINY_HEADS = {**TINY, "search_head": True}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -191,7 +192,7 @@ def test_wrong_space_is_a_config_error(data):
 
 
 def test_resume_replays_exactly_and_reuses_the_table(tmp_path, data):
-    space_opts = dict(TINY)
+    space_opts = dict(TINY_HEADS)  # searched heads: their parameters and table entries resume too
     table = fake_table(make_space("dense", **space_opts), tmp_path / "table.json")
 
     def run(name, callbacks=()):
@@ -373,3 +374,75 @@ def test_paper_preset_resolves_and_runs_one_step(tmp_path):
     res, arch = search_step(strategy, strategy.engine, model, params, (x, y), (x, y))
     assert res.finite and math.isfinite(arch["arch_loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before, strategy.betas))
+
+
+def test_searched_heads_sampled_mixed_rescaled_and_derived(tmp_path, data):
+    """Per connection into a block a row of head-op parameters (official alpha_head_weights): one op per weight
+    step, two mixed by their softmax in an architecture step, re-offset after it; the expected latency weights
+    each head's table latency by its op probabilities; derivation keeps the best op of the path's connections."""
+    from nasforge.spaces.dense import HEAD_OPS
+
+    space = DenseSpace(**TINY_HEADS)
+    table = fake_table(space, tmp_path / "t.json")
+    strategy = _strategy({"weight": 0.5, "table": str(table)}, epochs=3)
+    torch.manual_seed(0)
+    strategy.init_arch(space)
+    assert strategy.alpha_head.shape == (len(strategy.edges), len(HEAD_OPS))
+    assert any(p is strategy.alpha_head for p in strategy.arch_parameters())
+    incoming = strategy.sample_incoming(strategy.path_probs(), False)
+    idx, head_ops = strategy.sample_heads(2, False, incoming)
+    assert idx.shape == (len(strategy.edges), 2)
+    for j, ((sources, _), ops) in enumerate(zip(incoming, head_ops), start=1):
+        assert len(ops) == len(sources)
+        for i, op in zip(sources, ops):
+            if j == space.tail:
+                assert op is None
+            else:
+                assert op[0] == idx[strategy.edge_index[(i, j)]].tolist() and float(op[1].detach().sum()) == pytest.approx(1)
+    with torch.no_grad():
+        strategy.alpha_head.normal_()
+        strategy.alpha.normal_()
+    strategy.setup_latency(space, data, None, None)
+    lat = LatencyTable.load(table)
+    probs = [p.detach() for p in strategy.path_probs()]
+    op_p = torch.softmax(strategy.alpha.detach(), -1)
+    head_p = torch.softmax(strategy.alpha_head.detach(), -1)
+    total = 0.0
+    for path in all_paths(space.successors):
+        weight = math.prod(float(probs[a][space.successors[a].index(b)]) for a, b in zip(path, path[1:]))
+        cost = lat.overhead_ms + lat.get("stem") + lat.get("classifier")
+        for a, b in zip(path, path[1:]):
+            if b == space.tail:
+                cost += lat.get(f"tail:{a}")
+                continue
+            e = strategy.edge_index[(a, b)]
+            cost += sum(float(head_p[e, k]) * lat.get(f"head:{a}>{b}:{op}") for k, op in enumerate(HEAD_OPS))
+            for k, (blk, _) in enumerate(space.layer_index):
+                if blk == b:
+                    cost += sum(float(op_p[k, o]) * (lat.get(f"block{b}:{OPS[o]}") if OPS[o] != "skip" else 0.0)
+                                for o in range(len(OPS)))
+        total += weight * cost
+    assert float(strategy.expected_latency()) == pytest.approx(total, rel=1e-5)
+    arch = strategy.derive(space)
+    path = space.path(arch)
+    for a, b in zip(path, path[1:-1]):
+        assert arch[f"block{b}.head"] == HEAD_OPS[int(strategy.alpha_head[strategy.edge_index[(a, b)]].argmax())]
+    # one architecture step: per connection at most the two sampled head ops move, re-offset to their old mass
+    from nasforge.oneshot.loop import make_optimizers
+
+    step = _strategy(epochs=3, a_wd=0.0)  # CE only, no decay: only the sampled entries get a gradient
+    step.setup_latency(space, data, None, None)
+    step.init_arch(space)
+    model = space.supernet((1, 8, 8), 10)
+    make_optimizers(step, list(model.parameters()))
+    old = step.alpha_head.detach().clone()
+    step.arch_step(model, (data.x_train[:16], data.y_train[:16]))
+    new = step.alpha_head.detach()
+    for r_old, r_new in zip(old, new):
+        moved = r_old != r_new
+        assert 1 <= int(moved.sum()) <= 2
+        assert float(r_new[moved].logsumexp(0)) == pytest.approx(float(r_old[moved].logsumexp(0)), abs=1e-5)
+    # a search moves the head parameters and its records hold them
+    result = _strategy({"weight": 0.5, "table": str(table)}, epochs=3).search(space, data, seed=0)
+    assert set(result.history[-1]["arch_weights"]["heads"]) == {f"{i}>{j}" for i, j in strategy.edges}
+    space.validate(result.arch)

@@ -21,15 +21,20 @@ blocks hold ``skip``). The space's shape options are recorded in the arch as sin
 choices (``block{i}.width``, ``.scale``, ``.stage``, ``.layers``, ``space.connections``,
 ``space.stem_stride``, ``space.last``), so ``arch.json`` rebuilds its space alone.
 
-Differences from the official code: the head layer's op is fixed (MBConv k3 e3) instead
-of searched; the MBConv is the one of ``spaces/ops.py`` shared with mbconv (expand 1x1, BN,
-ReLU6, depthwise kxk, BN, ReLU6, project 1x1, BN; residual when shapes match).
+The head layer's op can be searched too (``search_head``; on in the ``imagenet`` preset, as the
+official ``PRIMITIVES_head``): each kept block picks the MBConv of its incoming connection
+among the six (``block{i}.head``; dropped blocks hold ``mb_k3_e3``). With ``search_head:
+false`` (the ``small`` preset's default, so that small spaces keep their size and arch format
+of earlier versions, which other strategies' tools count on) it is fixed to MBConv k3 e3;
+architectures written before the option existed load that way.
+The MBConv is the one of ``spaces/ops.py`` shared with mbconv (expand 1x1, BN, ReLU6,
+depthwise kxk, BN, ReLU6, project 1x1, BN; residual when shapes match).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -41,15 +46,18 @@ from nasforge.spaces.base import Choice, OpChoice, SearchSpace, ValueChoice, reg
 from nasforge.spaces.ops import MBConv
 
 __all__ = [
-    "OPS", "PRESETS", "HEAD_KERNEL", "HEAD_EXPAND", "MBConv", "Stem", "TailConv", "Classifier",
+    "OPS", "PRESETS", "HEAD_KERNEL", "HEAD_EXPAND", "HEAD_OPS", "DEFAULT_HEAD", "MBConv", "Stem", "TailConv", "Classifier",
     "DenseSpace", "DenseNetwork", "DenseSupernet", "op_params",
 ]
 
 #: Candidate ops of a stacking layer (the official ``PRIMITIVES_stack``), ``skip`` last.
 OPS: tuple[str, ...] = ("mb_k3_e3", "mb_k3_e6", "mb_k5_e3", "mb_k5_e6", "mb_k7_e3", "mb_k7_e6", "skip")
 SKIP = "skip"
-#: The head layer's op (fixed; the official code searches it among the MBConv variants).
+#: The head layer's op when it is not searched (and the value dropped blocks hold when it is).
 HEAD_KERNEL, HEAD_EXPAND = 3, 3
+DEFAULT_HEAD = "mb_k3_e3"
+#: Candidate ops of a head layer (the official ``PRIMITIVES_head``: the MBConvs, no skip).
+HEAD_OPS: tuple[str, ...] = OPS[:-1]
 
 #: Shape presets. ``small``: 8x8 digits / 32x32 CIFAR (stem stride 1, three stages at
 #: three resolutions, two stacking layers per block). ``imagenet``: the official
@@ -61,14 +69,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scales": (0, 0, 0, 1, 1, 1, 2, 2, 2),
         "stages": (0, 1, 1, 2, 2, 2, 3, 3, 3),
         "layers": (0, 2, 2, 2, 2, 2, 2, 2, 2),
-        "connections": 3, "stem_stride": 1, "last": 128,
+        "connections": 3, "stem_stride": 1, "last": 128, "search_head": False,
     },
     "imagenet": {
         "widths": (16, 24, 32, 40, 48, 56, 64, 72, 96, 112, 128, 160, 176, 192, 320, 352, 384),
         "scales": (0, 1, 2, 2, 2, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4),
         "stages": (0, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6),
         "layers": (0,) + (3,) * 13 + (0,) * 3,
-        "connections": 4, "stem_stride": 2, "last": 1984,
+        "connections": 4, "stem_stride": 2, "last": 1984, "search_head": True,
     },
 }
 
@@ -110,6 +118,11 @@ class Classifier(nn.Module):
         return self.linear(self.pool(x).flatten(1))
 
 
+def _head_op(name: str, c_in: int, c_out: int, stride: int, affine: bool = True) -> nn.Module:
+    kernel, expand = op_params(name)
+    return MBConv(c_in, c_out, kernel, stride, expand, affine, shortcut=True)
+
+
 def _stack_op(name: str, width: int, affine: bool) -> nn.Module:
     kernel, expand = op_params(name)
     return MBConv(width, width, kernel, 1, expand, affine, shortcut=True)
@@ -147,10 +160,12 @@ class DenseSupernet(nn.Module):
     otherwise drown the signal and a small supernet barely trains (measured on digits: the
     loss stays at chance for 6 epochs; with zero-initialised branches it is 0.3 after 3).
 
-    ``forward(x, incoming, layer_ops)``: ``incoming[j - 1]`` gives the sources and weights
-    that block ``j`` (``1..T``, ``T`` the tail) mixes its head layers with; ``layer_ops[k]``
-    the ops and weights of flat stacking layer ``k`` (``space.layer_index``). Only blocks
-    that some used connection needs are computed, so a sampled forward costs a sub-network.
+    ``forward(x, incoming, layer_ops, head_ops)``: ``incoming[j - 1]`` gives the sources and
+    weights that block ``j`` (``1..T``, ``T`` the tail) mixes its head layers with;
+    ``layer_ops[k]`` the ops and weights of flat stacking layer ``k`` (``space.layer_index``);
+    with a searched head, ``head_ops[j - 1][n]`` the head ops and weights of block ``j``'s
+    ``n``-th source (None: ``mb_k3_e3`` alone). Only blocks that some used connection needs
+    are computed, so a sampled forward costs a sub-network.
     """
 
     def __init__(self, space: "DenseSpace", in_channels: int, num_classes: int, affine: bool = True):
@@ -162,7 +177,11 @@ class DenseSupernet(nn.Module):
         for j in range(1, space.num_blocks):
             for i in space.predecessors[j]:
                 stride = 2 ** (space.scales[j] - space.scales[i])
-                self.heads[f"{i}_{j}"] = MBConv(w[i], w[j], HEAD_KERNEL, stride, HEAD_EXPAND, affine, shortcut=True)
+                if space.search_head:
+                    self.heads[f"{i}_{j}"] = nn.ModuleDict({op: _head_op(op, w[i], w[j], stride, affine)
+                                                            for op in HEAD_OPS})
+                else:
+                    self.heads[f"{i}_{j}"] = MBConv(w[i], w[j], HEAD_KERNEL, stride, HEAD_EXPAND, affine, shortcut=True)
         self.tails = nn.ModuleDict({str(i): TailConv(w[i], space.last, affine=affine)
                                     for i in space.predecessors[space.tail]})
         self.layers = nn.ModuleList()
@@ -174,7 +193,18 @@ class DenseSupernet(nn.Module):
                 if isinstance(m, MBConv) and m.residual:
                     nn.init.zeros_(m.body[-1].weight)
 
-    def forward(self, x: Tensor, incoming: Sequence[Incoming], layer_ops: Sequence[LayerOps]) -> Tensor:
+    def head(self, i: int, j: int, x: Tensor, ops: LayerOps | None) -> Tensor:
+        """Head ``i -> j`` on ``x``: the fixed MBConv, or the searched head's ops mixed by their weights."""
+        head = self.heads[f"{i}_{j}"]
+        if not self.space.search_head:
+            return head(x)
+        if ops is None:
+            return head[DEFAULT_HEAD](x)
+        indices, w = ops
+        return sum(w[n] * head[HEAD_OPS[o]](x) for n, o in enumerate(indices))
+
+    def forward(self, x: Tensor, incoming: Sequence[Incoming], layer_ops: Sequence[LayerOps],
+                head_ops: Sequence[Sequence[LayerOps]] | None = None) -> Tensor:
         space = self.space
         tail = space.tail
         needed = {tail}
@@ -187,7 +217,8 @@ class DenseSupernet(nn.Module):
             n_layers = space.layers[j]
             if j in needed:
                 sources, weights = incoming[j - 1]
-                h = sum(weights[n] * self.heads[f"{i}_{j}"](outs[i]) for n, i in enumerate(sources))
+                ops = head_ops[j - 1] if head_ops is not None else [None] * len(sources)
+                h = sum(weights[n] * self.head(i, j, outs[i], ops[n]) for n, i in enumerate(sources))
                 for k in range(k0, k0 + n_layers):
                     indices, op_w = layer_ops[k]
                     h = sum(op_w[n] * (h if OPS[o] == SKIP else self.layers[k][OPS[o]](h))
@@ -215,6 +246,8 @@ class LatencyKeys:
     fixed: tuple[str, ...]
     heads: dict[tuple[int, int], str]
     layers: tuple[dict[str, str | None], ...]
+    #: searched heads: per connection ``(i, j)`` (``j`` a block) op -> key (``heads`` then holds the tail's only)
+    head_ops: dict[tuple[int, int], dict[str, str]] = field(default_factory=dict)
 
 
 @register_space
@@ -228,7 +261,8 @@ class DenseSpace(SearchSpace):
 
     def __init__(self, preset: str = "small", widths: Sequence[int] | None = None, scales: Sequence[int] | None = None,
                  stages: Sequence[int] | None = None, layers: Sequence[int] | None = None,
-                 connections: int | None = None, stem_stride: int | None = None, last: int | None = None):
+                 connections: int | None = None, stem_stride: int | None = None, last: int | None = None,
+                 search_head: bool | None = None):
         if preset not in PRESETS:
             raise ConfigError(f"dense space: unknown preset {preset!r}; use one of {sorted(PRESETS)}")
         base = PRESETS[preset]
@@ -240,6 +274,10 @@ class DenseSpace(SearchSpace):
         self.connections = connections if connections is not None else base["connections"]
         self.stem_stride = stem_stride if stem_stride is not None else base["stem_stride"]
         self.last = last if last is not None else base["last"]
+        if search_head is not None and not isinstance(search_head, bool):
+            raise ConfigError(f"dense space: search_head={search_head!r} must be true or false; fix space.search_head")
+        #: the head layer's op is an arch choice (official); False: fixed MBConv k3 e3
+        self.search_head = bool(base.get("search_head", True) if search_head is None else search_head)
         self._check()
         n = self.num_blocks
         self.tail = n
@@ -302,6 +340,8 @@ class DenseSpace(SearchSpace):
         fixed("space.connections", self.connections)
         fixed("space.stem_stride", self.stem_stride)
         fixed("space.last", self.last)
+        if self.search_head:  # (absent: the head is fixed, as in architectures from before the option)
+            out["space.search_head"] = ValueChoice("space.search_head", (True,))
         for i in range(self.num_blocks):
             fixed(f"block{i}.width", self.widths[i])
             fixed(f"block{i}.scale", self.scales[i])
@@ -309,6 +349,8 @@ class DenseSpace(SearchSpace):
             fixed(f"block{i}.layers", self.layers[i])
             if i > 0:
                 out[f"block{i}.input"] = ValueChoice(f"block{i}.input", (-1, *self.predecessors[i]))
+                if self.search_head:
+                    out[f"block{i}.head"] = OpChoice(f"block{i}.head", HEAD_OPS)
             for l in range(self.layers[i]):
                 out[f"block{i}.layer{l}"] = OpChoice(f"block{i}.layer{l}", OPS)
         out["tail.input"] = ValueChoice("tail.input", tuple(self.predecessors[self.tail]))
@@ -326,7 +368,7 @@ class DenseSpace(SearchSpace):
                        stages=[choices[f"block{i}.stage"] for i in range(n)],
                        layers=[choices[f"block{i}.layers"] for i in range(n)],
                        connections=choices["space.connections"], stem_stride=choices["space.stem_stride"],
-                       last=choices["space.last"])
+                       last=choices["space.last"], search_head=bool(choices.get("space.search_head", False)))
         except KeyError as exc:
             raise ArchError(f"dense architecture lacks the shape choice {exc.args[0]!r}; use an arch.json written "
                             "by a dense search (it records the space's widths, scales, stages and layers)") from None
@@ -350,10 +392,13 @@ class DenseSpace(SearchSpace):
                 raise ArchError(f"block {path[-1]} is on the path to the tail but its input is -1 (dropped); "
                                 "give it an input block")
 
-    def arch_from_path(self, path: Sequence[int], ops: dict[tuple[int, int], str] | None = None) -> Arch:
+    def arch_from_path(self, path: Sequence[int], ops: dict[tuple[int, int], str] | None = None,
+                       heads: dict[int, str] | None = None) -> Arch:
         """The ``Arch`` keeping the blocks of ``path`` (0 ... tail) with ``ops[(block, layer)]``
-        (``skip`` where missing and for every dropped block)."""
+        (``skip`` where missing and for every dropped block) and, with a searched head,
+        ``heads[block]`` (``mb_k3_e3`` where missing and for every dropped block)."""
         ops = ops or {}
+        heads = heads or {}
         path = list(path)
         if not path or path[0] != 0 or path[-1] != self.tail:
             raise ArchError(f"a dense path must run from node 0 to the tail ({self.tail}), got {path}")
@@ -363,6 +408,8 @@ class DenseSpace(SearchSpace):
             choices[f"block{i}.input"] = -1
             for l in range(self.layers[i]):
                 choices[f"block{i}.layer{l}"] = ops.get((i, l), SKIP) if i in on else SKIP
+            if self.search_head:
+                choices[f"block{i}.head"] = heads.get(i, DEFAULT_HEAD) if i in on else DEFAULT_HEAD
         for a, b in zip(path, path[1:]):
             if b == self.tail:
                 choices["tail.input"] = a
@@ -386,6 +433,8 @@ class DenseSpace(SearchSpace):
             for l in range(self.layers[i]):
                 if arch[f"block{i}.layer{l}"] != SKIP:
                     raise ArchError(f"block {i} is dropped, so block{i}.layer{l} must be 'skip'; fix that value")
+            if self.search_head and arch[f"block{i}.head"] != DEFAULT_HEAD:
+                raise ArchError(f"block {i} is dropped, so block{i}.head must be '{DEFAULT_HEAD}'; fix that value")
 
     # --- sequential decisions -------------------------------------------------
     def next_decision(self, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
@@ -404,6 +453,8 @@ class DenseSpace(SearchSpace):
                                 f"(those are {self.predecessors[succ]}); decide among them")
             if node == 0:
                 return None
+            if self.search_head and f"block{node}.head" not in values:
+                return f"block{node}.head", HEAD_OPS
             for l in range(self.layers[node]):
                 if f"block{node}.layer{l}" not in values:
                     return f"block{node}.layer{l}", OPS
@@ -427,13 +478,18 @@ class DenseSpace(SearchSpace):
         bad = [f"{k}={v!r}" for k, v in ((f"block{b}.layer{l}", o) for (b, l), o in ops.items()) if v not in OPS]
         if bad:
             raise ArchError(f"{bad[0]} is not one of {list(OPS)}; fix that value")
-        return self.arch_from_path(path, ops)
+        heads = {b: values[f"block{b}.head"] for b in path[1:-1]} if self.search_head else {}
+        bad = [f"block{b}.head={v!r}" for b, v in heads.items() if v not in HEAD_OPS]
+        if bad:
+            raise ArchError(f"{bad[0]} is not one of {list(HEAD_OPS)}; fix that value")
+        return self.arch_from_path(path, ops, heads)
 
     def sample(self, rng: np.random.Generator) -> Arch:
         """A random path (uniform successor at each node) with uniform ops on its blocks."""
         return self._complete([0], {}, rng)
 
-    def _complete(self, prefix: list[int], ops: dict[tuple[int, int], str], rng: np.random.Generator) -> Arch:
+    def _complete(self, prefix: list[int], ops: dict[tuple[int, int], str], rng: np.random.Generator,
+                  heads: dict[int, str] | None = None) -> Arch:
         path = list(prefix)
         while path[-1] != self.tail:
             succ = self.successors[path[-1]]
@@ -443,31 +499,42 @@ class DenseSpace(SearchSpace):
             for l in range(self.layers[b]):
                 if (b, l) not in ops:
                     ops[(b, l)] = OPS[int(rng.integers(len(OPS)))]
-        return self.arch_from_path(path, ops)
+        heads = dict(heads or {})
+        if self.search_head:
+            for b in path[1:-1]:
+                if b not in heads:
+                    heads[b] = HEAD_OPS[int(rng.integers(len(HEAD_OPS)))]
+        return self.arch_from_path(path, ops, heads)
 
     def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
         """Change one op of a kept layer, or reroute the path from one of its nodes (a new valid path)."""
         path = self.path(arch)
-        ops = {(b, l): arch[f"block{b}.layer{l}"] for b in path[1:-1] for l in range(self.layers[b])}
+        ops: dict[Any, str] = {(b, l): arch[f"block{b}.layer{l}"] for b in path[1:-1] for l in range(self.layers[b])}
+        heads = {b: arch[f"block{b}.head"] for b in path[1:-1]} if self.search_head else {}
+        ops.update({("head", b): op for b, op in heads.items()})  # a head is one more op to change
         reroutable = [n for n, node in enumerate(path[:-1]) if len(self.successors[node]) > 1]
         if ops and (not reroutable or rng.random() < 0.5):
             key = list(ops)[int(rng.integers(len(ops)))]
-            others = [o for o in OPS if o != ops[key]]
+            others = [o for o in (HEAD_OPS if key[0] == "head" else OPS) if o != ops[key]]
             ops[key] = others[int(rng.integers(len(others)))]
-            return self.arch_from_path(path, ops)
+            heads = {k[1]: v for k, v in ops.items() if k[0] == "head"}
+            return self.arch_from_path(path, {k: v for k, v in ops.items() if k[0] != "head"}, heads)
         if not reroutable:
             return arch
         n = reroutable[int(rng.integers(len(reroutable)))]
         node = path[n]
         others = [j for j in self.successors[node] if j != path[n + 1]]
-        return self._complete(path[: n + 1] + [others[int(rng.integers(len(others)))]], ops, rng)
+        ops = {k: v for k, v in ops.items() if k[0] != "head"}
+        return self._complete(path[: n + 1] + [others[int(rng.integers(len(others)))]], ops, rng,
+                              {b: v for b, v in heads.items() if b in path[: n + 1]})
 
     def size(self) -> int:
         """Number of distinct architectures: over all paths, the product of op choices of their layers."""
         count = [0] * (self.tail + 1)
         count[self.tail] = 1
         for i in range(self.tail - 1, -1, -1):
-            count[i] = sum(count[j] * (len(OPS) ** self.layers[j] if j < self.tail else 1)
+            head = len(HEAD_OPS) if self.search_head else 1
+            count[i] = sum(count[j] * (len(OPS) ** self.layers[j] * head if j < self.tail else 1)
                            for j in self.successors[i])
         return count[0]
 
@@ -478,7 +545,8 @@ class DenseSpace(SearchSpace):
             down = "/2" if self.scales[b] > self.scales[prev] else ""
             ops = [arch[f"block{b}.layer{l}"] for l in range(self.layers[b])]
             kept = [o.replace("mb_", "").replace("_", "") for o in ops if o != SKIP]
-            parts.append(f"{self.widths[b]}{down}[{','.join(kept)}]")
+            head = f"<{arch[f'block{b}.head'].replace('mb_', '').replace('_', '')}>" if self.search_head else ""
+            parts.append(f"{self.widths[b]}{down}{head}[{','.join(kept)}]")
         parts.append(f"tail {self.last}")
         return " > ".join(parts)
 
@@ -492,8 +560,11 @@ class DenseSpace(SearchSpace):
                 downsample.append(depth)
             widths.append(self.widths[b])
             depth += sum(arch[f"block{b}.layer{l}"] != SKIP for l in range(self.layers[b]))
-        return {"path": path, "widths": widths, "depth": depth, "downsample_at": downsample,
-                "stem_stride": self.stem_stride}
+        out = {"path": path, "widths": widths, "depth": depth, "downsample_at": downsample,
+               "stem_stride": self.stem_stride}
+        if self.search_head:
+            out["heads"] = [arch[f"block{b}.head"] for b in path[1:-1]]
+        return out
 
     # --- networks --------------------------------------------------------------
     def resolutions(self, input_shape: tuple[int, int, int]) -> list[tuple[int, int]]:
@@ -505,9 +576,8 @@ class DenseSpace(SearchSpace):
             out.append((math.ceil(h / 2 ** s), math.ceil(w / 2 ** s)))
         return out
 
-    def _head(self, i: int, j: int, affine: bool = True) -> nn.Module:
-        return MBConv(self.widths[i], self.widths[j], HEAD_KERNEL, 2 ** (self.scales[j] - self.scales[i]),
-                      HEAD_EXPAND, affine, shortcut=True)
+    def _head(self, i: int, j: int, affine: bool = True, op: str = DEFAULT_HEAD) -> nn.Module:
+        return _head_op(op, self.widths[i], self.widths[j], 2 ** (self.scales[j] - self.scales[i]), affine)
 
     def build(self, arch: Arch, input_shape: tuple[int, int, int], num_classes: int, **_: Any) -> DenseNetwork:
         """The derived network. The final-training options ``layers``, ``channels`` and
@@ -518,7 +588,8 @@ class DenseSpace(SearchSpace):
         for prev, b in zip(path, path[1:-1]):
             layers = [_stack_op(arch[f"block{b}.layer{l}"], self.widths[b], True) for l in range(self.layers[b])
                       if arch[f"block{b}.layer{l}"] != SKIP]
-            blocks.append(nn.Sequential(self._head(prev, b), *layers))
+            head = arch[f"block{b}.head"] if self.search_head else DEFAULT_HEAD
+            blocks.append(nn.Sequential(self._head(prev, b, op=head), *layers))
         return DenseNetwork(Stem(input_shape[0], self.widths[0], self.stem_stride), blocks,
                             TailConv(self.widths[path[-2]], self.last), Classifier(self.last, num_classes))
 
@@ -531,10 +602,12 @@ class DenseSpace(SearchSpace):
     def latency_keys(self) -> LatencyKeys:
         """Table keys of the pieces: fixed ones, ``heads[(i, j)]`` (``j`` = tail: the tail conv), and
         per stacking layer (``layer_index`` order) op -> key (``None`` for ``skip``)."""
-        heads = {(i, j): f"head:{i}>{j}" for j in range(1, self.tail) for i in self.predecessors[j]}
+        edges = [(i, j) for j in range(1, self.tail) for i in self.predecessors[j]]
+        heads = {} if self.search_head else {(i, j): f"head:{i}>{j}" for i, j in edges}
         heads.update({(i, self.tail): f"tail:{i}" for i in self.predecessors[self.tail]})
+        head_ops = {(i, j): {op: f"head:{i}>{j}:{op}" for op in HEAD_OPS} for i, j in edges} if self.search_head else {}
         layers = tuple({op: (None if op == SKIP else f"block{b}:{op}") for op in OPS} for b, _ in self.layer_index)
-        return LatencyKeys(("stem", "classifier"), heads, layers)
+        return LatencyKeys(("stem", "classifier"), heads, layers, head_ops)
 
     def latency_parts(self, input_shape: tuple[int, int, int], num_classes: int
                       ) -> dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]]:
@@ -545,9 +618,13 @@ class DenseSpace(SearchSpace):
             "stem": (lambda: Stem(input_shape[0], w[0], self.stem_stride), tuple(input_shape)),
             "classifier": (lambda: Classifier(self.last, num_classes), (self.last, *res[self.tail])),
         }
-        for (i, j), key in self.latency_keys().heads.items():
+        keys = self.latency_keys()
+        for (i, j), key in keys.heads.items():
             factory = (lambda i=i: TailConv(w[i], self.last)) if j == self.tail else (lambda i=i, j=j: self._head(i, j))
             parts[key] = (factory, (w[i], *res[i]))
+        for (i, j), per_op in keys.head_ops.items():
+            for op, key in per_op.items():
+                parts[key] = (lambda i=i, j=j, op=op: self._head(i, j, op=op), (w[i], *res[i]))
         for b in range(1, self.tail):
             if self.layers[b] == 0:
                 continue
@@ -561,7 +638,7 @@ class DenseSpace(SearchSpace):
         path = self.path(arch)
         keys = ["stem"]
         for prev, b in zip(path, path[1:-1]):
-            keys.append(f"head:{prev}>{b}")
+            keys.append(f"head:{prev}>{b}:{arch[f'block{b}.head']}" if self.search_head else f"head:{prev}>{b}")
             keys += [f"block{b}:{arch[f'block{b}.layer{l}']}" for l in range(self.layers[b])
                      if arch[f"block{b}.layer{l}"] != SKIP]
         keys += [f"tail:{path[-2]}", "classifier"]

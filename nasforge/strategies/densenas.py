@@ -73,7 +73,7 @@ from nasforge.hardware.penalty import TABLE_FILE, LatencyPenalty, load_or_build_
 from nasforge.oneshot.dense import expected_latency, viterbi
 from nasforge.oneshot.loop import OneShotConfig
 from nasforge.progress import Progress
-from nasforge.spaces.dense import OPS, DenseSpace
+from nasforge.spaces.dense import HEAD_OPS, OPS, DenseSpace
 from nasforge.strategies.base import register_strategy
 from nasforge.strategies.oneshot import OneShotStrategy
 
@@ -133,9 +133,29 @@ class DenseNasStrategy(OneShotStrategy):
         self.space = space
         self.betas = [self.new_arch_param(len(s)) for s in space.successors]
         self.alpha = self.new_arch_param(len(space.layer_index), len(OPS))
+        #: searched heads: one row of op parameters per connection into a block (official ``alpha_head_weights``)
+        self.edges = [(i, j) for j in range(1, space.tail) for i in space.predecessors[j]] if space.search_head else []
+        self.edge_index = {e: k for k, e in enumerate(self.edges)}
+        self.alpha_head = self.new_arch_param(len(self.edges), len(HEAD_OPS)) if self.edges else None
 
     def arch_parameters(self) -> list[Tensor]:
-        return [*self.betas, self.alpha]
+        return [*self.betas, self.alpha] + ([self.alpha_head] if self.alpha_head is not None else [])
+
+    def sample_heads(self, k: int, uniform: bool, incoming: Sequence[tuple[list[int], Tensor]]
+                     ) -> tuple[Tensor | None, list[list[tuple[list[int], Tensor]]] | None]:
+        """``k`` head ops per connection (uniformly or by softmax of its ``alpha_head`` row), mixed by the
+        softmax of their own entries; arranged as the supernet's ``head_ops`` for the sources of ``incoming``."""
+        if self.alpha_head is None:
+            return None, None
+        a = self.alpha_head
+        weights = torch.ones_like(a) if uniform else F.softmax(a.detach(), dim=-1)
+        idx = torch.multinomial(weights, k, replacement=False).sort(dim=1).values
+        mixed = F.softmax(a.gather(1, idx), dim=-1)
+        rows = [(r.tolist(), w) for r, w in zip(idx, mixed)]
+        tail = self.space.tail
+        head_ops = [[rows[self.edge_index[(i, j)]] for i in sources] if j < tail else [None] * len(sources)
+                    for j, (sources, _) in enumerate(incoming, start=1)]
+        return idx, head_ops
 
     def path_probs(self) -> list[Tensor]:
         return [F.softmax(b, dim=-1) for b in self.betas]
@@ -195,8 +215,16 @@ class DenseNasStrategy(OneShotStrategy):
                                         for layer in keys.layers], dtype=torch.float32,
                                        device=self.engine.device).reshape(-1, len(OPS))
         self.fixed_latency = table.overhead_ms + sum(table.get(k) for k in keys.fixed)
+        self.head_op_latency = torch.tensor([[table.get(keys.head_ops[e][op]) for op in HEAD_OPS]
+                                             for e in self.edges_of(space)], dtype=torch.float32,
+                                            device=self.engine.device).reshape(-1, len(HEAD_OPS))
         weight = DEFAULT_WEIGHT if lat.weight is None else lat.weight
         self.penalty = LatencyPenalty(lat.form(DEFAULT_FORM), weight, lat.target_ms or 1.0, lat.alpha, lat.base)
+
+    @staticmethod
+    def edges_of(space: DenseSpace) -> list[tuple[int, int]]:
+        """The connections into blocks whose head op is searched (none when the space fixes it)."""
+        return [(i, j) for j in range(1, space.tail) for i in space.predecessors[j]] if space.search_head else []
 
     def expected_latency(self, probs: Sequence[Tensor] | None = None) -> Tensor:
         """Expected latency (ms) of the supernet under the current path and op distributions."""
@@ -209,7 +237,11 @@ class DenseNasStrategy(OneShotStrategy):
         stack: list[Tensor | float] = [0.0] * space.tail
         for k, (b, _) in enumerate(space.layer_index):
             stack[b] = stack[b] + per_layer[k]
-        return expected_latency(space.successors, probs, self.head_latency, stack, self.fixed_latency)
+        heads: dict[tuple[int, int], Any] = dict(self.head_latency)
+        if self.alpha_head is not None:  # a searched head costs its op-probability-weighted latency
+            per_head = (F.softmax(self.alpha_head, dim=-1) * self.head_op_latency).sum(-1)
+            heads.update({e: per_head[k] for k, e in enumerate(self.edges)})
+        return expected_latency(space.successors, probs, heads, stack, self.fixed_latency)
 
     # --- derivation -----------------------------------------------------------
     def derive(self, space: DenseSpace | None = None) -> Arch:
@@ -218,22 +250,36 @@ class DenseNasStrategy(OneShotStrategy):
         path = viterbi(space.successors, [p.detach() for p in self.path_probs()])
         best = self.alpha.detach().argmax(-1).tolist()
         ops = {key: OPS[best[k]] for k, key in enumerate(space.layer_index)}
-        return space.arch_from_path(path, ops)
+        heads = {}
+        if self.alpha_head is not None:  # the head op of the connection the path takes into each block
+            best_head = self.alpha_head.detach().argmax(-1).tolist()
+            heads = {b: HEAD_OPS[best_head[self.edge_index[(a, b)]]] for a, b in zip(path, path[1:-1])}
+        return space.arch_from_path(path, ops, heads)
 
     def arch_weights(self, space: DenseSpace | None = None) -> dict[str, Any]:
         """Transition probabilities per node and op probabilities per stacking layer, for the record."""
-        return {"paths": [p.detach().tolist() for p in self.path_probs()],
-                "ops": F.softmax(self.alpha.detach(), dim=-1).tolist(), "op_names": list(OPS)}
+        out = {"paths": [p.detach().tolist() for p in self.path_probs()],
+               "ops": F.softmax(self.alpha.detach(), dim=-1).tolist(), "op_names": list(OPS)}
+        if self.alpha_head is not None:
+            out["heads"] = {f"{i}>{j}": row for (i, j), row in
+                            zip(self.edges, F.softmax(self.alpha_head.detach(), dim=-1).tolist())}
+            out["head_op_names"] = list(HEAD_OPS)
+        return out
 
-    def path_inputs(self, arch: Arch) -> tuple[list[tuple[list[int], Tensor]], list[tuple[list[int], Tensor]]]:
-        """Supernet inputs that run exactly the network of ``arch`` (one source per block, one op per layer)."""
+    def path_inputs(self, arch: Arch) -> tuple[Any, Any, Any]:
+        """Supernet inputs (incoming, layer ops, head ops) that run exactly the network of ``arch`` (one source
+        per block, one op per layer and head)."""
         space = self.space
         path = space.path(arch)
         prev = {b: a for a, b in zip(path, path[1:])}
         one = torch.ones(1, device=self.engine.device)
         incoming = [([prev[j]] if j in prev else [space.predecessors[j][0]], one) for j in range(1, space.tail + 1)]
         layer_ops = [([OPS.index(arch[f"block{b}.layer{l}"])], one) for b, l in space.layer_index]
-        return incoming, layer_ops
+        if not space.search_head:
+            return incoming, layer_ops, None
+        head_ops = [[([HEAD_OPS.index(arch[f"block{j}.head"])], one) for _ in sources] if j < space.tail
+                    else [None] * len(sources) for j, (sources, _) in enumerate(incoming, start=1)]
+        return incoming, layer_ops, head_ops
 
     # --- the loop's hooks ----------------------------------------------------------
     def setup(self, space: DenseSpace, data: Dataset, experiment: Experiment | None, progress: Progress) -> None:
@@ -271,8 +317,8 @@ class DenseNasStrategy(OneShotStrategy):
 
     def eval_forward(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
         """The derived sub-network with the supernet's shared weights."""
-        incoming, layer_ops = self.path_inputs(self.derive())
-        return lambda x: model(x, incoming, layer_ops)
+        incoming, layer_ops, head_ops = self.path_inputs(self.derive())
+        return lambda x: model(x, incoming, layer_ops, head_ops)
 
     # --- steps ------------------------------------------------------------------
     def train_forward(self, model: nn.Module, x: Tensor, warm: bool) -> Tensor:
@@ -280,7 +326,8 @@ class DenseNasStrategy(OneShotStrategy):
         with torch.no_grad():
             incoming = self.sample_incoming(self.path_probs(), uniform=warm)
             _, layer_ops = self.sample_ops(1, uniform=warm)
-        return model(x, incoming, layer_ops)
+            _, head_ops = self.sample_heads(1, warm, incoming)
+        return model(x, incoming, layer_ops, head_ops)
 
     def arch_step(self, model: nn.Module, batch: tuple[Tensor, Tensor],
                   train_batch: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
@@ -289,21 +336,25 @@ class DenseNasStrategy(OneShotStrategy):
         probs = self.path_probs()
         incoming = self.sample_incoming(probs, uniform=False)
         idx, layer_ops = self.sample_ops(cfg.arch_op_samples, uniform=False)
+        head_idx, head_ops = self.sample_heads(min(cfg.arch_op_samples, len(HEAD_OPS)), False, incoming)
         x, y = batch
         with self.engine.autocast():
-            ce = F.cross_entropy(model(x, incoming, layer_ops), y)
+            ce = F.cross_entropy(model(x, incoming, layer_ops, head_ops), y)
         loss = self.penalty(ce, self.expected_latency(probs)) if self.table is not None else ce
         if not torch.isfinite(loss):
             return {"arch_loss": float("nan")}
         params = self.arch_parameters()
         grads = self.engine.grad(loss, params, allow_unused=True)
         old = self.alpha.detach().clone()
+        old_head = self.alpha_head.detach().clone() if self.alpha_head is not None else None
         self.a_opt.zero_grad(set_to_none=True)
         for p, g in zip(params, grads):
             p.grad = g if g is not None else torch.zeros_like(p)
         self.a_opt.step()
         if idx.numel():
             rescale_(self.alpha.data, old, idx)
+        if head_idx is not None and head_idx.numel():
+            rescale_(self.alpha_head.data, old_head, head_idx)
         return {"arch_loss": loss.item(), "arch_ce": ce.item()}
 
 
