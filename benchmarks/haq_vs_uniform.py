@@ -11,10 +11,15 @@ Then:
 2. latency budgets: on each accelerator model, the budget is the modelled latency of the
    uniform 4-bit (weights and activations) model; HAQ searches both. The table shows how
    the bits of depthwise and pointwise layers differ between the two designs.
+3. measured latency (``onnxruntime``): every layer timed alone on this CPU's ONNX Runtime,
+   float and int8 (QDQ, fused into QLinearConv/QLinearMatMul); the budget is the measured
+   latency of the uniform W4/A4 model, compared with uniform W4/A4 and W8/A8.
 
-Accuracy-only conclusions: timings here are not measurements (latency is modelled).
+As the HAQ code: the first and last layers stay at 8 bits (in the uniform baselines too,
+whose sizes/latencies are the budgets), and every episode's reward follows a short
+fine-tune (one epoch of ``--episode-finetune-images`` training images; the HAQ code: 20,000).
 
-    python benchmarks/haq_vs_uniform.py                    # default settings (about 10 min on 2 cores)
+    python benchmarks/haq_vs_uniform.py                    # default settings
     python benchmarks/haq_vs_uniform.py --episodes 6 --warmup 2 --train-epochs 1 --data digits   # smoke test
 """
 
@@ -73,7 +78,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20, help="random warm-up episodes")
     ap.add_argument("--train-epochs", type=int, default=15, help="float training epochs")
     ap.add_argument("--finetune-epochs", type=int, default=2, help="fine-tune epochs of every compared policy")
-    ap.add_argument("--finetune-steps", type=int, default=0, help="per-episode fine-tune steps of the search")
+    ap.add_argument("--episode-finetune-images", type=int, default=1024,
+                    help="images of the per-episode fine-tune epoch (HAQ code: 20000; 0: none)")
+    ap.add_argument("--targets", default="size,bitserial,bitfusion,onnxruntime",
+                    help="which comparisons to run: size, bitserial, bitfusion, onnxruntime")
     ap.add_argument("--bits", default="3,4", help="uniform widths whose sizes are the size budgets")
     ap.add_argument("--valid-fraction", type=float, default=0.2, help="training share held out to score episodes")
     ap.add_argument("--seed", type=int, default=0)
@@ -99,18 +107,24 @@ def main() -> None:
           f"({sum(f.depthwise for f in infos)} depthwise), {sum(f.weight_params for f in infos):,} weights; "
           f"trained {args.train_epochs} epochs in {time.time() - t0:.0f} s")
     base = {"episodes": args.episodes, "warmup": args.warmup, "finetune_epochs": args.finetune_epochs,
-            "finetune_steps": args.finetune_steps}
+            "finetune_images": max(args.episode_finetune_images, 1)}
+    if args.episode_finetune_images <= 0:
+        base["finetune_steps"] = 0
+    targets = set(args.targets.split(","))
     img = Path(args.img_dir) if args.img_dir else None
+
+    def uniform(k: int, a: int) -> list[tuple[int, int]]:
+        """k-bit weights, a-bit inputs, the first and last layers at 8 bits (as HAQ's policies)."""
+        return [(8, 8) if i in (0, len(infos) - 1) else (k, a) for i in range(len(infos))]
 
     # --- 1. size budgets -------------------------------------------------------------
     size_rows = []
-    for k in [int(b) for b in args.bits.split(",")]:
-        target = quantized_size_bytes([f.weight_params for f in infos], [k] * len(infos))
+    for k in [int(b) for b in args.bits.split(",")] if "size" in targets else []:
+        target = quantized_size_bytes([f.weight_params for f in infos], [w for w, _ in uniform(k, 8)])
         search = HaqSearch(model, data, Budget("size", float(target), relative=False), seed=args.seed,
                            config=dict(base, abits=8))
         haq = search.run().metrics
-        uniform = search.evaluate_policy([(k, 8)] * len(infos))
-        size_rows.append((k, target, haq, uniform))
+        size_rows.append((k, target, haq, search.evaluate_policy(uniform(k, 8))))
         if img:
             plot_bits(haq["layers"], img / f"haq_size_{k}bit.png",
                       title=f"HAQ weight bits under the uniform {k}-bit size ({format_value('size', target)})")
@@ -121,19 +135,19 @@ def main() -> None:
             print(f"{'= uniform ' + str(k) + '-bit ' + format_value('size', target):<26}{label:<11}"
                   f"{format_value('size', r['size_bytes']):>13}{r['size_bytes'] <= target!s:>11}"
                   f"{100 * r['test_acc']:>9.2f}%{100 * r['quant_test_acc_before_finetune']:>10.2f}%")
-    print(f"float model test accuracy: {100 * size_rows[0][2]['float_test_acc']:.2f}%; best episodes: "
-          + ", ".join(f"{k}-bit budget {haq['best_episode']}" for k, _, haq, _ in size_rows))
+    if size_rows:
+        print(f"float model test accuracy: {100 * size_rows[0][2]['float_test_acc']:.2f}%; best episodes: "
+              + ", ".join(f"{k}-bit budget {haq['best_episode']}" for k, _, haq, _ in size_rows))
 
     # --- 2. latency budgets on each accelerator ------------------------------------------
     lat_rows = []
-    for acc_name in ("bitserial", "bitfusion"):
+    for acc_name in [a for a in ("bitserial", "bitfusion") if a in targets]:
         acc = make_accelerator(acc_name)
-        target = acc.model_cost(infos, [(4, 4)] * len(infos))[0]
+        target = acc.model_cost(infos, uniform(4, 4))[0]
         search = HaqSearch(model, data, Budget("latency", target, relative=False), accelerator=acc, seed=args.seed,
                            config=base)
         haq = search.run().metrics
-        uniform = search.evaluate_policy([(4, 4)] * len(infos))
-        lat_rows.append((acc_name, target, haq, uniform))
+        lat_rows.append((acc_name, target, haq, search.evaluate_policy(uniform(4, 4))))
         if img:
             plot_bits(haq["layers"], img / f"haq_latency_{acc_name}.png",
                       title=f"HAQ under the uniform 4/4-bit latency on {acc_name}")
@@ -150,6 +164,36 @@ def main() -> None:
                   f"{dw[0]:>6.1f}/{dw[1]:<4.1f}{pw[0]:>6.1f}/{pw[1]:<4.1f}")
     for acc_name, _, haq, _ in lat_rows:
         print(f"{acc_name} HAQ (best episode {haq['best_episode']}) W/A per layer: "
+              + " ".join(f"{w}/{a}{'dw' if f.depthwise else ''}" for (w, a), f in zip(haq["policy"], infos)))
+
+    # --- 3. latency measured on ONNX Runtime's int8 kernels ---------------------------------
+    if "onnxruntime" in targets:
+        t0 = time.time()
+        probe = HaqSearch(model, data, "latency=100", accelerator="onnxruntime", seed=args.seed,
+                          config=dict(base, episodes=1, ort_threads=args.threads))
+        table = probe.accelerator
+        target = probe.env.cost(uniform(4, 4)).latency
+        print(f"\nONNX Runtime per-layer latency (batch 1, {args.threads} threads, measured in "
+              f"{time.time() - t0:.0f} s): sum int8 {format_value('latency', sum(v['int8'] for v in table.table.values()))}, "
+              f"sum float {format_value('latency', sum(v['float'] for v in table.table.values()))}")
+        for f in infos:
+            row = table.table[f.name]
+            print(f"  {f.name:<6}{'dw' if f.depthwise else f.kind:<7}int8 {1e6 * row['int8']:8.1f} us  "
+                  f"float {1e6 * row['float']:8.1f} us")
+        search = HaqSearch(model, data, Budget("latency", target, relative=False), accelerator=table,
+                           seed=args.seed, config=base)
+        haq = search.run().metrics
+        rows = [("HAQ", haq), ("uniform 4/4", search.evaluate_policy(uniform(4, 4))),
+                ("uniform 8/8", search.evaluate_policy(uniform(8, 8)))]
+        print(f"\nMeasured latency budget (= uniform W4/A4 on ONNX Runtime int8, "
+              f"{format_value('latency', target)}):")
+        print(f"{'policy':<13}{'latency':>11}{'<= budget':>11}{'test acc':>10}{'before ft':>11}{'mean W/A':>11}")
+        for label, r in rows:
+            pol = [tuple(p) for p in r["policy"]]
+            print(f"{label:<13}{format_value('latency', r['latency']):>11}{r['latency'] <= target * (1 + 1e-9)!s:>11}"
+                  f"{100 * r['test_acc']:>9.2f}%{100 * r['quant_test_acc_before_finetune']:>10.2f}%"
+                  f"{np.mean([w for w, _ in pol]):>6.1f}/{np.mean([a for _, a in pol]):<4.1f}")
+        print(f"onnxruntime HAQ (best episode {haq['best_episode']}) W/A per layer: "
               + " ".join(f"{w}/{a}{'dw' if f.depthwise else ''}" for (w, a), f in zip(haq["policy"], infos)))
     print(f"\ntotal wall time {time.time() - tic:.0f} s (threads {args.threads})")
 
