@@ -9,14 +9,19 @@ halves of the training split:
 - **weight step** (train half): one path per choice sampled from ``softmax(alpha)``; only
   that candidate runs (memory of one compact network); SGD (momentum 0.9, Nesterov, cosine lr).
 - **architecture step** (valid half, every ``arch_every`` weight steps, after the
-  ``warmup_epochs`` where only weights train), by one of two estimators
-  (``grad_estimator``):
+  ``warmup_epochs`` where only weights train and ``arch_delay_epochs`` more), by one of
+  three estimators (``grad_estimator``):
 
   * ``binary`` (the paper's gradient, its code's ``two`` mode): two paths per choice, a
     binary gate over them, ``dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i)`` on the two
     sampled alphas, an Adam step (betas (0, 0.999): an alpha with no gradient does not
     move), then both re-offset so every unsampled op keeps its probability
-    (``nasforge.oneshot.binary``).
+    (``nasforge.oneshot.binary``). A choice whose active op is ``zero`` is not updated
+    (official ``set_arch_param_grad``).
+  * ``full_v2`` (the official script's default): one path per choice runs; after the
+    backward every candidate's gate gradient ``<o_k(x), dL/dy>`` (``o_k`` without autograd
+    on the choice's input), the alpha gradient over the full softmax, plus the latency
+    term's; Adam, no re-offset (``full_v2_step``; single-op choices only).
   * ``reinforce``: ``rl_samples`` networks (one path per choice) scored on a valid batch;
     reward = accuracy (times the latency term), moving-average baseline
     ``b += rl_baseline_decay * (mean reward - b)`` (the official update), gradient
@@ -37,9 +42,8 @@ full softmax. Loss forms (``latency.loss``, auto ``mul``):
 - ``add``: ``CE + w * E[lat] / T`` (the official ``add#linear`` ``lambda * (E - T) / T``
   up to a constant; default weight 0.1);
 - ``mul``: ``a * CE * (log E[lat] / log T) ^ w`` (the official ``mul#log``, a 0.2, w 0.3),
-  with both latencies in **microseconds** so that the logs are positive for any network
-  (the official code uses ms on phones, where latencies are tens of ms; networks of small
-  images run under 1 ms);
+  latencies in ms as the official code when every network of the space takes over 1 ms,
+  else in microseconds so that the logs stay positive (``latency.log_unit``);
 - REINFORCE rewards: ``acc * (T / lat) ^ w`` (mul; official ``rl_tradeoff_ratio`` 0.1) or
   ``acc - w * lat / T`` (add).
 
@@ -50,14 +54,21 @@ and no table none is built. ``latency.target_ms`` left empty takes the geometric
 the smallest and the largest network of the space; a target below the smallest network is
 refused.
 
+``objective: flops`` counts FLOPs instead (``build_flops_table``: every piece of the space
+counted at its input shape, MFLOPs; the official ``expected_flops``), against
+``target_mflops``; ``latency.log_unit`` picks the unit inside ``mul``'s logs (ms: official).
+
 Defaults from the official search script (``imagenet_arch_search.py``): weights SGD
-lr 0.025, momentum 0.9, Nesterov, weight decay 4e-5, cosine; architecture Adam lr 1e-3,
-betas (0, 0.999), eps 1e-8, no weight decay, init N(0, 1e-3). Scaled for small data: the
-official 40 warm-up epochs before 120 search epochs become a quarter of ``epochs``
-(auto), architecture updates run after every weight step (official: every 5, on
-ImageNet's thousands of steps per epoch), label smoothing is not used, a gradient clip
-of 5 guards the weights; the REINFORCE variant updates once per architecture step with
-``rl_samples`` (official 10) networks. Derivation: per choice the candidate with the largest
+momentum 0.9, Nesterov, weight decay 4e-5, cosine; architecture Adam betas (0, 0.999), eps
+1e-8, no weight decay, init N(0, 1e-3). Scaled for small data: the official 40 warm-up
+epochs before 120 search epochs become a quarter of ``epochs`` (auto), one cosine from
+``w_lr`` 0.05 spans them (``warmup_lr`` set: the official separate schedules, 0.05 then
+0.025), architecture Adam lr 0.02 (official 1e-3) after every weight step (official: every
+5, on ImageNet's thousands of steps per epoch, none in the first search epoch:
+``arch_delay_epochs``), no label smoothing (official 0.1: ``label_smoothing``, the
+``train_loss`` of the weight steps), a gradient clip of 5 guards the weights; the REINFORCE
+variant updates once per architecture step with ``rl_samples`` (official 10) networks.
+``--preset paper`` (imagenet, cifar10) sets the official values (bottom of this module). Derivation: per choice the candidate with the largest
 alpha (a DARTS node keeps its two strongest inputs).
 """
 
