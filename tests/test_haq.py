@@ -395,3 +395,24 @@ def test_cli_preset_for_quantize(cli, run_dir, tmp_path):
                        "--out", str(tmp_path / "q"))
     assert code == 2 and "preset 'paper' has no settings for haq on synthetic" in err and "haq/imagenet" in err
     assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.slow
+def test_cli_measured_latency_run_exports_as_qdq_onnx(cli, run_dir, tmp_path):
+    """`--accelerator onnxruntime`: latency measured (energy not), and `nasforge export` of the run is QDQ ONNX."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "q"
+    code, stdout, err = cli("quantize", str(run_dir), "--budget", "latency=1.0", "--accelerator", "onnxruntime",
+                            "--episodes", "1", "--finetune-epochs", "0", "--set", "haq.warmup=1",
+                            "--set", "haq.hidden=8", "--set", "haq.ort_repeats=3", "--set", "haq.finetune_steps=1",
+                            "--out", str(out), "-q")
+    assert code == 0, err
+    result = json.loads((out / "result.json").read_text())
+    assert result["within_budget"] and result["energy"] is None and result["accelerator"] == "onnxruntime"
+    assert "latency (measured)" in stdout and "not measured" in stdout
+    assert {layer["bound"] for layer in result["layers"]} == {"int8 kernel"}
+    code, _, err = cli("export", str(out), "--out", str(tmp_path / "export"))
+    assert code == 0, err
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "export" / "model.onnx")).graph.node]
+    assert ops.count("QuantizeLinear") >= len(result["layers"]) and "DequantizeLinear" in ops
