@@ -401,6 +401,11 @@ def train(
     else:
         arch = Arch.from_json(arch_json)
     raw = read_yaml(config) if config else {}
+    run_config = Path(arch_json).parent / "config.yaml"
+    if zoo_entry is None and "space" not in raw and run_config.is_file():  # the arch of a run: its space options
+        run_space = (read_yaml(run_config) or {}).get("space")
+        if isinstance(run_space, dict) and run_space.get("name") == arch.space:
+            raw["space"] = dict(run_space)
     overrides = [(["data", "name"], data), (["seed"], seed), (["space", "name"], arch.space)]
     if zoo_entry is not None:  # its space options and paper depth/width; a later --set still wins
         overrides += train_overrides(zoo_entry, arch)
