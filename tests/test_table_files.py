@@ -120,8 +120,17 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     import torch
 
     torch.save(evil, tmp_path / "evil.pth")
-    with pytest.raises(ConfigError, match="is not a NAS-Bench-201 .pth"):
+    with pytest.raises(ConfigError, match=r"is not a NAS-Bench-201 .pth \(.*unsupported GLOBAL .*system"):
         TableEvaluator(tmp_path / "evil.pth")
+    # numpy arrays are data: an object array's items are checked like the rest
+    arrays = {"meta_archs": ARCHS, "arch2infos": {0: {}}, "evaluated_indexes": set(), "x": np.arange(3.0)}
+    (tmp_path / "arrays.pickle.pbz2").write_bytes(bz2.compress(pickle.dumps(arrays)))
+    with pytest.raises(ConfigError, match="no 12-epoch results"):  # read past the arrays, to the missing results
+        TableEvaluator(tmp_path / "arrays.pickle.pbz2")
+    evil_array = {**arrays, "x": np.array([Boom()], dtype=object)}
+    (tmp_path / "evil_array.pickle.pbz2").write_bytes(bz2.compress(pickle.dumps(evil_array)))
+    with pytest.raises(ConfigError, match="refusing to load"):
+        TableEvaluator(tmp_path / "evil_array.pickle.pbz2")
 
 
 def test_cell_missing_from_an_archive_folder(tmp_path):

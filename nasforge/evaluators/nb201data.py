@@ -80,11 +80,13 @@ def is_benchmark_path(path: str | os.PathLike) -> bool:
 # ---------------------------------------------------------------------------
 # Safe loading
 # ---------------------------------------------------------------------------
-_NUMPY = {("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "dtype")}
+_NUMPY = {("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "dtype"),
+          ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray")}
 
 
 class _Unpickler(pickle.Unpickler):
-    """Builds containers, ``OrderedDict``, ``defaultdict`` and numpy scalars only."""
+    """Builds containers, ``OrderedDict``, ``defaultdict``, numpy scalars and arrays only (an object
+    array's items go through this unpickler too)."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in (("collections", "OrderedDict"), ("collections", "defaultdict")):
@@ -92,10 +94,10 @@ class _Unpickler(pickle.Unpickler):
         if (module, name) in _NUMPY or (module == "numpy.dtypes" and name.endswith("DType")):
             import numpy as np
 
-            if name == "scalar":
-                return getattr(getattr(np, "_core", None) or np.core, "multiarray").scalar
-            if name == "dtype":
-                return np.dtype
+            if name in ("scalar", "_reconstruct"):
+                return getattr(getattr(getattr(np, "_core", None) or np.core, "multiarray"), name)
+            if name in ("dtype", "ndarray"):
+                return getattr(np, name)
             return getattr(np.dtypes, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
@@ -117,9 +119,11 @@ def _load_pth(path: Path) -> Any:
     import numpy as np
     import torch
 
-    scalar = getattr(getattr(np, "_core", None) or np.core, "multiarray").scalar
-    allowed: list[Any] = [np.dtype, (scalar, "numpy.core.multiarray.scalar"),
-                          (scalar, "numpy._core.multiarray.scalar")]
+    multiarray = getattr(getattr(np, "_core", None) or np.core, "multiarray")
+    allowed: list[Any] = [np.dtype, np.ndarray]
+    for name in ("scalar", "_reconstruct"):  # under the module name of the numpy that wrote the file, too
+        allowed += [(getattr(multiarray, name), f"numpy.core.multiarray.{name}"),
+                    (getattr(multiarray, name), f"numpy._core.multiarray.{name}")]
     allowed += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
     try:
         with torch.serialization.safe_globals(allowed):
@@ -127,7 +131,10 @@ def _load_pth(path: Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"cannot read benchmark file {path} ({exc.strerror or exc}); check the path") from None
     except Exception as exc:  # torch raises many types for a file of another kind
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc)
+        unsupported = next((line.strip().rstrip(".") for line in text.splitlines()
+                            if "unsupported global" in line.lower()), None)
+        first = unsupported or (text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
         raise ConfigError(f"benchmark file {path} is not a NAS-Bench-201 .pth ({first[:160]}); {_FIX}") from None
 
 
