@@ -447,9 +447,8 @@ def _read_cifar_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return x_train, y_train, x_test, y_test, _cifar_meta(folder)
 
 
-def _read_cifar_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Read a .npz with uint8 x_train/x_test (N, 32, 32, 3) and labels; returns channel-major images."""
-    fix = "write it with numpy.savez holding uint8 x_train/x_test (N,32,32,3) and integer y_train/y_test"
+def _open_npz(path: Path, fix: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The x_train/y_train/x_test/y_test arrays (and class_names or None) of a .npz; one-line errors."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             if not isinstance(npz, np.lib.npyio.NpzFile):
@@ -457,12 +456,17 @@ def _read_cifar_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
             missing = [k for k in _NPZ_KEYS if k not in npz.files]
             if missing:
                 raise DataError(f"{path} lacks arrays {', '.join(missing)}; {fix}")
-            arrays = {k: npz[k] for k in _NPZ_KEYS}
-            names = npz["class_names"] if "class_names" in npz.files else None
+            return {k: npz[k] for k in _NPZ_KEYS}, (npz["class_names"] if "class_names" in npz.files else None)
     except DataError:
         raise
     except Exception as exc:  # zip, header or pickle-forbidden errors: the file cannot be used as is
         raise DataError(f"cannot read {path} ({type(exc).__name__}); it is corrupt or not a .npz, {fix}") from exc
+
+
+def _read_cifar_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Read a .npz with uint8 x_train/x_test (N, 32, 32, 3) and labels; returns channel-major images."""
+    fix = "write it with numpy.savez holding uint8 x_train/x_test (N,32,32,3) and integer y_train/y_test"
+    arrays, names = _open_npz(path, fix)
     out = []
     for split in ("train", "test"):
         x = arrays[f"x_{split}"]
@@ -608,20 +612,8 @@ def _npz(data_dir: str | os.PathLike | None, seed: int, valid_fraction: float | 
     path = _need_dir("npz", data_dir, _NPZ_LAYOUT)
     if not path.is_file():
         raise DataError(f"--data-dir {path} is a folder; npz expects {_NPZ_LAYOUT}")
+    arrays, names = _open_npz(path, f"write it with numpy.savez: {_NPZ_LAYOUT}")
     fix = f"write it with numpy.savez: {_NPZ_LAYOUT}"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise DataError(f"{path} is a single .npy array, not a .npz archive; {fix}")
-            missing = [k for k in _NPZ_KEYS if k not in npz.files]
-            if missing:
-                raise DataError(f"{path} lacks arrays {', '.join(missing)}; {fix}")
-            arrays = {k: npz[k] for k in _NPZ_KEYS}
-            names = npz["class_names"] if "class_names" in npz.files else None
-    except DataError:
-        raise
-    except Exception as exc:  # zip, header or pickle-forbidden errors
-        raise DataError(f"cannot read {path} ({type(exc).__name__}); it is corrupt or not a .npz, {fix}") from exc
     xs = {}
     for split in ("train", "test"):
         x = arrays[f"x_{split}"]
