@@ -79,6 +79,7 @@ def test_state_features_are_normalised(trained, data):
     arr = np.stack(seen)
     assert arr.shape == (9, 10) and arr.min() >= 0.0 and arr.max() <= 1.0
     assert arr[0, 8] == 1.0 and arr[1, 8] == 0.0  # weight flag, then activation flag
+    assert arr[0, 9] == 1.0 and arr[1, 9] == pytest.approx(4 / 8)  # previous action: bits / bmax (HAQ code)
 
 
 def test_action_mapping_covers_the_bit_range_evenly():

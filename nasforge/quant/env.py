@@ -3,7 +3,7 @@
 State per decision (HAQ ``linear_quantize_env.py``): layer index, input and output channels,
 kernel size, stride, input feature-map area, number of weights, depthwise flag (static,
 each min-max normalised over the layers to [0, 1]), then the weight(1)/activation(0)
-flag and the previous action as ``(bits - bmin) / (bmax - bmin)``. An action ``a`` in
+flag and the previous action as ``bits / bmax`` (1 before the first). An action ``a`` in
 [0, 1] becomes ``round(bmin - 0.5 + a * (bmax - bmin + 1))`` bits, clipped to the range.
 At the end of an episode the first and last layers are pinned to ``first_last_bits`` (8,
 as the HAQ code's ``_keep_first_last_layer``), the other layers are lowered until the
@@ -161,7 +161,7 @@ class QuantEnv:
         if self.t % 2 == 1 and self.fixed_abits is not None:
             bits = self.fixed_abits
         self.bits.append(bits)
-        self.prev = (bits - self.bmin) / (self.bmax - self.bmin) if self.bmax > self.bmin else 1.0
+        self.prev = min(bits / self.bmax, 1.0)  # the HAQ code: float(action) / float(self.max_bit)
         self.t += 1
         done = self.t >= self.n_steps
         return self._obs(), done
