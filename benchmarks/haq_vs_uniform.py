@@ -19,7 +19,7 @@ As the HAQ code: the first and last layers stay at 8 bits (in the uniform baseli
 whose sizes/latencies are the budgets), and every episode's reward follows a short
 fine-tune (one epoch of ``--episode-finetune-images`` training images; the HAQ code: 20,000).
 
-    python benchmarks/haq_vs_uniform.py                    # default settings
+    python benchmarks/haq_vs_uniform.py --threads 1        # default settings (use 1 thread on a busy machine)
     python benchmarks/haq_vs_uniform.py --episodes 6 --warmup 2 --train-epochs 1 --data digits   # smoke test
 """
 
@@ -173,9 +173,10 @@ def main() -> None:
                           config=dict(base, episodes=1, ort_threads=args.threads))
         table = probe.accelerator
         target = probe.env.cost(uniform(4, 4)).latency
+        sums = {k: sum(v[k] for v in table.table.values()) for k in ("int8", "float")}
         print(f"\nONNX Runtime per-layer latency (batch 1, {args.threads} threads, measured in "
-              f"{time.time() - t0:.0f} s): sum int8 {format_value('latency', sum(v['int8'] for v in table.table.values()))}, "
-              f"sum float {format_value('latency', sum(v['float'] for v in table.table.values()))}")
+              f"{time.time() - t0:.0f} s): sum int8 {format_value('latency', sums['int8'])}, "
+              f"sum float {format_value('latency', sums['float'])}")
         for f in infos:
             row = table.table[f.name]
             print(f"  {f.name:<6}{'dw' if f.depthwise else f.kind:<7}int8 {1e6 * row['int8']:8.1f} us  "
