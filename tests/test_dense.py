@@ -362,7 +362,8 @@ def test_searched_heads_are_arch_choices_built_counted_and_timed():
         space.validate(Arch(arch.space, {**arch.as_dict(), "block3.head": "mb_k5_e6"}, arch.version))
     net = space.build(arch, (1, 8, 8), 5)
     heads = [block[0] for block in net.blocks]
-    kernels = [next(m for m in h.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1).kernel_size[0] for h in heads]
+    kernels = [next(m for m in h.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1).kernel_size[0]
+               for h in heads]
     assert kernels == [5, 7]
     assert space.describe(arch) == "stem 4 > 6<k5e3>[k3e3] > 8/2<k7e6>[] > tail 8"
     assert space.summary(arch)["heads"] == ["mb_k5_e3", "mb_k7_e6"]

@@ -398,7 +398,8 @@ def test_searched_heads_sampled_mixed_rescaled_and_derived(tmp_path, data):
             if j == space.tail:
                 assert op is None
             else:
-                assert op[0] == idx[strategy.edge_index[(i, j)]].tolist() and float(op[1].detach().sum()) == pytest.approx(1)
+                assert op[0] == idx[strategy.edge_index[(i, j)]].tolist()
+                assert float(op[1].detach().sum()) == pytest.approx(1)
     with torch.no_grad():
         strategy.alpha_head.normal_()
         strategy.alpha.normal_()

@@ -599,7 +599,8 @@ def test_paper_presets_resolve_and_run_one_step(tmp_path, dataset, shape):
     strategy = make_strategy("proxyless", {k: v for k, v in cfg.strategy.items() if k != "name"}, dataset,
                              latency=cfg.latency)
     if dataset == "imagenet":
-        assert (strategy.config.grad_estimator, strategy.config.arch_every, strategy.config.a_lr) == ("full_v2", 5, 1e-3)
+        cfg_s = strategy.config
+        assert (cfg_s.grad_estimator, cfg_s.arch_every, cfg_s.a_lr) == ("full_v2", 5, 1e-3)
         assert (strategy.config.warmup_epochs, strategy.config.epochs, cfg.latency.log_unit) == (40, 160, "ms")
     data = synthetic_dataset(num_samples=10, num_classes=2, input_shape=shape, seed=0)
     strategy.setup(space, data, None, Progress())

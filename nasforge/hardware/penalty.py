@@ -8,8 +8,9 @@
   differentiable in the probabilities, with the smallest and largest network.
 - ``LatencyPenalty``: the paper forms of the loss from the cross-entropy and the expected latency:
   ``add`` (ProxylessNAS ``add#linear``: ``CE + w * E / T``), ``mul`` (ProxylessNAS ``mul#log``:
-  ``a * CE * (log E / log T) ^ w``; ``scale`` sets the unit inside the logs: ms as the official code
-  (``latency.log_unit: ms``), or microseconds so the logs stay positive for sub-millisecond networks) and ``log`` (DenseNAS: ``CE + w * log(E) / log(base)``); ``none``
+  ``a * CE * (log E / log T) ^ w``; ``scale`` sets the unit inside the logs: ms as the official
+  code (``latency.log_unit: ms``), or microseconds so the logs stay positive for sub-millisecond
+  networks) and ``log`` (DenseNAS: ``CE + w * log(E) / log(base)``); ``none``
   returns the cross-entropy. Also the REINFORCE rewards of ProxylessNAS (``reward``).
 """
 

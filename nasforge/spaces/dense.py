@@ -46,7 +46,8 @@ from nasforge.spaces.base import Choice, OpChoice, SearchSpace, ValueChoice, reg
 from nasforge.spaces.ops import MBConv
 
 __all__ = [
-    "OPS", "PRESETS", "HEAD_KERNEL", "HEAD_EXPAND", "HEAD_OPS", "DEFAULT_HEAD", "MBConv", "Stem", "TailConv", "Classifier",
+    "OPS", "PRESETS", "HEAD_KERNEL", "HEAD_EXPAND", "HEAD_OPS", "DEFAULT_HEAD", "MBConv", "Stem", "TailConv",
+    "Classifier",
     "DenseSpace", "DenseNetwork", "DenseSupernet", "op_params",
 ]
 

@@ -68,7 +68,8 @@ epochs before 120 search epochs become a quarter of ``epochs`` (auto), one cosin
 ``arch_delay_epochs``), no label smoothing (official 0.1: ``label_smoothing``, the
 ``train_loss`` of the weight steps), a gradient clip of 5 guards the weights; the REINFORCE
 variant updates once per architecture step with ``rl_samples`` (official 10) networks.
-``--preset paper`` (imagenet, cifar10) sets the official values (bottom of this module). Derivation: per choice the candidate with the largest
+``--preset paper`` (imagenet, cifar10) sets the official values (bottom of this module).
+Derivation: per choice the candidate with the largest
 alpha (a DARTS node keeps its two strongest inputs).
 """
 
