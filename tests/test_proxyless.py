@@ -614,3 +614,21 @@ def test_paper_presets_resolve_and_run_one_step(tmp_path, dataset, shape):
     res, arch = search_step(strategy, strategy.engine, model, params, (x, y), (x, y))
     assert res.finite and math.isfinite(arch["arch_loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before, strategy.arch_parameters()))
+
+
+def test_the_loop_s_weight_steps_use_label_smoothing(monkeypatch) -> None:
+    """The shared loop's weight step takes the method's own loss (ProxylessNAS: smoothed cross-entropy)."""
+    from nasforge.oneshot import loop
+
+    seen = []
+    real = loop.weight_step
+
+    def spy(*args, **kwargs):
+        seen.append(args[6] if len(args) > 6 else kwargs.get("loss_fn"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "weight_step", spy)
+    strategy = make_strategy("proxyless", {"epochs": 1, "batch_size": 16, "label_smoothing": 0.1}, "synthetic",
+                             latency={"loss": "none"})
+    strategy.search(make_space("mbconv"), synthetic_dataset(num_samples=120, seed=0), seed=0)
+    assert seen and all(fn is not None and fn.__func__ is type(strategy).train_loss for fn in seen)

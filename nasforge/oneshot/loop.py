@@ -99,8 +99,9 @@ def search_step(method: Any, engine: Engine, model: torch.nn.Module, params: Seq
         if not math.isfinite(next(iter(arch.values()))):
             return None, arch
     if wb is not None:
+        # a method's own weight loss where it has one (ProxylessNAS's label smoothing), else cross-entropy
         res = weight_step(engine, method.w_opt, params, lambda x: method.train_forward(net, x, warm), wb,
-                          method.config.grad_clip)
+                          method.config.grad_clip, getattr(method, "train_loss", None))
         if not res.finite:
             return res, arch
     if ab is not None and not method.arch_first:
