@@ -821,7 +821,7 @@ def zoo_list() -> None:
 
     table = Table(title="nasforge zoo (nasforge zoo build NAME; nasforge train zoo:NAME)")
     for column in ("name", "network", "space", "input", "paper params"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "name")  # a name is what `zoo build` takes: never broken
     for entry in ENTRIES.values():
         params = f"{entry.paper_params / 1e6:.2f}M" if entry.paper_params else "not given"
         space = "built in zoo.py" if entry.space == ZOO_SPACE else f"{entry.space} space"

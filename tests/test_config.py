@@ -84,7 +84,7 @@ def test_unknown_space():
 
 
 def test_unknown_dataset():
-    bad({"data": {"name": "imagenet"}}, (), "imagenet", "cifar10", "digits", "synthetic")
+    bad({"data": {"name": "imagenet22k"}}, (), "imagenet22k", "cifar10", "digits", "synthetic", "imagefolder")
 
 
 # --------------------------------------------------------------------------- types

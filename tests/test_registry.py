@@ -114,15 +114,17 @@ def test_every_kind_reports_unknown_names_the_same_way(lookup, kind, needle):
 
 
 def test_unknown_dataset_keeps_its_data_error():
-    with pytest.raises(DataError, match=r"unknown dataset 'imagenet'; choose one of \['cifar10', 'digits', 'synthetic'\]"):
-        load_dataset("imagenet")
+    with pytest.raises(DataError, match=r"unknown dataset 'imagenet22k'; choose one of \['cifar10', 'cifar100', "
+                       r"'digits', 'imagefolder', 'imagenet', 'imagenet16', 'npz', 'synthetic', 'tiny-imagenet'\]"):
+        load_dataset("imagenet22k")
 
 
 def test_public_wrappers_read_the_registries():
     assert space_names() == SPACES.names() and {"darts", "layers", "nb201"} <= set(space_names())
     assert strategy_names() == STRATEGIES.names() and {"random", "reinforce", "metaqnn"} <= set(strategy_names())
     assert evaluator_names() == EVALUATORS.names() == ["synthetic", "table", "train"]
-    assert dataset_names() == DATASETS.names() == ["cifar10", "digits", "synthetic"]
+    assert dataset_names() == DATASETS.names() == ["cifar10", "cifar100", "digits", "imagefolder", "imagenet",
+                                                   "imagenet16", "npz", "synthetic", "tiny-imagenet"]
     assert RUNNERS.names() == ["local", "ray"]
     assert SPACES.description("layers") == get_space_class("layers").description
     assert STRATEGIES.description("reinforce") == get_strategy_class("reinforce").description
