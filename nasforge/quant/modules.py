@@ -191,8 +191,9 @@ def quant_layers(model: nn.Module) -> list[tuple[str, QuantLayer]]:
 
 
 @torch.no_grad()
-def layer_infos(model: nn.Module, input_shape: Sequence[int]) -> list[LayerInfo]:
-    """Shape facts of each ``QuantLayer`` from one batch-1 float forward pass (first call of each layer)."""
+def layer_shapes(model: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(input shape, output shape) of each ``QuantLayer`` by name, from one batch-1 float forward pass (its
+    first call); the layers' bit-widths and the model's mode are restored."""
     layers = quant_layers(model)
     shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     hooks = []
@@ -214,12 +215,21 @@ def layer_infos(model: nn.Module, input_shape: Sequence[int]) -> list[LayerInfo]
         for (_, q), (w, a) in zip(layers, saved):
             q.wbits, q.abits = w, a
         model.train(was_training)
-    infos = []
     for name, q in layers:
         if id(q) not in shapes:
             raise ConfigError(f"layer '{name}' is never called in the forward pass; remove it from the model "
                               "before quantizing")
-        ishape, oshape = shapes[id(q)]
+    return {name: shapes[id(q)] for name, q in layers}
+
+
+@torch.no_grad()
+def layer_infos(model: nn.Module, input_shape: Sequence[int]) -> list[LayerInfo]:
+    """Shape facts of each ``QuantLayer`` from one batch-1 float forward pass (first call of each layer)."""
+    layers = quant_layers(model)
+    shapes = layer_shapes(model, input_shape)
+    infos = []
+    for name, q in layers:
+        ishape, oshape = shapes[name]
         layer = q.layer
         in_elems, out_elems = math.prod(ishape[1:]), math.prod(oshape[1:])
         if isinstance(layer, nn.Conv2d):

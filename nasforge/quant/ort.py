@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from nasforge.errors import ConfigError, NasforgeError
 from nasforge.hardware.accelerators import Accelerator, LayerInfo
@@ -96,31 +95,9 @@ def _median_seconds(session: Any, x: np.ndarray, repeats: int, warmup_seconds: f
 
 def _input_shapes(model: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
     """Each wrapped layer's input shape (without batch) from one batch-1 float forward pass."""
-    from nasforge.quant.modules import FLOAT_BITS, quant_layers
+    from nasforge.quant.modules import layer_shapes
 
-    shapes: dict[str, tuple[int, ...]] = {}
-    hooks = []
-    layers = quant_layers(model)
-    saved = [(q.wbits, q.abits) for _, q in layers]
-    for name, q in layers:
-        def hook(mod: nn.Module, inp: tuple[Tensor, ...], out: Tensor, name: str = name) -> None:
-            shapes.setdefault(name, tuple(inp[0].shape[1:]))
-        hooks.append(q.register_forward_hook(hook))
-    was_training = model.training
-    try:
-        for _, q in layers:
-            q.wbits, q.abits = FLOAT_BITS, FLOAT_BITS
-        model.eval()
-        param = next(iter(model.parameters()))
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device))
-    finally:
-        for h in hooks:
-            h.remove()
-        for (_, q), (w, a) in zip(layers, saved):
-            q.wbits, q.abits = w, a
-        model.train(was_training)
-    return shapes
+    return {name: shapes[0][1:] for name, shapes in layer_shapes(model, input_shape).items()}
 
 
 def measure_ort_table(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1, threads: int = 1,
