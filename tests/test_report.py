@@ -398,3 +398,14 @@ def test_heatmaps_of_other_record_shapes(tmp_path):
     assert "weights_heatmap_choices.png" in figure_names(page, exp.path)
     groups = weight_groups(Experiment.open(exp.path).store.epochs("search"))
     assert set(groups) == {"layer0", "layer1"} and groups["layer1"] == ([0, 1], [[[0.6, 0.4]], [[0.6, 0.4]]])
+
+
+def test_a_fixed_gdas_reduction_cell_draws_only_the_normal_cell():
+    import numpy as np
+
+    from nasforge.report.graph import cell_graphs
+    from nasforge.spaces import make_space
+
+    arch = make_space("darts", reduce_cell="gdas_frc").sample(np.random.default_rng(0)).to_dict()
+    graphs = cell_graphs(arch)
+    assert len(graphs) == 1 and graphs[0].title == "normal cell"

@@ -70,7 +70,10 @@ def cell_graphs(arch: dict[str, Any] | None) -> list[CellGraph]:
     one cell for NAS-Bench-201, ``[]`` for another space (or no arch)."""
     genotype = genotype_of(arch)
     if genotype is not None:
-        return [_darts_cell("normal cell", genotype.normal), _darts_cell("reduction cell", genotype.reduce)]
+        cells = [_darts_cell("normal cell", genotype.normal)]
+        if genotype.reduce:  # GDAS (FRC): a fixed, hand-designed reduction cell, not searched: no graph
+            cells.append(_darts_cell("reduction cell", genotype.reduce))
+        return cells
     if isinstance(arch, dict) and arch.get("space") == "nb201" and isinstance(arch.get("choices"), dict):
         graph = _nb201_cell(arch["choices"])
         return [graph] if graph is not None else []
