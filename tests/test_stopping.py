@@ -260,3 +260,30 @@ def test_dartsplus_runs_on_nb201(name, data):
     assert all(stopper.check(history[:k]) is None for k in range(1, len(history)))
     assert stopper.check(history) == stop
     assert len(history) == (opts["epochs"] if stop is None else stop["epoch"] + 1)
+
+
+def test_dartsplus_with_proxylessnas_on_a_cell_space():
+    """DARTS+ works with any relaxation on a cell space: ProxylessNAS records per-choice probabilities."""
+    from nasforge.data import synthetic_dataset
+    from nasforge.spaces import make_space
+    from nasforge.strategies import make_strategy
+
+    strategy = make_strategy("proxyless", {"epochs": 1, "batch_size": 16, "warmup_epochs": 0,
+                                           "early_stop": "dartsplus", "early_stop_patience": 1},
+                             "synthetic", latency={"loss": "none"})
+    space = make_space("darts")
+    result = strategy.search(space, synthetic_dataset(num_samples=120, seed=0), seed=0)
+    stopper = strategy.stopper()
+    record = result.history[-1]
+    # the same weights two epochs in a row: the learnable ops' ranking is stable for 1 epoch
+    stable = [dict(record, epoch=0), dict(record, epoch=1)]
+    skips = stopper.skips(record["arch"])
+    verdict = stopper.check(stable)
+    if skips >= 2:
+        assert verdict["criterion"] == "skip_connect"
+    else:
+        assert verdict["criterion"] == "ranking_stable"
+    # a normal cell with two skip-connects stops by criterion 1
+    arch = dict(record["arch"])
+    arch["choices"] = dict(arch["choices"], **{"normal.0.op0": "skip_connect", "normal.1.op0": "skip_connect"})
+    assert stopper.check([dict(record, arch=arch)])["criterion"] == "skip_connect"

@@ -122,6 +122,11 @@ class ProxylessConfig(OneShotConfig):
                                             "paper 40 before 120)")
     batch_size: int | None = option(32, lo=1, hi=65536,
                                     help="batch size (paper 256 on ImageNet; 32 gives small data enough steps)")
+    early_stop: str = option("none", choices=("none", "dartsplus"),
+                             help="stopping policy: none, or dartsplus (DARTS+'s two criteria on the relaxed choices)")
+    early_stop_skips: int = option(2, lo=1, hi=64, help="DARTS+ criterion 1: skip-connects in the normal cell")
+    early_stop_patience: int = option(10, lo=1, hi=100000,
+                                      help="DARTS+ criterion 2: epochs the learnable ops' ranking must stay unchanged")
     grad_estimator: str = option("binary", choices=("binary", "full_v2", "reinforce"),
                                  help="architecture gradient: binary (two-path gates, the paper's text; the code's "
                                       "'two'), full_v2 (all gates, the official script's default) or reinforce")
@@ -224,6 +229,15 @@ class ProxylessStrategy(OneShotStrategy):
     def derive(self, space: ModuleSpace) -> Arch:
         """Per choice the candidate with the largest alpha (a DARTS node keeps its top inputs)."""
         return space.arch(self.relax.derive())
+
+    def stopper(self) -> Any:
+        """DARTS+ (``early_stop=dartsplus``) on the relaxed choices (a darts cell space: its normal cell)."""
+        if self.config.early_stop != "dartsplus":
+            return None
+        from nasforge.strategies.stopping import dartsplus_stopper
+
+        return dartsplus_stopper(self.relax, self.config.early_stop_skips, self.config.early_stop_patience,
+                                 per_choice=True)
 
     def arch_weights(self, space: Any = None) -> dict[str, Any]:
         """Candidate probabilities per choice, for the record: ``{"layers": {label: {name: p}}}``

@@ -77,6 +77,8 @@ class DartsPlusStopper:
     patience: int = 10
     op_names: OpNames | None = None
     cell_labels: Sequence[str] | None = None
+    #: turns a record's ``arch_weights`` into ``{group: rows}`` when a method records them otherwise
+    convert: Any = None
 
     def skips(self, arch: dict[str, Any]) -> int:
         """Skip-connects of the counted cell in an arch record (``Arch.to_dict`` form)."""
@@ -98,16 +100,22 @@ class DartsPlusStopper:
                     "detail": f"normal cell has {skips} skip-connects (limit {self.max_skips})"}
         if self.patience > 0 and len(history) > self.patience:
             names = self.op_names if self.op_names is not None else PRIMITIVES
-            window = [learnable_ranking(r["arch_weights"], names) for r in history[-(self.patience + 1):]]
+            weights = [r["arch_weights"] if self.convert is None else self.convert(r["arch_weights"])
+                       for r in history[-(self.patience + 1):]]
+            window = [learnable_ranking(w, names) for w in weights]
             if all(r == window[0] for r in window[1:]):
                 return {"criterion": "ranking_stable", "epoch": last["epoch"],
                         "detail": f"learnable ops' ranking unchanged for {self.patience} epochs"}
         return None
 
 
-def dartsplus_stopper(relax: Any, max_skips: int = 2, patience: int = 10) -> DartsPlusStopper:
+def dartsplus_stopper(relax: Any, max_skips: int = 2, patience: int = 10, per_choice: bool = False
+                      ) -> DartsPlusStopper:
     """The DARTS+ stopper of a relaxed space (``nasforge.oneshot.relax.Relaxation``): the candidate names of
-    each record group's rows, and the arch labels of the normal cell (or of every label without one)."""
+    each record group's rows, and the arch labels of the normal cell (or of every label without one).
+
+    ``per_choice``: the method records ``{"layers": {label or label[row]: {name: p}}}`` (ProxylessNAS)
+    rather than the relaxation's groups."""
     names: dict[str, list[tuple[str, ...]]] = {}
     for label in relax.labels:
         names.setdefault(relax.groups[label], []).extend([tuple(relax.names[label])] * relax.shapes[label][0])
@@ -116,7 +124,17 @@ def dartsplus_stopper(relax: Any, max_skips: int = 2, patience: int = 10) -> Dar
     cell_labels: list[str] = []
     for label in counted:  # the arch labels each counted choice derives (a darts node: inputs, op0, op1)
         cell_labels += list(relax.modules[label][0].derive(probs))
-    return DartsPlusStopper(max_skips, patience, names, cell_labels)
+    convert = None
+    if per_choice:
+        def convert(record: dict[str, Any]) -> dict[str, list[list[float]]]:
+            layers, groups = record["layers"], {}
+            for label in relax.labels:
+                rows = relax.shapes[label][0]
+                for r in range(rows):
+                    probs = layers[label if rows == 1 else f"{label}[{r}]"]
+                    groups.setdefault(relax.groups[label], []).append([probs[n] for n in relax.names[label]])
+            return groups
+    return DartsPlusStopper(max_skips, patience, names, cell_labels, convert)
 
 
 def _normal_cell_ops(arch: dict[str, Any]) -> list[str]:
