@@ -30,7 +30,8 @@ import yaml
 
 from nasforge.errors import ExperimentError
 from nasforge.lock import LOCK_FILE, RunLock
-from nasforge.utils import atomic_torch_save, atomic_write_text, disk_error, is_read_only, remove_stale_temporaries
+from nasforge.utils import (atomic_torch_save, atomic_write_text, disk_error, free_bytes, is_read_only,
+                            remove_stale_temporaries)
 
 #: seconds a store operation waits for a lock another process holds before it gives up
 STORE_TIMEOUT = 30.0
@@ -151,7 +152,10 @@ class Store:
             where = "a read-only filesystem" if is_read_only(run) else "a directory this user cannot write"
             return ExperimentError(f"store {self.path} is read-only (on {where}); copy the run to a writable "
                                    "place to continue it ('nasforge report' reads it as is)")
-        full = disk_error(OSError(errno.ENOSPC, text), run) if "full" in low else None
+        # SQLite reports a full disk as "database or disk is full", or, when the journal cannot grow, as a
+        # plain "disk I/O error": the free space tells the two I/O errors apart
+        out_of_space = "full" in low or ("disk i/o error" in low and (free_bytes(run) or 0) < 64 * 1024)
+        full = disk_error(OSError(errno.ENOSPC, text), run) if out_of_space else None
         if full is not None:
             return full
         if "unable to open" in low:
@@ -289,8 +293,6 @@ def check_out_dir(path: str | os.PathLike, force: bool = False, what: str = "exp
     directory that is not a nasforge run; a parent this user cannot create or write in; a
     read-only or full filesystem.
     """
-    from nasforge.utils import free_bytes
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ExperimentError(f"{path} is a file, not a directory; choose another --out")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 

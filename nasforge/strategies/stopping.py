@@ -124,17 +124,16 @@ def dartsplus_stopper(relax: Any, max_skips: int = 2, patience: int = 10, per_ch
     cell_labels: list[str] = []
     for label in counted:  # the arch labels each counted choice derives (a darts node: inputs, op0, op1)
         cell_labels += list(relax.modules[label][0].derive(probs))
-    convert = None
-    if per_choice:
-        def convert(record: dict[str, Any]) -> dict[str, list[list[float]]]:
-            layers, groups = record["layers"], {}
-            for label in relax.labels:
-                rows = relax.shapes[label][0]
-                for r in range(rows):
-                    probs = layers[label if rows == 1 else f"{label}[{r}]"]
-                    groups.setdefault(relax.groups[label], []).append([probs[n] for n in relax.names[label]])
-            return groups
-    return DartsPlusStopper(max_skips, patience, names, cell_labels, convert)
+    def convert(record: dict[str, Any]) -> dict[str, list[list[float]]]:
+        layers, groups = record["layers"], {}
+        for label in relax.labels:
+            rows = relax.shapes[label][0]
+            for r in range(rows):
+                probs = layers[label if rows == 1 else f"{label}[{r}]"]
+                groups.setdefault(relax.groups[label], []).append([probs[n] for n in relax.names[label]])
+        return groups
+
+    return DartsPlusStopper(max_skips, patience, names, cell_labels, convert if per_choice else None)
 
 
 def _normal_cell_ops(arch: dict[str, Any]) -> list[str]:
