@@ -93,12 +93,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256,
     return training.evaluate(model, iterate_batches(x, y, batch_size), engine or engine_for(model))
 
 
-def evaluate_split(model: nn.Module, data: Dataset, split: Split, engine: Engine | None = None,
-                   batch_size: int = 256) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on a split of ``data``, images as evaluation sees them."""
-    engine = engine or engine_for(model)
-    return training.evaluate(model, data.loader(split, batch_size, train=False, device=engine.device).epoch(),
-                             engine)
+def eval_loader(data: Dataset, split: Split, device: Any = None, batch_size: int = 256) -> Loader:
+    """Batches of a split of ``data`` in order, images as evaluation sees them."""
+    return data.loader(split, batch_size, train=False, device=device)
 
 
 def calibrate_bn(model: nn.Module, batches: Loader, engine: Engine, seed: int) -> int:
@@ -133,16 +130,16 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
     if ctx.active and engine.config.sync_bn:
         model = distributed.sync_batchnorm(model, engine.device)
     model = engine.module(model)
-    net = engine.compile(model)
-    if ctx.active:
-        net = distributed.wrap_ddp(model, engine.device)
+    net = engine.compile(distributed.wrap_ddp(model, engine.device) if ctx.active else model)
     if cfg.train_on == "train+valid":
         split = Split(data.train.source, np.concatenate([data.train.indices, data.valid.indices]))
     else:
         split = data.train
     loader = data.loader(split, cfg.batch_size, augment=data.augment.replace(cutout=cfg.cutout or 0),
                          device=engine.device, shard=(ctx.rank, ctx.world))
-    bn_batches = data.loader(split, cfg.batch_size, train=False, device=engine.device)
+    # each rank its slice (with synchronised BatchNorm: the statistics of the whole batch), as in the search
+    bn_batches = data.loader(split, cfg.batch_size, train=False, device=engine.device, shard=(ctx.rank, ctx.world))
+    valid_batches = eval_loader(data, data.valid, engine.device)
     resume, history, start = None, [], 0
     if experiment is not None:
         resume = experiment.load_checkpoint("train")
@@ -168,7 +165,7 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
         if cfg.train_on != "train":
             return {}
         calibrate_bn(model, bn_batches, engine, seed_for(seed, "train.bn_recalibration", epoch))
-        return {"valid_acc": evaluate_split(model, data, data.valid, engine)[0]}
+        return {"valid_acc": training.evaluate(model, valid_batches.epoch(), engine)[0]}
 
     def log_epoch(epoch: int, metrics: dict[str, Any]) -> None:
         if writer is not None:
@@ -187,7 +184,7 @@ def train_arch(space: SearchSpace, arch: Arch, data: Dataset, cfg: TrainConfig, 
                          log_epoch=log_epoch, checkpoint=checkpoint, resume=resume, history=history,
                          progress_bar=bar, nan_hint=f"lower the learning rate (e.g. --set train.lr={cfg.lr / 4:g})")
     calibrate_bn(model, bn_batches, engine, seed_for(seed, "train.bn_recalibration", cfg.epochs))
-    test_acc, test_loss = evaluate_split(model, data, data.test, engine)
+    test_acc, test_loss = training.evaluate(model, eval_loader(data, data.test, engine.device).epoch(), engine)
     return TrainResult(model, {"test_acc": test_acc, "test_loss": test_loss, "epochs": cfg.epochs,
                                "train_seconds": time.time() - tic, "history": history})
 

@@ -33,13 +33,14 @@ from typing import Any
 
 import torch
 
+from nasforge import training
 from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.data import Dataset
 from nasforge.hardware import count_flops, count_params, measure_latency
 from nasforge.profiles import fill_auto
 from nasforge.seeds import seed_for
-from nasforge.train import calibrate_bn, evaluate_split
+from nasforge.train import calibrate_bn, eval_loader
 from nasforge.training import Engine, EngineConfig, FitConfig, fit
 
 
@@ -105,22 +106,23 @@ class TrainEvaluator:
         engine = Engine(dataclasses.replace(self.engine_config, compile=False))  # compile: final training only
         tic = time.time()
         loader = data.loader(data.train, cfg.batch_size, device=engine.device)
+        bn_batches = data.loader(data.train, cfg.batch_size, train=False, device=engine.device)
+        valid_batches = eval_loader(data, data.valid, engine.device)
         per_epoch = len(loader)
 
         def epoch_batches(epoch: int):
             return loader.epoch(seed_for(seed, "evaluate.batches", epoch))
 
-        def score(epoch: int) -> float:  # valid accuracy now, BatchNorm statistics re-estimated first
-            calibrate_bn(model, data.loader(data.train, cfg.batch_size, train=False, device=engine.device), engine,
-                         seed_for(seed, "evaluate.bn_recalibration", epoch))
-            return evaluate_split(model, data, data.valid, engine)[0]
+        def score(epoch: int) -> tuple[float, float]:  # valid (accuracy, loss) now, BatchNorm re-estimated first
+            calibrate_bn(model, bn_batches, engine, seed_for(seed, "evaluate.bn_recalibration", epoch))
+            return training.evaluate(model, valid_batches.epoch(), engine)
 
         def end_of_epoch(epoch: int) -> dict[str, Any]:
             check = epoch == 0 and attempt < cfg.restarts  # MetaQNN: restart a model that did not start learning
             keep = cfg.epochs - cfg.valid_epochs <= epoch < cfg.epochs - 1  # the last epoch: scored below
             if not (check or keep):
                 return {}
-            acc = score(epoch)
+            acc = score(epoch)[0]
             if check and acc <= 1.0 / data.num_classes:
                 raise _Restart
             return {"valid_acc": acc} if keep else {}
@@ -143,9 +145,7 @@ class TrainEvaluator:
                 lr *= cfg.restart_factor
         train_seconds = time.time() - tic
         seen = sum(h["samples"] for h in history)
-        calibrate_bn(model, data.loader(data.train, cfg.batch_size, train=False, device=engine.device), engine,
-                     seed_for(seed, "evaluate.bn_recalibration", cfg.epochs))
-        valid_acc, valid_loss = evaluate_split(model, data, data.valid, engine)
+        valid_acc, valid_loss = score(cfg.epochs)
         valid_accs = [h["valid_acc"] for h in history if "valid_acc" in h] + [valid_acc]
         metrics: dict[str, Any] = {
             "objective": max(valid_accs) if cfg.objective == "best" else valid_acc,

@@ -149,6 +149,12 @@ class SearchLoop:
         self.w_half, self.a_half = split_half(data.train, seed)
         self.w_loader = data.loader(self.w_half, cfg.batch_size, device=engine.device, shard=shard)
         self.a_loader = data.loader(self.a_half, cfg.batch_size, device=engine.device, shard=shard)
+        # what an epoch's valid accuracy reads: BatchNorm recalibration batches of the weight half (each rank
+        # its slice; with synchronised BatchNorm the statistics of the whole batch) and the valid split, or,
+        # with no held-out split (DARTS's 25k/25k halves of CIFAR-10), the architecture half as the paper reports
+        self.bn_loader = data.loader(self.w_half, cfg.batch_size, train=False, device=engine.device, shard=shard)
+        self.valid_loader = data.loader(data.valid if len(data.valid) else self.a_half, max(cfg.batch_size, 256),
+                                        train=False, device=engine.device)
         n_w, n_a = len(self.w_loader), len(self.a_loader)
         self.n_w, self.n_a = n_w, n_a
         #: weight steps per epoch (the schedule spans epochs x this)
@@ -355,16 +361,9 @@ class SearchLoop:
         forward = method.eval_forward(model)
         recal = engine.config.bn_recalibration
         if recal:
-            # each rank its slice of the batches (with synchronised BatchNorm: the statistics of the whole batch)
-            batches = self.data.loader(self.w_half, self.cfg.batch_size, train=False, device=engine.device,
-                                       shard=(self.dist.rank, self.dist.world))
-            recalibrate_bn(model, forward, batches.epoch(seed_for(self.seed, "search.bn_recalibration", epoch)),
+            recalibrate_bn(model, forward, self.bn_loader.epoch(seed_for(self.seed, "search.bn_recalibration", epoch)),
                            engine, recal)
-        size = max(self.cfg.batch_size, 256)
-        # no held-out split (DARTS's 25k/25k halves of CIFAR-10): the architecture half, as the paper reports
-        split = self.data.valid if len(self.data.valid) else self.a_half
-        valid = self.data.loader(split, size, train=False, device=engine.device)
-        acc, _ = evaluate(model, valid.epoch(), engine, forward)
+        acc, _ = evaluate(model, self.valid_loader.epoch(), engine, forward)
         model.train()
         return acc
 

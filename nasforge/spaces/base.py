@@ -102,6 +102,23 @@ def choice_values(choice: Any) -> tuple[Any, ...]:
     return tuple(choice.values)
 
 
+def undecidable(strategy: str, space: Any) -> str | None:
+    """Why a strategy that decides ``space``'s declared choices by their values cannot search it: no
+    ``choices()``, a choice without a list of values, or nothing to decide (``None``: it can)."""
+    name = getattr(space, "name", space)
+    if not callable(getattr(space, "choices", None)):
+        return f"strategy '{strategy}' needs a space that declares its choices; '{name}' has no choices()"
+    declared = space.choices()
+    for label, choice in declared.items():
+        if not isinstance(choice, InputChoice) and not hasattr(choice, "values"):
+            return (f"strategy '{strategy}' needs the list of values of every choice; choice '{label}' of space "
+                    f"'{name}' ({type(choice).__name__}) has none")
+    if not any(c.size > 1 for c in declared.values()):
+        return (f"strategy '{strategy}' needs a choice with two or more values; space '{name}' has nothing to "
+                "decide")
+    return None
+
+
 class SearchSpace:
     """Base class of a search space: declares choices, samples, mutates, validates and builds.
 

@@ -31,7 +31,7 @@ from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.errors import ConfigError
 from nasforge.seeds import seed_for
-from nasforge.spaces.base import InputChoice, SearchSpace, choice_values
+from nasforge.spaces.base import SearchSpace, choice_values, undecidable
 from nasforge.strategies.base import SampleStrategy, register_strategy
 
 import nasforge.trials  # noqa: F401,E402  (the trial loop)
@@ -51,16 +51,10 @@ def _optuna() -> Any:
 
 def _support(name: str, space: Any) -> str | None:
     """Why Optuna's samplers cannot search ``space`` (``None``: they can)."""
+    reason = undecidable(name, space)
+    if reason is not None:
+        return reason
     label = getattr(space, "name", space)
-    if not callable(getattr(space, "choices", None)):
-        return f"strategy '{name}' needs a space that declares its choices; '{label}' has no choices()"
-    declared = space.choices()
-    for key, choice in declared.items():
-        if not isinstance(choice, InputChoice) and not hasattr(choice, "values"):
-            return (f"strategy '{name}' needs the values of every choice; choice '{key}' of space '{label}' "
-                    f"({type(choice).__name__}) has none")
-    if not any(c.size > 1 for c in declared.values()):
-        return f"strategy '{name}' needs a choice with two or more values; space '{label}' has nothing to decide"
     cls = type(space)
     if getattr(cls, "check_consistency", SearchSpace.check_consistency) is not SearchSpace.check_consistency or \
             getattr(cls, "next_decision", SearchSpace.next_decision) is not SearchSpace.next_decision:

@@ -62,7 +62,7 @@ from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.errors import ArchError, ConfigError
 from nasforge.registry import check_supported
-from nasforge.spaces.base import InputChoice, SearchSpace, choice_values
+from nasforge.spaces.base import SearchSpace, choice_values, undecidable
 from nasforge.spaces.layers import Layer, LayerSpace
 from nasforge.strategies.base import SampleStrategy, register_strategy
 
@@ -273,17 +273,10 @@ class ChoiceSequence:
 
 def sequence_support(strategy: str, space: Any) -> str | None:
     """Why ``strategy`` cannot decide ``space``'s choices one after the other (``None``: it can)."""
+    reason = undecidable(strategy, space)
+    if reason is not None:
+        return reason
     name = getattr(space, "name", space)
-    if not callable(getattr(space, "choices", None)):
-        return f"strategy '{strategy}' needs a space that declares its choices; '{name}' has no choices()"
-    declared = space.choices()
-    for label, choice in declared.items():
-        if not isinstance(choice, InputChoice) and not hasattr(choice, "values"):
-            return (f"strategy '{strategy}' needs the list of values of every choice; choice '{label}' of space "
-                    f"'{name}' ({type(choice).__name__}) has none")
-    if not any(c.size > 1 for c in declared.values()):
-        return (f"strategy '{strategy}' needs a choice with two or more values; space '{name}' has nothing to "
-                "decide")
     cls = type(space)
     rules = getattr(cls, "check_consistency", None)
     ordered = getattr(cls, "next_decision", None)
