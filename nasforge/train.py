@@ -27,13 +27,13 @@ from torch import Tensor, nn
 from nasforge import distributed, training
 from nasforge.arch import Arch
 from nasforge.config import option
-from nasforge.data import Dataset, Loader, Split, iterate_batches
+from nasforge.data import Dataset, Loader, Split
 from nasforge.errors import ExperimentError
 from nasforge.experiment import Experiment
 from nasforge.progress import Progress
 from nasforge.seeds import seed_for
 from nasforge.spaces import SearchSpace, get_space_class
-from nasforge.training import Engine, FitConfig, engine_for, fit, recalibrate_bn
+from nasforge.training import Engine, FitConfig, fit, recalibrate_bn
 from nasforge.utils import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -85,12 +85,6 @@ def _loss(model: nn.Module, logits: Tensor, y: Tensor, aux_weight: float) -> Ten
     if aux is not None:
         loss = loss + aux_weight * F.cross_entropy(aux, y)
     return loss
-
-
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256,
-             engine: Engine | None = None) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on ``x, y`` in eval mode (``training.evaluate`` on tensors)."""
-    return training.evaluate(model, iterate_batches(x, y, batch_size), engine or engine_for(model))
 
 
 def eval_loader(data: Dataset, split: Split, device: Any = None, batch_size: int = 256) -> Loader:

@@ -44,7 +44,7 @@ from nasforge.data import Dataset, split_half
 from nasforge.errors import ConfigError, TrainingError
 from nasforge.experiment import Experiment
 from nasforge.progress import Progress
-from nasforge.training import Engine, StepResult, cosine_lr, evaluate, recalibrate_bn, set_lr, weight_step
+from nasforge.training import Engine, StepResult, evaluate, recalibrate_bn, set_lr, weight_step
 from nasforge.seeds import seed_for
 
 log = logging.getLogger(__name__)
@@ -301,12 +301,10 @@ class SearchLoop:
             sums, arch_sums, n_w, n_a = partial["sums"], partial["arch_sums"], partial["n_w"], partial["n_a"]
             skip = partial["tick"]
             tic -= partial["seconds"]
-        total_w = cfg.epochs * self.w_steps
         if partial is not None:  # the RNG as it was at the checkpoint; the loaders restart at its position
             _set_rng(partial["rng"], engine)
         for tick, (wb, ab) in enumerate(self.ticks(epoch, warm, skip), skip):
-            # per-step cosine over all weight steps of the search: a short run anneals fully
-            method.lr = cosine_lr((epoch * self.w_steps + n_w) / total_w, cfg.w_lr, cfg.w_lr_min)
+            method.lr = method.weight_lr(epoch, n_w, self.w_steps)
             set_lr(self.w_opt, method.lr)
             res, arch = search_step(method, engine, model, self.params, wb, ab, warm, self.net)
             if arch is not None:

@@ -19,7 +19,7 @@ from nasforge.experiment import Experiment
 from nasforge.oneshot.loop import Batch, SearchLoop
 from nasforge.progress import Progress
 from nasforge.strategies.base import EpochCallback, SearchResult, Strategy
-from nasforge.training import Engine, EngineConfig
+from nasforge.training import Engine, EngineConfig, cosine_lr
 
 
 class OneShotStrategy(Strategy):
@@ -64,6 +64,12 @@ class OneShotStrategy(Strategy):
     def train_forward(self, model: nn.Module, x: Tensor, warm: bool) -> Tensor:
         """Logits of a weight step: the relaxed (or sampled) supernet."""
         raise NotImplementedError
+
+    def weight_lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        """The learning rate of weight step ``step`` of ``epoch`` (the loop sets it before the step): one
+        cosine over every weight step of the search, so a short run anneals fully."""
+        cfg = self.config
+        return cosine_lr((epoch * steps_per_epoch + step) / (cfg.epochs * steps_per_epoch), cfg.w_lr, cfg.w_lr_min)
 
     def arch_step(self, model: nn.Module, batch: Batch, train_batch: Batch | None = None) -> dict[str, float]:
         """One architecture update on a valid batch (``train_batch``: the step's train batch, for a

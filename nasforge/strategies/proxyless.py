@@ -95,7 +95,7 @@ from nasforge.oneshot.binary import rescale_two_paths, sample_two, two_path_alph
 from nasforge.oneshot.loop import OneShotConfig
 from nasforge.oneshot.relax import Relaxation
 from nasforge.progress import Progress
-from nasforge.training import cosine_lr, set_lr
+from nasforge.training import cosine_lr
 from nasforge.spaces.modular import ModuleSpace
 from nasforge.strategies.darts import needs_choice_modules
 from nasforge.strategies.base import register_strategy
@@ -211,7 +211,6 @@ class ProxylessStrategy(OneShotStrategy):
         self.baseline: float | None = None
         self.warm = False
         #: (epoch, weight steps done in it): where the separate warm-up/search schedules stand
-        self.position: tuple[int | None, int] = (None, 0)
         self.steps_per_epoch = 1
 
     @classmethod
@@ -284,9 +283,6 @@ class ProxylessStrategy(OneShotStrategy):
         self._space = space
         self.table = None  # no latency term and no table given: nothing to measure
         lat = self.latency_config
-        # weight steps per epoch: the loop's weights half (the larger half of the training split) in batches
-        n = len(data.train)
-        self.steps_per_epoch = max(1, -(-(n - n // 2) // cfg.batch_size))
         if self.flops:
             if lat.active(DEFAULT_FORM):
                 self.table = build_flops_table(space, data.input_shape, data.num_classes)
@@ -343,16 +339,19 @@ class ProxylessStrategy(OneShotStrategy):
 
     def epoch_started(self, epoch: int) -> None:
         self.warm = epoch < self.config.warmup_epochs
-        if self.position[0] != epoch:  # (a resumed epoch keeps the position its checkpoint held)
-            self.position = (epoch, 0)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "position": list(self.position)}
+        return {"baseline": self.baseline}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.baseline = state.get("baseline", self.baseline)
-        if state.get("position") is not None:
-            self.position = tuple(state["position"])
+
+    def weight_lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        """The loop's per-step learning rate; with ``warmup_lr`` set, the separate schedules'."""
+        self.steps_per_epoch = steps_per_epoch
+        if self.config.warmup_lr is None:
+            return super().weight_lr(epoch, step, steps_per_epoch)
+        return self.scheduled_lr(epoch, step)
 
     def scheduled_lr(self, epoch: int, step: int) -> float:
         """``warmup_lr`` set: the official two schedules, each a cosine to its end over its own steps: the
@@ -400,14 +399,7 @@ class ProxylessStrategy(OneShotStrategy):
 
     # --- steps ------------------------------------------------------------------------
     def train_forward(self, model: nn.Module, x: Tensor, warm: bool) -> Tensor:
-        """One path per choice from softmax(alpha); only those candidates run and get gradients.
-        With ``warmup_lr`` set, the step's learning rate is the separate schedules' (set here, before the
-        optimiser step of this forward)."""
-        epoch, step = self.position
-        if self.config.warmup_lr is not None and epoch is not None:
-            self.lr = self.scheduled_lr(epoch, step)
-            set_lr(self.w_opt, self.lr)
-        self.position = (epoch, step + 1)
+        """One path per choice from softmax(alpha); only those candidates run and get gradients."""
         self.relax.sample_paths()
         return model(x)
 
