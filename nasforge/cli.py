@@ -233,8 +233,8 @@ def search(
 ) -> None:
     """Search an architecture, train it, measure it and save everything in one directory."""
     from nasforge.config import parse_override, read_yaml
-    from nasforge.experiment import Experiment, check_out_dir
-    from nasforge.pipeline import config_dict, load_data, resolve_config
+    from nasforge.experiment import check_out_dir
+    from nasforge.pipeline import load_data, resolve_config
 
     _setup_logging(verbose)
     raw = read_yaml(config) if config else {}
@@ -272,13 +272,27 @@ def search(
         check_out_dir(out_dir, force)  # an --out that cannot be used fails before any data is read
     data = load_data(cfg)  # before creating the directory: a bad --data-dir leaves nothing behind
     _check_runner(cfg, data)
-    if ctx.is_main:
-        exp = Experiment.create(out_dir, config_dict(cfg), force=force, lock=True)  # one writer per run
+    _run(_create_run(out_dir, cfg, force), cfg, quiet, data)
+
+
+def _create_run(out_dir: Path, cfg: Any, force: bool, arch: Any = None) -> Any:
+    """The run directory, created by rank 0 (one writer per run; ``arch`` written as arch.json); the other
+    ranks of a data-parallel run open it once it exists (they read its checkpoints)."""
+    from nasforge import distributed
+    from nasforge.experiment import Experiment
+    from nasforge.pipeline import config_dict
+
+    if distributed.is_main():
+        exp = Experiment.create(out_dir, config_dict(cfg), force=force, lock=True)
+        try:
+            if arch is not None:
+                arch.save(exp.path / "arch.json")
+        except BaseException:
+            exp.close()
+            raise
         console.print(f"experiment: {exp.path}")
     distributed.barrier()
-    if not ctx.is_main:
-        exp = Experiment.open(out_dir)  # reads its checkpoint; rank 0 writes
-    _run(exp, cfg, quiet, data)
+    return exp if distributed.is_main() else Experiment.open(out_dir)
 
 
 def _check_distributed(cfg: Any) -> None:
@@ -389,8 +403,8 @@ def train(
     """Train a found architecture from scratch and report test accuracy, params, FLOPs and latency."""
     from nasforge.arch import Arch
     from nasforge.config import parse_override, read_yaml
-    from nasforge.experiment import Experiment, check_out_dir
-    from nasforge.pipeline import config_dict, load_data, resolve_config
+    from nasforge.experiment import check_out_dir
+    from nasforge.pipeline import load_data, resolve_config
 
     zoo_entry = None
     if str(arch_json).startswith("zoo:"):  # a published network (nasforge zoo list)
@@ -433,18 +447,7 @@ def train(
         from nasforge.zoo import fit_to_data
 
         arch = fit_to_data(zoo_entry, cfg, dataset.input_shape)
-    if ctx.is_main:
-        exp = Experiment.create(out_dir, config_dict(cfg), force=force, lock=True)  # one writer per run
-        try:
-            arch.save(exp.path / "arch.json")
-        except BaseException:
-            exp.close()
-            raise
-        console.print(f"experiment: {exp.path}")
-    distributed.barrier()
-    if not ctx.is_main:
-        exp = Experiment.open(out_dir)  # rank 0 writes
-    _run(exp, cfg, quiet, dataset)
+    _run(_create_run(out_dir, cfg, force, arch), cfg, quiet, dataset)
 
 
 @app.command()
