@@ -146,14 +146,17 @@ def average_grads_before_step(optimizer: torch.optim.Optimizer) -> None:
     world = _ctx.world
 
     def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        params = [p for g in opt.param_groups for p in g["params"]]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        # the parameters with a gradient: the same on every rank (they run the same sampled sub-network), and
+        # one without keeps none, so the optimiser skips it as it would in one process
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if not params:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
         dist.all_reduce(flat)
         flat /= world
         offset = 0
-        for p, g in zip(params, grads):
-            n = g.numel()
+        for p in params:
+            n = p.numel()
             p.grad = flat[offset:offset + n].view_as(p).clone()
             offset += n
 
