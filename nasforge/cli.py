@@ -96,6 +96,8 @@ def _benchmark_summary(result: dict[str, Any], exp_dir: Path) -> None:
             ("search", f"{result['search_trials']} trials, {result['search_sim_seconds']:.0f} s simulated, "
                        f"{result['search_seconds']:.1f} s wall"),
             ("files", "config.yaml store.sqlite arch.json result.json (not trained: --set evaluator.retrain=true)")]
+    if info.get("trials_per_fidelity"):
+        rows.insert(-1, ("trials per fidelity", ", ".join(f"{k}: {v}" for k, v in info["trials_per_fidelity"].items())))
     for key in ("stopped", "over_budget"):
         if info.get(key):
             rows.insert(-1, (key.replace("_", " "), info[key]))

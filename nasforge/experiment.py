@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS epochs (
 CREATE TABLE IF NOT EXISTS trials (
     id INTEGER PRIMARY KEY, arch_hash TEXT NOT NULL, arch TEXT NOT NULL,
     status TEXT NOT NULL, metrics TEXT, error TEXT, seed INTEGER, worker TEXT,
-    started REAL, finished REAL
+    started REAL, finished REAL, duplicate_of INTEGER, fidelity INTEGER
 );
 CREATE INDEX IF NOT EXISTS trials_hash ON trials (arch_hash);
 """
@@ -206,20 +206,22 @@ class Store:
 
     # --- trials (sample-based search) ---------------------------------------
     _TRIAL_COLUMNS = ("id", "arch_hash", "arch", "status", "metrics", "error", "seed", "worker", "started",
-                      "finished", "duplicate_of")
+                      "finished", "duplicate_of", "fidelity")
 
     def _migrate_trials(self) -> None:
         """Add columns newer versions need to a ``trials`` table written by an older one."""
         have = {row[1] for row in self.conn.execute("PRAGMA table_info(trials)")}
-        if "duplicate_of" not in have:
-            self.conn.execute("ALTER TABLE trials ADD COLUMN duplicate_of INTEGER")
+        for column in ("duplicate_of", "fidelity"):
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE trials ADD COLUMN {column} INTEGER")
 
     def put_trial(self, index: int, arch: dict[str, Any], arch_hash: str, status: str = "pending",
-                  seed: int | None = None) -> None:
-        """Record trial ``index`` (replacing a row an interrupted run left at that index)."""
+                  seed: int | None = None, fidelity: int | None = None) -> None:
+        """Record trial ``index`` (replacing a row an interrupted run left at that index); ``fidelity``:
+        what a multi-fidelity search scores it at (None: the evaluator's full fidelity)."""
         self.conn.execute(
-            "INSERT OR REPLACE INTO trials (id, arch_hash, arch, status, seed) VALUES (?, ?, ?, ?, ?)",
-            (index, arch_hash, json.dumps(arch, sort_keys=True), status, seed),
+            "INSERT OR REPLACE INTO trials (id, arch_hash, arch, status, seed, fidelity) VALUES (?, ?, ?, ?, ?, ?)",
+            (index, arch_hash, json.dumps(arch, sort_keys=True), status, seed, fidelity),
         )
 
     def update_trial(self, index: int, **fields: Any) -> None:

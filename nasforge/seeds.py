@@ -23,6 +23,7 @@ STREAMS: dict[str, int] = {
     "evaluate.bn_recalibration": 22,
     "trial": 31,                   # a sample-based trial's own seed
     "optuna.ask": 41,              # the Optuna sampler of an ask (tpe, nsga2)
+    "bohb.draw": 42,               # BOHB's model draw of a new architecture
     "haq.episode": 21,             # HAQ (a quantize run): the evaluation of an episode's policy
     "haq.finetune": 31,            # HAQ (a quantize run): the final fine-tune of the chosen policy
 }

@@ -24,6 +24,14 @@ Budgets (``Budget``): a number of trials, wall-clock seconds, and/or simulated s
 (the sum of the evaluated trials' ``train_seconds``, as NAS-Bench-201 counts search
 time); the first one spent stops the asking, and outstanding trials are finished.
 
+Fidelities: a multi-fidelity strategy (``MultiFidelityStrategy``: Hyperband, BOHB) asks
+for ``Request(arch, fidelity)``; the loop passes the fidelity to the evaluator (which must
+offer ``fidelities``, see ``nasforge.fidelity``), records it with the trial and charges
+that fidelity's ``train_seconds``. An architecture at another fidelity is a new trial, not
+a repeat, and the search's result is the best trial at the highest fidelity evaluated.
+How many trials may be outstanding is read from ``strategy.batch`` before each ask, so a
+strategy that must see a rung's results before it can promote says ``batch = 0`` until then.
+
 Repeats: an architecture the search has already evaluated is answered from the store.
 With ``repeats="charge"`` (NAS-Bench-201's convention) it costs its training time again
 in the simulated budget; with ``"free"`` (the default) it costs nothing. Either way a
@@ -35,6 +43,7 @@ warning and ``search_info["stopped"]`` saying so.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -44,10 +53,11 @@ from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.errors import ConfigError, ExperimentError, TrainingError
 from nasforge.experiment import Experiment
+from nasforge.fidelity import Fidelities, Request, fidelities_of
 from nasforge.progress import Progress
 from nasforge.runners import Runner, RunnerConfig, make_runner
 from nasforge.seeds import seed_for
-from nasforge.strategies.base import EpochCallback, SampleStrategy, SearchResult
+from nasforge.strategies.base import EpochCallback, MultiFidelityStrategy, SampleStrategy, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +168,7 @@ class _Slot:
 
     index: int
     arch: Arch
+    fidelity: int | None = None
     resolved: bool = False
     metrics: dict[str, Any] | None = None
     error: str | None = None
@@ -171,17 +182,38 @@ class _Slot:
         return {"index": self.index, "arch": self.arch.to_dict(), "arch_hash": self.arch.hash,
                 "status": "done" if self.metrics is not None else "failed", "metrics": self.metrics,
                 "error": self.error, "seed": seed, "worker": self.worker, "started": self.started,
-                "finished": self.finished, "duplicate_of": self.duplicate_of}
+                "finished": self.finished, "duplicate_of": self.duplicate_of, "fidelity": self.fidelity}
+
+    @property
+    def key(self) -> tuple[str, int | None]:
+        return self.arch.hash, self.fidelity
 
 
-def _best(history: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The done trial with the highest objective (the earliest among equals)."""
-    best = None
+def _rank(fidelity: int | None) -> float:
+    return math.inf if fidelity is None else float(fidelity)
+
+
+def incumbents(history: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    """The search's answer after each told trial record (``incumbent`` of every prefix, in one pass)."""
+    best, out = None, []
     for rec in history:
         if rec["status"] == "done" and rec["metrics"] is not None and not rec.get("over_budget"):
-            if best is None or rec["metrics"]["objective"] > best["metrics"]["objective"]:
+            if best is None:
                 best = rec
-    return best
+            else:
+                mine, theirs = _rank(rec.get("fidelity")), _rank(best.get("fidelity"))
+                if mine > theirs or (mine == theirs and rec["metrics"]["objective"] > best["metrics"]["objective"]):
+                    best = rec
+        out.append(best)
+    return out
+
+
+def incumbent(history: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The search's answer among told trial records: the done trial with the highest objective
+    (the earliest among equals) at the highest fidelity any counted trial was evaluated at (a
+    trial without a fidelity is at the evaluator's full fidelity)."""
+    found = incumbents(history)
+    return found[-1] if found else None
 
 
 def run_trials(strategy: SampleStrategy, space: Any, evaluator: Callable[..., dict[str, Any]], budget: Budget, *,
@@ -203,6 +235,14 @@ def run_trials(strategy: SampleStrategy, space: Any, evaluator: Callable[..., di
         raise ConfigError("this budget could never end: repeated architectures are free (repeats=free) and nothing "
                           "caps them (max_repeats=None) under a simulated-time budget alone; set max_repeats, "
                           "charge repeats (trials.repeats=charge) or add a trial or wall-clock budget")
+    fidelities = fidelities_of(evaluator)
+    if isinstance(strategy, MultiFidelityStrategy):
+        if fidelities is None:
+            source = getattr(evaluator, "source", type(evaluator).__name__)
+            raise ConfigError(f"strategy '{strategy.name}' chooses each trial's fidelity, but {source} scores at one "
+                              "fidelity only; use an evaluator that offers fidelities (train, synthetic, a benchmark "
+                              "file, or a table with valid_acc@E columns), or a single-fidelity strategy")
+        strategy.fidelities = fidelities
     progress = progress or Progress()
     own_runner = not isinstance(runner, Runner)
     if runner is None:
@@ -210,7 +250,7 @@ def run_trials(strategy: SampleStrategy, space: Any, evaluator: Callable[..., di
     if isinstance(runner, RunnerConfig):
         runner = make_runner(runner, evaluator)
     try:
-        return _Loop(strategy, space, budget, experiment, runner, seed, dedupe, callbacks).run(progress)
+        return _Loop(strategy, space, budget, experiment, runner, seed, dedupe, callbacks, fidelities).run(progress)
     finally:
         if own_runner:
             runner.close()
@@ -220,15 +260,15 @@ class _Loop:
     """State of one run of the trial loop (see ``run_trials``)."""
 
     def __init__(self, strategy: SampleStrategy, space: Any, budget: Budget, experiment: Experiment | None,
-                 runner: Runner, seed: int, dedupe: bool, callbacks: Sequence[EpochCallback]):
+                 runner: Runner, seed: int, dedupe: bool, callbacks: Sequence[EpochCallback],
+                 fidelities: Fidelities | None = None):
         self.strategy, self.space, self.budget = strategy, space, budget
         self.experiment, self.runner, self.seed, self.dedupe = experiment, runner, seed, dedupe
-        self.callbacks = callbacks
+        self.callbacks, self.fidelities = callbacks, fidelities
         self.store = experiment.store if experiment is not None else None
-        self.window = max(1, min(int(getattr(strategy, "batch", 1)), runner.workers))
         self.slots: OrderedDict[int, _Slot] = OrderedDict()
         self.history: list[dict[str, Any]] = []
-        self.told_done: dict[str, int] = {}  # arch hash -> first told done trial
+        self.told_done: dict[tuple[str, int | None], int] = {}  # (arch hash, fidelity) -> first told done trial
         self.told = self.asked = 0
         self.repeats = 0  # repeated architectures told in a row
         self.stopped: str | None = None
@@ -239,6 +279,12 @@ class _Loop:
         self.stored: dict[int, dict[str, Any]] = {}
 
     # --- bookkeeping -------------------------------------------------------------
+    def window(self) -> int:
+        """How many trials may be outstanding now (the strategy's ``batch``, read before each ask,
+        at most the runner's workers; at least one when none is)."""
+        wanted = min(int(getattr(self.strategy, "batch", 1)), self.runner.workers)
+        return max(wanted, 0 if self.slots else 1)
+
     def elapsed(self) -> float:
         return self.wall0 + time.time() - self.t0
 
@@ -286,7 +332,7 @@ class _Loop:
             self.history.append(row)
             self.repeats = self.repeats + 1 if row["duplicate_of"] is not None else 0
             if row["status"] == "done":
-                self.told_done.setdefault(row["arch_hash"], i)
+                self.told_done.setdefault((row["arch_hash"], row.get("fidelity")), i)
         log.info("resuming the search after trial %d (%d asked)", self.told - 1, self.asked)
 
     def _charge(self, record: dict[str, Any], duplicate: bool) -> float:
@@ -330,26 +376,27 @@ class _Loop:
                 self._resolve(other, metrics, None if metrics is not None else
                               f"duplicate of failed trial {slot.index}", "store", now, now, slot.index)
 
-    def _dispatch(self, index: int, arch: Arch) -> None:
+    def _dispatch(self, index: int, arch: Arch, fidelity: int | None = None) -> None:
         """Answer trial ``index`` from the store, or hand it to the runner."""
-        slot = self.slots[index] = _Slot(index, arch)
+        slot = self.slots[index] = _Slot(index, arch, fidelity)
         row = self.stored.get(index)
-        if row is not None and row["arch_hash"] == arch.hash and row["status"] in ("done", "failed"):
+        if row is not None and row["arch_hash"] == arch.hash and row.get("fidelity") == fidelity and \
+                row["status"] in ("done", "failed"):
             slot.resolved, slot.metrics, slot.error = True, row["metrics"], row["error"]
             slot.worker, slot.started, slot.finished = row["worker"], row["started"], row["finished"]
             slot.duplicate_of = row["duplicate_of"]
             return  # finished before the interruption: never evaluated again
         if self.store is not None:
-            self.store.put_trial(index, arch.to_dict(), arch.hash, "pending", trial_seed(self.seed, index))
+            self.store.put_trial(index, arch.to_dict(), arch.hash, "pending", trial_seed(self.seed, index), fidelity)
         if self.dedupe:
-            first = self.told_done.get(arch.hash)
+            first = self.told_done.get(slot.key)
             if first is not None:
                 now = time.time()
                 done = next(r for r in self.history if r["index"] == first)
                 self._resolve(slot, dict(done["metrics"]), None, "store", now, now, first)
                 return
             for other in self.slots.values():
-                if other.index < index and other.arch.hash == arch.hash:
+                if other.index < index and other.key == slot.key:
                     if other.resolved:
                         now = time.time()
                         error = None if other.metrics is not None else f"duplicate of failed trial {other.index}"
@@ -359,7 +406,7 @@ class _Loop:
                     return
         if self.store is not None:
             self.store.update_trial(index, status="running", started=time.time())
-        self.runner.submit(index, arch, trial_seed(self.seed, index))
+        self.runner.submit(index, arch, trial_seed(self.seed, index), fidelity)
 
     def _collect(self) -> None:
         """Wait for the runner until the oldest outstanding trial is resolved."""
@@ -387,7 +434,7 @@ class _Loop:
             advance = 1.0
             self.repeats = self.repeats + 1 if slot.duplicate_of is not None else 0
             if slot.metrics is not None:
-                self.told_done.setdefault(slot.arch.hash, slot.index)
+                self.told_done.setdefault(slot.key, slot.index)
                 seconds = self._charge(record, slot.duplicate_of is not None)
                 if self.budget.trials is None and self.budget.sim_seconds is not None:
                     advance = seconds
@@ -395,7 +442,7 @@ class _Loop:
                 self.experiment.save_checkpoint(CHECKPOINT, {
                     "kind": "trials", "strategy": self.strategy.state_dict(), "told": self.told,
                     "asked": self.asked, "sim_seconds": self.sim, "wall_seconds": self.elapsed()})
-            best = _best(self.history)
+            best = incumbent(self.history)
             fields = {"trial": slot.index}
             if best is not None:
                 fields["best"] = best["metrics"]["objective"]
@@ -409,6 +456,18 @@ class _Loop:
             for cb in self.callbacks:
                 cb(self.strategy, slot.index, record)
 
+    def _ask(self) -> tuple[Arch, int | None]:
+        """The strategy's next architecture and its fidelity (checked against the space and evaluator)."""
+        asked = self.strategy.ask()
+        arch, fidelity = (asked.arch, asked.fidelity) if isinstance(asked, Request) else (asked, None)
+        self.space.validate(arch)
+        if fidelity is not None:
+            if self.fidelities is None:
+                raise ConfigError(f"strategy '{self.strategy.name}' asked for fidelity {fidelity!r}, but the evaluator "
+                                  "scores at one fidelity only; use an evaluator that offers fidelities")
+            fidelity = self.fidelities.check(fidelity)
+        return arch, fidelity
+
     # --- the loop -----------------------------------------------------------------
     def run(self, progress: Progress) -> SearchResult:
         self._restore()
@@ -417,7 +476,7 @@ class _Loop:
             if row is None:
                 raise ExperimentError(f"the store lacks trial {i} that the checkpoint counts as asked; delete "
                                       "checkpoints/search.pt to search again")
-            self._dispatch(i, self._arch_of(row))
+            self._dispatch(i, self._arch_of(row), row.get("fidelity"))
         b = self.budget
         if b.trials is not None:
             total, done = float(b.trials), float(self.told)
@@ -427,19 +486,18 @@ class _Loop:
             total, done = None, 0.0
         with progress.task("search", total=total, completed=done) as bar:
             while True:
-                while len(self.slots) < self.window and self.can_ask():
-                    arch = self.strategy.ask()
-                    self.space.validate(arch)
+                while len(self.slots) < self.window() and self.can_ask():
+                    arch, fidelity = self._ask()
                     index = self.asked
                     self.asked += 1
-                    self._dispatch(index, arch)
+                    self._dispatch(index, arch, fidelity)
                 if not self.slots:
                     break
                 self._collect()
                 self._tell_oldest(bar)
         if self.store is not None:
             self.store.delete_trials_from(self.asked)
-        best = _best(self.history)
+        best = incumbent(self.history)
         failed = sum(1 for r in self.history if r["status"] == "failed")
         if best is None and self.over_budget:
             first = next(r for r in self.history if r.get("over_budget"))
@@ -457,6 +515,14 @@ class _Loop:
             "best_metrics": best["metrics"], "sim_seconds": self.sim, "wall_seconds": self.elapsed(),
             "budget": self.budget.describe(), "runner": self.runner.name, "workers": self.runner.workers,
         }
+        if any(r.get("fidelity") is not None for r in self.history):
+            counts: dict[str, int] = {}
+            for r in self.history:
+                key = "full" if r.get("fidelity") is None else str(r["fidelity"])
+                counts[key] = counts.get(key, 0) + 1
+            info["fidelity"] = best.get("fidelity")
+            info["trials_per_fidelity"] = dict(sorted(counts.items(), key=lambda kv: _rank(
+                None if kv[0] == "full" else int(kv[0]))))
         if self.stopped is not None:
             info["stopped"] = self.stopped
         summary = getattr(self.strategy, "search_info", None)
@@ -503,4 +569,5 @@ def search_options(config: Any, space: Any, data: Any, engine: Any = None) -> di
             "budget": config.trials.budget(data.name), "runner": config.runner, "dedupe": config.trials.dedupe}
 
 
-__all__ = ["Budget", "CHECKPOINT", "TrialsConfig", "check_budget", "run_trials", "sample_search", "search_options", "trial_seed"]
+__all__ = ["Budget", "CHECKPOINT", "TrialsConfig", "check_budget", "incumbent", "incumbents", "run_trials", "sample_search",
+           "search_options", "trial_seed"]

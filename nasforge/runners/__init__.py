@@ -86,8 +86,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def evaluate_trial(evaluator: Callable[..., dict[str, Any]], index: int, arch: Arch, seed: int) -> Outcome:
+def evaluate_trial(evaluator: Callable[..., dict[str, Any]], index: int, arch: Arch, seed: int,
+                   fidelity: int | None = None) -> Outcome:
     """Run one trial (anywhere) and turn any failure into an ``Outcome``; seeds torch and numpy first.
+    ``fidelity`` (a multi-fidelity search's): passed to the evaluator as ``fidelity=``.
 
     A ``TrainingError`` or any other exception fails the trial; a ``NasforgeError`` of
     another kind (configuration, architecture, data) is *fatal*: it would fail every trial.
@@ -100,7 +102,8 @@ def evaluate_trial(evaluator: Callable[..., dict[str, Any]], index: int, arch: A
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     try:
-        metrics = evaluator(arch, seed=seed) if _takes_seed(evaluator) else evaluator(arch)
+        kwargs: dict[str, Any] = {"fidelity": fidelity} if fidelity is not None else {}
+        metrics = evaluator(arch, seed=seed, **kwargs) if _takes_seed(evaluator) else evaluator(arch, **kwargs)
         metrics = _jsonable(dict(metrics))
         objective = metrics.get("objective")
         if not isinstance(objective, (int, float)) or isinstance(objective, bool) or not math.isfinite(objective):
@@ -123,7 +126,8 @@ class Runner:
     #: how many trials it evaluates at the same time
     workers: int = 1
 
-    def submit(self, index: int, arch: Arch, seed: int) -> None:
+    def submit(self, index: int, arch: Arch, seed: int, fidelity: int | None = None) -> None:
+        """Evaluate trial ``index`` (``arch`` with ``seed``, at ``fidelity`` when not None)."""
         raise NotImplementedError
 
     def wait(self) -> list[Outcome]:

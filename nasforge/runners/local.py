@@ -22,16 +22,16 @@ class LocalRunner(Runner):
     def __init__(self, evaluator: Callable[..., dict[str, Any]], workers: int = 1):
         self.evaluator = evaluator
         self.workers = max(1, int(workers))
-        self._queue: deque[tuple[int, Arch, int]] = deque()
+        self._queue: deque[tuple[int, Arch, int, int | None]] = deque()
 
-    def submit(self, index: int, arch: Arch, seed: int) -> None:
-        self._queue.append((index, arch, seed))
+    def submit(self, index: int, arch: Arch, seed: int, fidelity: int | None = None) -> None:
+        self._queue.append((index, arch, seed, fidelity))
 
     def wait(self) -> list[Outcome]:
         if not self._queue:
             raise RuntimeError("wait() with no submitted trial")
-        index, arch, seed = self._queue.popleft()
-        return [evaluate_trial(self.evaluator, index, arch, seed)]
+        index, arch, seed, fidelity = self._queue.popleft()
+        return [evaluate_trial(self.evaluator, index, arch, seed, fidelity)]
 
     def pending(self) -> int:
         return len(self._queue)

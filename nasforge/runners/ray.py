@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 RESUBMITS = 2
 
 
-def _ray_trial(evaluator: Callable[..., dict[str, Any]], index: int, arch: dict[str, Any], seed: int) -> Outcome:
+def _ray_trial(evaluator: Callable[..., dict[str, Any]], index: int, arch: dict[str, Any], seed: int,
+               fidelity: int | None = None) -> Outcome:
     """The body of one Ray task (module level, so workers import it by name)."""
-    return evaluate_trial(evaluator, index, Arch.from_dict(arch, validate=False), seed)
+    return evaluate_trial(evaluator, index, Arch.from_dict(arch, validate=False), seed, fidelity)
 
 
 #: The watchdog (run as ``python -c``): argv = driver PID, then the PIDs to end when the driver is gone.
@@ -171,7 +172,7 @@ class RayRunner(Runner):
         self.workers = max(1, int(workers))
         self._owned = False
         self._watchdog: subprocess.Popen | None = None
-        self._refs: dict[Any, tuple[int, Arch, int, int]] = {}  # ref -> (index, arch, seed, resubmits)
+        self._refs: dict[Any, tuple[int, Arch, int, int | None, int]] = {}  # ref -> (index, arch, seed, fidelity, resubmits)
         if not ray.is_initialized():
             before = set(_children(os.getpid()))
             if address:
@@ -201,9 +202,9 @@ class RayRunner(Runner):
         # Ray sets CUDA_VISIBLE_DEVICES per task: a trial with a GPU trains on its own (engine device auto)
         self._task = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=max_retries)(_ray_trial)
 
-    def submit(self, index: int, arch: Arch, seed: int, resubmits: int = 0) -> None:
-        ref = self._task.remote(self._evaluator, index, arch.to_dict(), seed)
-        self._refs[ref] = (index, arch, seed, resubmits)
+    def submit(self, index: int, arch: Arch, seed: int, fidelity: int | None = None, resubmits: int = 0) -> None:
+        ref = self._task.remote(self._evaluator, index, arch.to_dict(), seed, fidelity)
+        self._refs[ref] = (index, arch, seed, fidelity, resubmits)
 
     def pending(self) -> int:
         return len(self._refs)
@@ -217,7 +218,7 @@ class RayRunner(Runner):
             ready, _ = ray.wait(list(self._refs), num_returns=1)
             more, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
             for ref in dict.fromkeys(ready + more):
-                index, arch, seed, resubmits = self._refs.pop(ref)
+                index, arch, seed, fidelity, resubmits = self._refs.pop(ref)
                 try:
                     outcomes.append(ray.get(ref))
                 except ray.exceptions.RayTaskError as exc:  # the task body raised outside the trial's guard
@@ -226,7 +227,7 @@ class RayRunner(Runner):
                 except ray.exceptions.RayError as exc:  # the worker died and Ray's retries are spent
                     if resubmits < RESUBMITS:
                         log.warning("trial %d: worker lost (%s); submitting it again", index, type(exc).__name__)
-                        self.submit(index, arch, seed, resubmits + 1)
+                        self.submit(index, arch, seed, fidelity, resubmits + 1)
                     else:
                         outcomes.append(Outcome(index, None, f"worker lost {resubmits + 1} times "
                                                              f"({type(exc).__name__}); trial given up"))

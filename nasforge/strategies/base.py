@@ -96,6 +96,20 @@ class SampleStrategy(Strategy):
         raise NotImplementedError
 
 
+class MultiFidelityStrategy(SampleStrategy):
+    """A sample-based strategy that chooses how much each trial costs (Hyperband, BOHB): ``ask``
+    returns a ``nasforge.fidelity.Request`` (an architecture and a fidelity, e.g. epochs).
+
+    It can only run with an evaluator that offers ``fidelities``; the trial loop checks that
+    (one line naming such evaluators otherwise) and sets ``self.fidelities`` (the evaluator's
+    ``Fidelities``) before ``setup``. Tells come in ask order, so the strategy knows which
+    fidelity each told result was scored at.
+    """
+
+    #: the evaluator's fidelities (set by the trial loop before ``setup``)
+    fidelities: Any = None
+
+
 #: every registered strategy class, by name
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 

@@ -63,6 +63,43 @@ def _support(name: str, space: Any) -> str | None:
     return None
 
 
+class Encoding:
+    """A space's choices as Optuna parameters: one categorical parameter per choice with two or
+    more values, over the indices of its values (so any value type works); one-valued choices
+    are fixed."""
+
+    def __init__(self, space: Any):
+        optuna = _optuna()
+        self.space = space
+        self.labels: list[str] = []
+        self.values: list[tuple[Any, ...]] = []
+        self.fixed: dict[str, Any] = {}
+        for label, choice in space.choices().items():
+            values = choice_values(choice)
+            if len(values) > 1:
+                self.labels.append(label)
+                self.values.append(values)
+            else:
+                self.fixed[label] = values[0]
+        self.distributions = {label: optuna.distributions.CategoricalDistribution(list(range(len(v))))
+                              for label, v in zip(self.labels, self.values)}
+
+    def arch(self, params: dict[str, int]) -> Arch:
+        """The architecture of a trial's parameters."""
+        choices = {}
+        for label in self.space.choices():
+            if label in self.fixed:
+                choices[label] = self.fixed[label]
+            else:
+                value = self.values[self.labels.index(label)][int(params[label])]
+                choices[label] = list(value) if isinstance(value, tuple) else value
+        return Arch(self.space.name, choices, self.space.version)
+
+    def params(self, arch: Arch) -> dict[str, int]:
+        """The parameters of an architecture of the space."""
+        return {label: values.index(arch[label]) for label, values in zip(self.labels, self.values)}
+
+
 class _OptunaStrategy(SampleStrategy):
     """Shared ask/tell bridge; subclasses set ``directions`` and ``_sampler`` and ``_values``."""
 
@@ -91,18 +128,8 @@ class _OptunaStrategy(SampleStrategy):
         if reason:
             raise ConfigError(reason)
         self.space, self.seed = space, int(seed)
-        self.labels: list[str] = []
-        self.values: list[tuple[Any, ...]] = []
-        self.fixed: dict[str, Any] = {}
-        for label, choice in space.choices().items():
-            values = choice_values(choice)
-            if len(values) > 1:
-                self.labels.append(label)
-                self.values.append(values)
-            else:
-                self.fixed[label] = values[0]
-        self.distributions = {label: optuna.distributions.CategoricalDistribution(list(range(len(v))))
-                              for label, v in zip(self.labels, self.values)}
+        self.encoding = Encoding(space)
+        self.distributions = self.encoding.distributions
         self.study = optuna.create_study(directions=list(self.directions), sampler=self._sampler(self.seed % 2**32))
         self.asked = 0
         self.told: list[dict[str, Any]] = []
@@ -113,17 +140,7 @@ class _OptunaStrategy(SampleStrategy):
         self.asked += 1
         trial = self.study.ask(fixed_distributions=self.distributions)
         self.pending = trial
-        return self._arch(trial.params)
-
-    def _arch(self, params: dict[str, int]) -> Arch:
-        choices = {}
-        for label, choice in self.space.choices().items():
-            if label in self.fixed:
-                choices[label] = self.fixed[label]
-            else:
-                value = self.values[self.labels.index(label)][int(params[label])]
-                choices[label] = list(value) if isinstance(value, tuple) else value
-        return Arch(self.space.name, choices, self.space.version)
+        return self.encoding.arch(trial.params)
 
     def tell(self, arch: Arch, metrics: dict[str, Any] | None) -> None:
         optuna = _optuna()
@@ -306,4 +323,4 @@ def plot_front(info: dict[str, Any], path: str | Path, title: str = "") -> Path:
     return Path(path)
 
 
-__all__ = ["COSTS", "NSGA2", "TPE", "hypervolume", "pareto_front", "plot_front"]
+__all__ = ["COSTS", "Encoding", "NSGA2", "TPE", "hypervolume", "pareto_front", "plot_front"]

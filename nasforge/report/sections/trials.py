@@ -1,4 +1,6 @@
-"""Sample-based searches (random, evolution, REINFORCE, MetaQNN): objective per trial, best so far, top trials."""
+"""Sample-based searches (random, evolution, REINFORCE, MetaQNN, Hyperband...): objective per trial, best so far,
+top trials; a multi-fidelity search's trials are coloured by fidelity and its best is the incumbent at the highest
+fidelity."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from pathlib import Path
 
 from nasforge.report.figures import describe_arch, escape, figure, save_figure
 from nasforge.report.run import Run, Section, as_run
+from nasforge.trials import incumbents
 
 __all__ = ["trials_section"]
 
@@ -18,6 +21,7 @@ def trials_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | Non
     if not trials:
         return None
     finished = [t for t in trials if t["status"] in ("done", "failed")]
+    multi = any(t.get("fidelity") is not None for t in trials)
     done = [t for t in finished if t["status"] == "done"]
     pictures: list[tuple[str, str]] = []
     if done:
@@ -26,21 +30,26 @@ def trials_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | Non
         ys = [t["metrics"]["objective"] for t in done]
         fresh = [(x, y) for t, x, y in zip(done, xs, ys) if t["duplicate_of"] is None]
         dups = [(x, y) for t, x, y in zip(done, xs, ys) if t["duplicate_of"] is not None]
-        ax.scatter([x for x, _ in fresh], [y for _, y in fresh], s=12, alpha=0.6, label="trial objective")
+        if multi:
+            for fid in sorted({t.get("fidelity") for t in done}, key=lambda f: float("inf") if f is None else f):
+                pts = [(x, y) for t, x, y in zip(done, xs, ys) if t["duplicate_of"] is None and t.get("fidelity") == fid]
+                ax.scatter([x for x, _ in pts], [y for _, y in pts], s=12, alpha=0.7,
+                           label=f"fidelity {fid if fid is not None else 'full'}")
+        else:
+            ax.scatter([x for x, _ in fresh], [y for _, y in fresh], s=12, alpha=0.6, label="trial objective")
         if dups:
             ax.scatter([x for x, _ in dups], [y for _, y in dups], s=18, facecolors="none", edgecolors="grey",
                        label="duplicate (from the store)")
         failed = [t["index"] for t in finished if t["status"] == "failed"]
         if failed:
             ax.scatter(failed, [min(ys)] * len(failed), marker="x", color="red", label="failed")
-        best, best_xs, best_ys = float("-inf"), [], []
-        for t in finished:
-            if t["status"] == "done":
-                best = max(best, t["metrics"]["objective"])
-            if best > float("-inf"):
+        best_xs, best_ys = [], []
+        for t, inc in zip(finished, incumbents(finished)):  # the search's answer so far (highest fidelity first)
+            if inc is not None:
                 best_xs.append(t["index"])
-                best_ys.append(best)
-        ax.step(best_xs, best_ys, where="post", color="black", label="best so far")
+                best_ys.append(inc["metrics"]["objective"])
+        ax.step(best_xs, best_ys, where="post", color="black", label="best so far" + (
+            " (at the highest fidelity)" if multi else ""))
         ax.set_xlabel("trial")
         ax.set_ylabel("objective")
         ax.grid(True, alpha=0.3)
@@ -52,12 +61,11 @@ def trials_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | Non
         timed = [t for t in done if t["duplicate_of"] is None and "train_seconds" in t["metrics"]]
         if timed:
             fig, (ax,) = figure(8.0, 3.5)
-            total, best, xs2, ys2 = 0.0, float("-inf"), [], []
-            for t in timed:
+            total, xs2, ys2 = 0.0, [], []
+            for t, inc in zip(timed, incumbents(timed)):
                 total += float(t["metrics"]["train_seconds"])
-                best = max(best, t["metrics"]["objective"])
                 xs2.append(total)
-                ys2.append(best)
+                ys2.append(inc["metrics"]["objective"])
             ax.step(xs2, ys2, where="post", color="black")
             ax.set_xlabel("simulated / training time (s, sum of train_seconds)")
             ax.set_ylabel("best objective so far")
@@ -65,15 +73,23 @@ def trials_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | Non
             save_figure(fig, out_dir / "trials_time.png")
             pictures.append(("trials_time.png", "Best objective against the training time spent on evaluated "
                                                 "trials (NAS-Bench-201's simulated search time)."))
-    top = sorted(done, key=lambda t: (-t["metrics"]["objective"], t["index"]))[:10]
+    if multi:  # the highest fidelity's trials rank first
+        rank = {f: k for k, f in enumerate(sorted({t.get("fidelity") for t in done},
+                                                  key=lambda f: -float("inf") if f is None else -f))}
+        top = sorted(done, key=lambda t: (rank[t.get("fidelity")], -t["metrics"]["objective"], t["index"]))[:10]
+    else:
+        top = sorted(done, key=lambda t: (-t["metrics"]["objective"], t["index"]))[:10]
+    fid_cell = (lambda t: f"<td>{escape(t.get('fidelity') if t.get('fidelity') is not None else 'full')}</td>") \
+        if multi else (lambda t: "")
     rows = "\n".join(
-        f"<tr><td>{t['index']}</td><td>{t['metrics']['objective']:.4f}</td>"
+        f"<tr><td>{t['index']}</td>{fid_cell(t)}<td>{t['metrics']['objective']:.4f}</td>"
         f"<td>{escape(t['metrics'].get('train_seconds', ''))}</td>"
         f"<td><code>{escape(describe_arch(t['arch']))}</code></td></tr>" for t in top)
     counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("done", "failed", "pending", "running")}
     dup_count = sum(1 for t in trials if t["duplicate_of"] is not None)
     body = (f"<p>{len(trials)} trials: {counts['done']} done ({dup_count} answered from the store as duplicates), "
             f"{counts['failed']} failed, {counts['pending'] + counts['running']} unfinished.</p>"
-            "<table><tr><th>trial</th><th>objective</th><th>train_seconds</th><th>architecture</th></tr>"
+            f"<table><tr><th>trial</th>{'<th>fidelity</th>' if multi else ''}<th>objective</th><th>train_seconds</th>"
+            "<th>architecture</th></tr>"
             f"{rows}</table>")
     return Section("Trials (sample-based search)", body, pictures)
