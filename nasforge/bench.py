@@ -199,19 +199,25 @@ def plot_regret(summary: dict[str, Any], path: Path, xlabel: str) -> Path:
     return path
 
 
-def synthetic_table(path: Path, seed: int = 0, seconds: float = 60.0) -> Path:
-    """Every NAS-Bench-201 cell scored by a ``SyntheticTable`` (seed ``seed``), written as a CSV table."""
+def synthetic_table(path: Path, seed: int = 0, seconds: float = 60.0, epochs: int = 12) -> Path:
+    """Every NAS-Bench-201 cell scored by a ``SyntheticTable`` (seed ``seed``), written as a CSV table,
+    with its learning curve over ``epochs`` epochs as ``valid_acc@E``/``train_seconds@E`` columns
+    (E = 1..epochs; the table's fidelities, for multi-fidelity strategies)."""
     from nasforge.evaluators.synthetic import SyntheticConfig, SyntheticTable
     from nasforge.evaluators.table import write_table
     from nasforge.spaces import make_space
 
     space = make_space("nb201")
-    table = SyntheticTable(space, SyntheticConfig(seed=seed, seconds=seconds))
+    table = SyntheticTable(space, SyntheticConfig(seed=seed, seconds=seconds, epochs=epochs))
+    curves = table.learning_curves()
     rows = []
     for arch in all_cells(space):
         m = table(arch)
+        at = table.indices(arch)
         rows.append({"arch": arch, "valid_acc": m["valid_acc"], "test_acc": m["test_acc"],
-                     "train_seconds": m["train_seconds"], "params": synthetic_params(arch)})
+                     "train_seconds": m["train_seconds"], "params": synthetic_params(arch),
+                     **{f"valid_acc@{e}": float(v) for e, v in enumerate(curves["valid_acc"][at], start=1)},
+                     **{f"train_seconds@{e}": float(t) for e, t in enumerate(curves["train_seconds"][at], start=1)}})
     return write_table(path, rows, space)
 
 

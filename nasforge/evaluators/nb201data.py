@@ -25,7 +25,9 @@ The protocol of the NAS-Bench-201 paper (``simulate_train_eval`` of the APIs): t
 signal of ``cifar10`` is the ``cifar10-valid`` run (trained on the train split), of
 ``cifar100``/``ImageNet16-120`` their own runs, read on the ``x-valid`` split after the
 12- (or 200-) epoch schedule; a query costs ``train-all-time + valid-per-time`` (the
-schedule's summed epoch times plus one validation pass). The reported number is the
+schedule's summed epoch times plus one validation pass). A lower fidelity (``Protocol.signal``)
+reads the same run after an earlier epoch ``e``, at the cost of its first ``e`` epochs plus
+one validation pass (``simulate_train_eval(iepoch=e - 1)``). The reported number is the
 200-epoch test accuracy of the dataset's own column: ``cifar10`` (trained on train+valid)
 on ``ori-test``, ``cifar100``/``ImageNet16-120`` on ``x-test``.
 """
@@ -240,20 +242,24 @@ def _open(path: Path) -> Benchmark:
 # ---------------------------------------------------------------------------
 # One cell's numbers under the protocol
 # ---------------------------------------------------------------------------
-def _last(run: dict[str, Any], split: str, where: str) -> float:
+def _last(run: dict[str, Any], split: str, where: str, epoch: int | None = None) -> float:
+    """The accuracy on ``split`` after epoch ``epoch`` (1-based; None: the run's last)."""
     epochs = int(run.get("epochs", 0))
     accs = run.get("eval_acc1es") or {}
-    key = f"{split}@{epochs - 1}"
+    epoch = epochs if epoch is None else epoch
+    key = f"{split}@{epoch - 1}"
     if key not in accs:
         names = sorted({k.split("@")[0] for k in accs})
-        raise ConfigError(f"{where} has no {split!r} accuracy after epoch {epochs} (its splits: {names}); "
+        raise ConfigError(f"{where} has no {split!r} accuracy after epoch {epoch} (its splits: {names}); "
                           f"choose a split it has")
     return float(accs[key])
 
 
-def _seconds(run: dict[str, Any]) -> float | None:
-    """``train-all-time + valid-per-time`` of one run (None when the file has no times)."""
-    epochs = int(run.get("epochs", 0))
+def _seconds(run: dict[str, Any], epoch: int | None = None) -> float | None:
+    """``train-all-time + valid-per-time`` of one run after epoch ``epoch`` (1-based; None: the run's
+    last), as NATS-Bench's ``simulate_train_eval(iepoch=epoch - 1)``: the first ``epoch`` epoch
+    times plus the mean of their validation times (None when the file has no times)."""
+    epochs = int(run.get("epochs", 0)) if epoch is None else int(epoch)
     train = run.get("train_times")
     if not train or epochs <= 0:
         return None
@@ -351,6 +357,21 @@ class Protocol:
             if values:
                 row[ours] = sum(values) / len(values)
         return row, seeds
+
+    def signal(self, bench: Benchmark, index: int, epoch: int) -> list[tuple[float, float | None]] | None:
+        """Per-seed (signal accuracy, seconds) of cell ``index`` after epoch ``epoch`` (1..``epochs``)
+        of the signal's schedule: the learning curve ``row`` reads at its end (None when the file
+        lacks the cell). The accuracy is the split's after that epoch, the seconds
+        ``simulate_train_eval(iepoch=epoch - 1)``'s cost; ``epoch == epochs`` is ``row``'s signal."""
+        results = bench.results(index)
+        if results is None:
+            return None
+        signal_ds = DATASETS[self.dataset][0]
+        where = f"cell {index}"
+        last = epoch == self.epochs  # the run's own last epoch, exactly as ``row`` reads it
+        return [(_last(run, self.split, f"benchmark {bench.path} {signal_ds} {where}", None if last else epoch) / 100.0,
+                 _seconds(run, None if last else epoch))
+                for run in _runs(results, str(self.epochs), signal_ds, where, bench.path)]
 
 
 __all__ = ["ALIASES", "Benchmark", "DATASETS", "EPOCHS", "Protocol", "SPLITS", "dataset_name", "is_benchmark_path",

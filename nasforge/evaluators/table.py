@@ -12,20 +12,29 @@ NAS-Bench-201 ``.pth``, the NATS-Bench topology folder or ``.pickle.pbz2`` file,
 search signal's dataset, epochs (12 or 200) and split as options and the 200-epoch test
 accuracy of the dataset's own column as ``test_acc``. ``TableEvaluator.from_api`` queries
 the official API package instead, where it is installed.
+
+Fidelities (``nasforge.fidelity``): a benchmark file offers every epoch ``1..epochs`` of
+the signal's schedule (``evaluator(arch, fidelity=e)``: the signal split's accuracy after
+epoch ``e`` and the cost of training that far, as NATS-Bench's ``simulate_train_eval(iepoch=e-1)``);
+a CSV/JSON table offers the epochs of its ``valid_acc@E`` columns (with ``train_seconds@E``
+beside them when it has times). Other metrics are the full fidelity's at every fidelity.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from nasforge.arch import Arch
 from nasforge.errors import ArchError, ConfigError
+from nasforge.fidelity import Fidelities
 from nasforge.utils import atomic_write_text
 
 #: Columns every table row must have.
@@ -36,6 +45,8 @@ OPTIONAL: tuple[str, ...] = ("train_seconds", "params", "flops", "latency", "val
 SEED_MODES: tuple[str, ...] = ("mean", "random")
 #: Metrics that can be the objective (maximised by the strategies).
 OBJECTIVES: tuple[str, ...] = ("valid_acc", "test_acc")
+#: Metrics a table may give per fidelity, as columns ``METRIC@E`` (E: whole epochs, e.g. ``valid_acc@1``).
+FIDELITY_METRICS: tuple[str, ...] = ("valid_acc", "train_seconds")
 _FIX = "write it with nasforge.evaluators.table.write_table or export it from the benchmark"
 
 
@@ -71,6 +82,9 @@ class TableEvaluator:
     ignored for CSV/JSON tables, which hold one dataset's numbers already.
     """
 
+    #: the fidelities offered (None: one, the full fidelity)
+    fidelities: Fidelities | None
+
     def __init__(self, path: str | os.PathLike, space: Any = None, metric: str = "valid_acc", *,
                  dataset: str = "cifar10", epochs: int = 12, split: str = "x-valid", seeds: str = "mean"):
         from nasforge.evaluators.nb201data import is_benchmark_path
@@ -82,14 +96,26 @@ class TableEvaluator:
             raise ConfigError(f"table evaluator seeds={seeds!r} is unknown; use one of {list(SEED_MODES)}")
         self.seeds = seeds
         self._seed_runs: dict[str, list[tuple[float, float | None]]] = {}
+        #: (cell, epoch) -> per-seed (signal accuracy, seconds) of a benchmark file, read when first asked for
+        self._signals: dict[tuple[str, int], list[tuple[float, float | None]]] = {}
+        #: cell -> its per-fidelity columns (``valid_acc@E``...) of a CSV/JSON table
+        self._curves: dict[str, dict[str, float]] = {}
         self._bench: Any = None
         self.protocol: Any = None
+        self.fidelities = None
         if is_benchmark_path(self.path):
             self._open_benchmark(dataset, epochs, split)
         else:
             if not self.path.exists() and not self.path.suffix:
                 raise ConfigError(f"table {self.path} does not exist; check the path ({_FIX})")
             self.rows = _read_table(self.path, self.space)
+            for key, metrics in self.rows.items():
+                curve = {c: metrics.pop(c) for c in [c for c in metrics if "@" in c]}
+                if curve:
+                    self._curves[key] = curve
+            levels = sorted({int(c.split("@")[1]) for c in next(iter(self._curves.values()), {})
+                             if c.startswith("valid_acc@")})
+            self.fidelities = Fidelities(levels[0], levels[-1], "epochs", tuple(levels)) if levels else None
             self._query = self.rows.get
             self.source = f"table {self.path}"
             self.has_time = all("train_seconds" in r for r in self.rows.values())
@@ -99,6 +125,7 @@ class TableEvaluator:
         from nasforge.evaluators.nb201data import Protocol, open_benchmark
 
         self.protocol = Protocol(dataset, epochs, split)
+        self.fidelities = Fidelities(1, self.protocol.epochs, "epochs")
         self._bench = open_benchmark(self.path)
         self._index: dict[str, int] = {}
         for i, arch in enumerate(self._bench.archs):
@@ -129,6 +156,15 @@ class TableEvaluator:
         self.rows[key], self._seed_runs[key] = found
         return self.rows[key]
 
+    def _signal(self, key: str, epoch: int) -> list[tuple[float, float | None]]:
+        """Per-seed (signal accuracy, seconds) of a benchmark file's cell ``key`` after ``epoch`` epochs."""
+        if (key, epoch) not in self._signals:
+            found = self.protocol.signal(self._bench, self._index[key], epoch)
+            if found is None:  # lookup() found the cell, so the file has it
+                raise ConfigError(f"architecture {key} has no results in {self.source}; download the full file")
+            self._signals[key, epoch] = found
+        return self._signals[key, epoch]
+
     def load_all(self) -> "TableEvaluator":
         """Read every cell of a benchmark file now (a CSV/JSON table is read whole already)."""
         if self._bench is not None:
@@ -154,6 +190,7 @@ class TableEvaluator:
         api = _open_api(self.path)
         self.rows = {}
         self.seeds, self._seed_runs, self._bench, self.protocol, self.has_time = "mean", {}, None, None, True
+        self._signals, self._curves, self.fidelities = {}, {}, None  # the API's learning curves are not read
         self._query = _ApiQuery(api, dataset, epochs)
         self.source = f"benchmark {self.path or '(default location)'} ({dataset}, {epochs} epochs)"
         return self
@@ -173,12 +210,34 @@ class TableEvaluator:
                               f"that covers the whole space ({self.space.size():,} cells)")
         return dict(row)
 
-    def __call__(self, arch: Arch | str, seed: int | None = None) -> dict[str, float]:
+    def __call__(self, arch: Arch | str, seed: int | None = None, fidelity: int | None = None) -> dict[str, float]:
         """Metrics of ``arch`` with ``objective`` = the chosen metric (higher is better). With
         ``seeds="random"`` and a benchmark file, the signal (``valid_acc``, ``train_seconds``) is
-        one seed's run, picked by ``seed``."""
+        one seed's run, picked by ``seed``. ``fidelity``: an epoch of ``fidelities`` (None: the
+        full fidelity); the signal and its cost are then those after that epoch, other metrics
+        (``test_acc``, ``params``...) unchanged."""
         row = self.lookup(arch)
-        runs = self._seed_runs.get(self.key(arch)) if self.seeds == "random" else None
+        key = self.key(arch)
+        runs = self._seed_runs.get(key) if self.seeds == "random" else None
+        if fidelity is not None:
+            if self.fidelities is None:
+                raise ConfigError(f"{self.source} scores at one fidelity only (no per-epoch results); call it "
+                                  "without fidelity=, or use a table with valid_acc@E columns or a benchmark file")
+            epoch = self.fidelities.check(fidelity, self.source)
+            if self._bench is not None:
+                at = self._signal(key, epoch)
+                row["valid_acc"] = sum(a for a, _ in at) / len(at)
+                times = [t for _, t in at if t is not None]
+                if len(times) == len(at):
+                    row["train_seconds"] = sum(times) / len(times)
+                else:
+                    row.pop("train_seconds", None)
+                runs = at if self.seeds == "random" else None
+            else:
+                curve = self._curves[key]
+                row["valid_acc"] = curve[f"valid_acc@{epoch}"]
+                if f"train_seconds@{epoch}" in curve:
+                    row["train_seconds"] = curve[f"train_seconds@{epoch}"]
         if runs and seed is not None:
             acc, seconds = runs[int(seed) % len(runs)]
             row["valid_acc"] = acc
@@ -211,9 +270,31 @@ class TableEvaluator:
         best = max(have, key=lambda k: rows[k][metric])
         return best, rows[best][metric]
 
-    def to_table(self, path: str | os.PathLike) -> Path:
-        """Write the table (every cell) as CSV/JSON, e.g. a benchmark file once converted for quick reuse."""
-        return write_table(path, ({"arch": k, **r} for k, r in self.all_rows().items()), self.space)
+    def curve(self, arch: Arch | str) -> dict[str, float]:
+        """The per-fidelity columns of ``arch``: ``valid_acc@E`` (and ``train_seconds@E`` where the
+        table has times) for every offered epoch E; a benchmark file's are the mean over its seeds."""
+        if self.fidelities is None:
+            return {}
+        self.lookup(arch)
+        key = self.key(arch)
+        if self._bench is None:
+            return dict(self._curves[key])
+        accs: dict[str, float] = {}
+        times: dict[str, float] = {}
+        for epoch in self.fidelities.values():
+            m = self(key, fidelity=epoch)  # no trial seed: the mean over the seeds
+            accs[f"valid_acc@{epoch}"] = m["valid_acc"]
+            if "train_seconds" in m:
+                times[f"train_seconds@{epoch}"] = m["train_seconds"]
+        return {**accs, **times}
+
+    def to_table(self, path: str | os.PathLike, curves: bool = True) -> Path:
+        """Write the table (every cell) as CSV/JSON, e.g. a benchmark file once converted for quick reuse;
+        ``curves``: with the per-fidelity columns (``valid_acc@E``, ``train_seconds@E``), so the
+        converted table offers the same fidelities (a benchmark file's: mean over its seeds)."""
+        rows = self.all_rows()
+        return write_table(path, ({"arch": k, **r, **(self.curve(k) if curves else {})} for k, r in rows.items()),
+                           self.space)
 
 
 # ---------------------------------------------------------------------------
@@ -231,8 +312,27 @@ def _number(value: Any, column: str, where: str) -> float:
     return number
 
 
+@functools.lru_cache(maxsize=4096)
+def _column(name: str) -> tuple[str, int] | None:
+    """``_fidelity_column`` without the error: epochs 0 for a malformed per-fidelity name."""
+    metric, at, level = name.strip().partition("@")
+    if not at or metric not in FIDELITY_METRICS:
+        return None
+    return metric, int(level) if re.fullmatch(r"[0-9]+", level) else 0
+
+
+def _fidelity_column(name: str, where: str) -> tuple[str, int] | None:
+    """(metric, epochs) of a per-fidelity column name ``valid_acc@E``/``train_seconds@E``; None for
+    other columns; ``ConfigError`` for a malformed one such as ``valid_acc@x``."""
+    found = _column(str(name))
+    if found is not None and found[1] < 1:
+        raise ConfigError(f"{where}: column {name!r} is not a per-fidelity column; name it {found[0]}@E with E a "
+                          f"whole number of epochs >= 1 (e.g. {found[0]}@12)")
+    return found
+
+
 def _parse_row(raw: Mapping[str, Any], where: str, space: Any) -> tuple[str, dict[str, float]]:
-    """(canonical arch string, metrics) of one row."""
+    """(canonical arch string, metrics) of one row; per-fidelity columns as ``METRIC@E``."""
     missing = [c for c in REQUIRED if raw.get(c) in (None, "")]
     if missing:
         raise ConfigError(f"{where} lacks {missing}; every row needs {list(REQUIRED)}")
@@ -244,7 +344,49 @@ def _parse_row(raw: Mapping[str, Any], where: str, space: Any) -> tuple[str, dic
     for c in OPTIONAL:
         if raw.get(c) not in (None, ""):
             metrics[c] = _number(raw[c], c, where)
+    for c, value in raw.items():
+        column = _fidelity_column(c, where)
+        if column is not None and value not in (None, ""):
+            name = f"{column[0]}@{column[1]}"
+            if name in metrics:
+                raise ConfigError(f"{where}: columns {c!r} and {name!r} name the same fidelity; keep one")
+            metrics[name] = _number(value, c, where)
     return key, metrics
+
+
+def _check_fidelities(path: Path, table: dict[str, dict[str, float]], first: dict[str, str],
+                      declared: Iterable[str]) -> None:
+    """Every row has every ``valid_acc@E`` of the table, and ``train_seconds@E`` for each of those
+    E when the table has times (``train_seconds`` or any ``train_seconds@E``)."""
+    found: dict[str, set[int]] = {m: set() for m in FIDELITY_METRICS}
+    for name in declared:
+        column = _fidelity_column(name, f"table {path}")
+        if column is not None:
+            found[column[0]].add(column[1])
+    for metrics in table.values():
+        for name in metrics:
+            if "@" in name:
+                metric, level = name.split("@")
+                found[metric].add(int(level))
+    levels, timed = sorted(found["valid_acc"]), sorted(found["train_seconds"])
+    if timed and not levels:
+        raise ConfigError(f"table {path} has train_seconds@{timed[0]} but no valid_acc@E columns; add the "
+                          "per-epoch accuracies valid_acc@E beside the per-epoch times")
+    stray = [e for e in timed if e not in found["valid_acc"]]
+    if stray:
+        raise ConfigError(f"table {path} has train_seconds@{stray[0]} but no valid_acc@{stray[0]}; add that column "
+                          "or drop the time")
+    if not levels:
+        return
+    needs_time = bool(timed) or any("train_seconds" in m for m in table.values())
+    wanted = [f"valid_acc@{e}" for e in levels] + ([f"train_seconds@{e}" for e in levels] if needs_time else [])
+    for key, metrics in table.items():
+        missing = next((c for c in wanted if c not in metrics), None)
+        if missing is not None:
+            why = ("the table has that fidelity" if missing.startswith("valid_acc") else
+                   f"the table has training times, so each valid_acc@{missing.split('@')[1]} needs its time")
+            raise ConfigError(f"table {path} {first[key]} lacks {missing} ({why}); give every row every "
+                              "per-fidelity column")
 
 
 def _read_table(path: Path, space: Any) -> dict[str, dict[str, float]]:
@@ -261,6 +403,7 @@ def _read_table(path: Path, space: Any) -> dict[str, dict[str, float]]:
     if not text.strip():
         raise ConfigError(f"table {path} is empty; {_FIX}")
     rows: list[tuple[str, Mapping[str, Any]]] = []
+    declared: list[str] = []
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text))
         header = [c.strip() for c in (reader.fieldnames or [])]
@@ -269,6 +412,9 @@ def _read_table(path: Path, space: Any) -> dict[str, dict[str, float]]:
             raise ConfigError(f"table {path} lacks column(s) {lacking}; its header needs {list(REQUIRED)} "
                               f"(optional {list(OPTIONAL)})")
         reader.fieldnames = header
+        declared = header
+        for c in header:
+            _fidelity_column(c, f"table {path}")
         for raw in reader:
             rows.append((f"row {reader.line_num}", raw))
     else:
@@ -304,6 +450,7 @@ def _read_table(path: Path, space: Any) -> dict[str, dict[str, float]]:
         untimed = next(first[k] for k, m in table.items() if "train_seconds" not in m)
         raise ConfigError(f"table {path} {untimed} lacks train_seconds while {timed[0]} has it; give every row "
                           "a training time or none")
+    _check_fidelities(path, table, first, declared)
     return table
 
 
@@ -321,7 +468,10 @@ def write_table(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], spac
             raise ConfigError(f"row {i} for table {path} lacks {missing}; every row needs {list(REQUIRED)}")
         arch = row["arch"]
         row["arch"] = space_.to_string(arch) if isinstance(arch, Arch) else space_.to_string(space_.from_string(arch))
-        columns += [c for c in row if c not in columns]
+        new = [c for c in row if c not in columns]
+        for c in new:
+            _fidelity_column(c, f"row {i} for table {path}")
+        columns += new
         out.append(row)
     if not out:
         raise ConfigError(f"no rows to write to table {path}; pass at least one row")

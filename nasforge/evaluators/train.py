@@ -22,6 +22,12 @@ first epoch is trained again from the same initialisation with the learning rate
 most 5 times), and ``valid_epochs`` (valid accuracy after each of the last N epochs, as
 ``valid_accs``) with ``objective=best`` (NAS-RL's reward: the best valid accuracy of the
 last 5 epochs).
+
+Fidelities (``nasforge.fidelity``): ``fidelities`` offers 1..``epochs`` epochs, and
+``evaluator(arch, seed=s, fidelity=e)`` trains ``e`` epochs instead of ``epochs``: the
+learning-rate schedule spans those ``e`` epochs (a short run is a whole run, not the start
+of a long one), ``valid_epochs``/``objective=best`` count back from the ``e``-th epoch, and
+``steps`` still caps the run. The metrics say how many epochs were trained (``epochs``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from nasforge import training
 from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.data import Dataset
+from nasforge.fidelity import Fidelities
 from nasforge.hardware import count_flops, count_params, measure_latency
 from nasforge.profiles import fill_auto
 from nasforge.seeds import seed_for
@@ -98,10 +105,20 @@ class TrainEvaluator:
         self.config = config or TrainEvalConfig()
         fill_auto(self.config, data.name, "evaluate")  # only "auto" (None) fields take the profile's value
         self.engine_config = engine or EngineConfig()
+        #: a trial may train 1..epochs epochs (``fidelity``); the full fidelity is ``config.epochs``
+        self.fidelities = Fidelities(1, int(self.config.epochs), "epochs") if self.config.epochs else None
 
-    def __call__(self, arch: Arch, seed: int = 0) -> dict[str, Any]:
-        """Train ``arch`` from scratch (seeded) and score it on the valid split."""
+    def __call__(self, arch: Arch, seed: int = 0, fidelity: int | None = None) -> dict[str, Any]:
+        """Train ``arch`` from scratch (seeded) and score it on the valid split; ``fidelity``: train that
+        many epochs (of ``fidelities``) instead of ``config.epochs``."""
         cfg, data = self.config, self.data
+        epochs = cfg.epochs
+        if fidelity is not None:
+            if self.fidelities is None:
+                from nasforge.errors import ConfigError
+
+                raise ConfigError("the train evaluator has no epoch count to choose from; set evaluator.epochs")
+            epochs = self.fidelities.check(fidelity, f"the train evaluator ({self.fidelities.describe()})")
         self.space.validate(arch)
         engine = Engine(dataclasses.replace(self.engine_config, compile=False))  # compile: final training only
         tic = time.time()
@@ -119,7 +136,7 @@ class TrainEvaluator:
 
         def end_of_epoch(epoch: int) -> dict[str, Any]:
             check = epoch == 0 and attempt < cfg.restarts  # MetaQNN: restart a model that did not start learning
-            keep = cfg.epochs - cfg.valid_epochs <= epoch < cfg.epochs - 1  # the last epoch: scored below
+            keep = epochs - cfg.valid_epochs <= epoch < epochs - 1  # the last epoch: scored below
             if not (check or keep):
                 return {}
             acc = score(epoch)[0]
@@ -132,7 +149,7 @@ class TrainEvaluator:
             torch.manual_seed(seed)
             model = engine.module(self.space.build(arch, data.input_shape, data.num_classes, layers=cfg.layers,
                                                    channels=cfg.channels, auxiliary=False))
-            fit_cfg = FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=lr, lr_min=0.0,
+            fit_cfg = FitConfig(epochs=epochs, batch_size=cfg.batch_size, lr=lr, lr_min=0.0,
                                 momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
                                 grad_clip=cfg.grad_clip, steps=cfg.steps, optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule,
                                 lr_step_epochs=cfg.lr_step_epochs, lr_step_factor=cfg.lr_step_factor)
@@ -145,7 +162,7 @@ class TrainEvaluator:
                 lr *= cfg.restart_factor
         train_seconds = time.time() - tic
         seen = sum(h["samples"] for h in history)
-        valid_acc, valid_loss = score(cfg.epochs)
+        valid_acc, valid_loss = score(epochs)
         valid_accs = [h["valid_acc"] for h in history if "valid_acc" in h] + [valid_acc]
         metrics: dict[str, Any] = {
             "objective": max(valid_accs) if cfg.objective == "best" else valid_acc,
@@ -153,8 +170,8 @@ class TrainEvaluator:
             **({"valid_accs": valid_accs} if cfg.valid_epochs else {}),
             **({"restarts": attempt} if cfg.restarts else {}),
             "train_loss": sum(h["train_loss"] * h["samples"] for h in history) / max(seen, 1),
-            "steps": min(cfg.steps or per_epoch * cfg.epochs, per_epoch * cfg.epochs),
-            "train_seconds": train_seconds,
+            "steps": min(cfg.steps or per_epoch * epochs, per_epoch * epochs),
+            "epochs": epochs, "train_seconds": train_seconds,
             "params": count_params(model), "flops": count_flops(model, data.input_shape),
         }
         if cfg.latency:
