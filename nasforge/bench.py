@@ -18,7 +18,6 @@ past the budget is not counted (``--overshoot`` counts it).
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,14 +88,15 @@ def run_bench(evaluator: Any, config: BenchConfig, progress: Optional[Callable[[
     grid = np.linspace(0.0, config.sim_seconds or float(config.trials), 101)
     out: dict[str, Any] = {"strategies": {}, "optimum": {
         "test_acc": best_test, "test_arch": best_test_arch, "valid_acc": best_valid, "valid_arch": best_valid_arch}}
+    options = {name: bench_options(name, config.options.get(name)) for name in config.strategies}
     for name in config.strategies:
-        make_strategy(name, config.options.get(name))  # a bad name or option fails before any run
-        check_supported(type(make_strategy(name, config.options.get(name))), space)
+        make_strategy(name, options[name])  # a bad name or option fails before any run
+        check_supported(type(make_strategy(name, options[name])), space)
     for name in config.strategies:
         tests, valids, trials, sims, archs, curves = [], [], [], [], [], []
         tic = time.time()
         for run in range(config.runs):
-            strategy = make_strategy(name, config.options.get(name))
+            strategy = make_strategy(name, options[name])
             result = run_trials(strategy, space, evaluator, budget, seed=config.seed + run, dedupe=False)
             chosen = rows[evaluator.key(result.arch)]
             tests.append(chosen["test_acc"])
@@ -118,6 +118,16 @@ def run_bench(evaluator: Any, config: BenchConfig, progress: Optional[Callable[[
     return out
 
 
+def bench_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """A strategy's options in the protocol: its ``nb201`` preset's strategy settings where it has one
+    (BOHB: NATS-Bench's run), under the options given (``--set``)."""
+    from nasforge.presets import PRESETS
+
+    preset = PRESETS.get(("nb201", name, "cifar10"))
+    base = dict(preset.settings.get("strategy", {})) if preset is not None else {}
+    return {**base, **(options or {})}
+
+
 def _nanmean(curves: list[np.ndarray]) -> list[float | None]:
     """Mean of each column over the runs that have a value there (None where none has)."""
     a = np.asarray(curves, dtype=float)
@@ -129,19 +139,18 @@ def _nanmean(curves: list[np.ndarray]) -> list[float | None]:
 def _regret_curve(history: list[dict[str, Any]], rows: dict[str, dict[str, float]], evaluator: Any,
                   best_test: float, grid: np.ndarray, sim_seconds: float | None) -> np.ndarray:
     """Regret (optimum test accuracy minus the chosen cell's) after each grid point of simulated time
-    (or trials); NaN before the first counted trial."""
-    xs, regrets, best, spent = [], [], -math.inf, 0.0
-    for k, rec in enumerate(history):
+    (or trials); NaN before the first counted trial. The chosen cell is the search's answer so far
+    (``incumbents``: the best at the highest fidelity evaluated, for a multi-fidelity search)."""
+    from nasforge.trials import incumbents
+
+    xs, regrets, spent = [], [], 0.0
+    for k, (rec, inc) in enumerate(zip(history, incumbents(history))):
         m = rec["metrics"]
         if m is None or rec.get("over_budget"):
             continue
         spent += float(m.get("train_seconds", 0.0))
-        if m["objective"] > best:
-            best = m["objective"]
-            chosen = rows[evaluator.key(_arch(rec))]
-            current = best_test - chosen["test_acc"]
         xs.append(spent if sim_seconds else k + 1)
-        regrets.append(current)
+        regrets.append(best_test - rows[evaluator.key(_arch(inc))]["test_acc"])
     curve = np.full(len(grid), np.nan)
     if xs:
         idx = np.searchsorted(np.asarray(xs), grid, side="right") - 1
