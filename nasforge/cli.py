@@ -131,6 +131,9 @@ def _summary(result: dict[str, Any], exp_dir: Path) -> None:
         ("final training", f"{result['train_epochs']} epochs, {result['train_seconds']:.1f} s"),
         ("files", "config.yaml store.sqlite arch.json model.pt result.json"),
     ]
+    per_fidelity = (result.get("search_info") or {}).get("trials_per_fidelity")
+    if per_fidelity:
+        rows.insert(-2, ("trials per fidelity", ", ".join(f"{k}: {v}" for k, v in per_fidelity.items())))
     stop = (result.get("search_info") or {}).get("early_stop")
     if stop:
         rows.insert(-2, ("early stop", f"{stop['criterion']} at epoch {stop['epoch']}: {stop['detail']}"))
@@ -337,11 +340,12 @@ def _check_runner(cfg: Any, data: Any = None) -> None:
         from nasforge.evaluators import make_evaluator
         from nasforge.pipeline import build_space
 
-        from nasforge.trials import check_budget
+        from nasforge.trials import check_budget, check_fidelities
 
         evaluator = make_evaluator("table", {k: v for k, v in cfg.evaluator.items() if k != "name"}, build_space(cfg),
                                    data)
         check_budget(cfg.trials.budget(data.name), evaluator)  # a time budget on a table without times
+        check_fidelities(get_strategy_class(cfg.strategy["name"]), evaluator)  # hyperband on a one-fidelity table
 
 
 @app.command()

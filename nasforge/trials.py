@@ -157,6 +157,17 @@ def check_budget(budget: Budget, evaluator: Any) -> None:
                           "(--trials N) or trials.max_seconds instead, or add the column")
 
 
+def check_fidelities(strategy: type, evaluator: Any) -> Fidelities | None:
+    """The evaluator's fidelities; a multi-fidelity strategy with an evaluator that has none is one line."""
+    fidelities = fidelities_of(evaluator)
+    if issubclass(strategy, MultiFidelityStrategy) and fidelities is None:
+        source = getattr(evaluator, "source", type(evaluator).__name__)
+        raise ConfigError(f"strategy '{strategy.name}' chooses each trial's fidelity, but {source} scores at one "
+                          "fidelity only; use an evaluator that offers fidelities (train, synthetic, a benchmark "
+                          "file, or a table with valid_acc@E columns), or a single-fidelity strategy")
+    return fidelities
+
+
 def trial_seed(seed: int, index: int) -> int:
     """The seed of trial ``index`` of a search seeded with ``seed``."""
     return seed_for(seed, "trial", index)
@@ -235,13 +246,8 @@ def run_trials(strategy: SampleStrategy, space: Any, evaluator: Callable[..., di
         raise ConfigError("this budget could never end: repeated architectures are free (repeats=free) and nothing "
                           "caps them (max_repeats=None) under a simulated-time budget alone; set max_repeats, "
                           "charge repeats (trials.repeats=charge) or add a trial or wall-clock budget")
-    fidelities = fidelities_of(evaluator)
+    fidelities = check_fidelities(type(strategy), evaluator)
     if isinstance(strategy, MultiFidelityStrategy):
-        if fidelities is None:
-            source = getattr(evaluator, "source", type(evaluator).__name__)
-            raise ConfigError(f"strategy '{strategy.name}' chooses each trial's fidelity, but {source} scores at one "
-                              "fidelity only; use an evaluator that offers fidelities (train, synthetic, a benchmark "
-                              "file, or a table with valid_acc@E columns), or a single-fidelity strategy")
         strategy.fidelities = fidelities
     progress = progress or Progress()
     own_runner = not isinstance(runner, Runner)
@@ -569,5 +575,5 @@ def search_options(config: Any, space: Any, data: Any, engine: Any = None) -> di
             "budget": config.trials.budget(data.name), "runner": config.runner, "dedupe": config.trials.dedupe}
 
 
-__all__ = ["Budget", "CHECKPOINT", "TrialsConfig", "check_budget", "incumbent", "incumbents", "run_trials", "sample_search",
+__all__ = ["Budget", "CHECKPOINT", "TrialsConfig", "check_budget", "check_fidelities", "incumbent", "incumbents", "run_trials", "sample_search",
            "search_options", "trial_seed"]

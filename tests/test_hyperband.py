@@ -208,3 +208,56 @@ def test_bohb_finds_better_cells_than_hyperband_on_average(space):
     bohb = np.mean([regret("bohb", s) for s in range(8)])
     assert bohb < hb, (bohb, hb)
     assert math.isfinite(hb)
+
+
+# --- the command line -----------------------------------------------------------------
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "nasforge.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_hyperband_on_a_table_without_fidelities_is_one_line_before_any_file(tmp_path, space):
+    from nasforge.evaluators.table import write_table
+
+    rows = [{"arch": space.sample(np.random.default_rng(i)), "valid_acc": 0.5, "test_acc": 0.5} for i in range(3)]
+    table = write_table(tmp_path / "t.csv", rows, space)
+    proc = _cli("search", "--space", "nb201", "--strategy", "hyperband", "--table", table, "--out", tmp_path / "run")
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+    assert "scores at one fidelity only" in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_cli_bohb_search_records_fidelities_and_resumes_finished(tmp_path):
+    pytest.importorskip("optuna")
+    out = tmp_path / "run"
+    proc = _cli("search", "--space", "nb201", "--strategy", "bohb", "--evaluator", "synthetic", "--trials", "30",
+                "--set", "train.epochs=1", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    info = result["search_info"]
+    assert info["trials_per_fidelity"] == {"1": 18, "4": 7, "12": 5} and info["fidelity"] == 12
+    exp = Experiment.open(out)
+    try:
+        rows = exp.store.trials()
+    finally:
+        exp.close()
+    assert [r["fidelity"] for r in rows] == [1] * 9 + [4] * 3 + [12] + [4] * 3 + [12] + [12] * 3 + [1] * 9 + [4]
+    assert rows[info["best_trial"]]["fidelity"] == 12
+    assert "trials per fidelity" in proc.stdout and "1: 18, 4: 7, 12: 5" in proc.stdout
+    again = _cli("resume", out)  # a finished run: nothing evaluated, the same answer
+    assert again.returncode == 0, again.stderr
+
+
+def test_bench_runs_the_multi_fidelity_strategies_on_a_synthetic_table(tmp_path):
+    pytest.importorskip("optuna")
+    proc = _cli("bench", "nb201", "--synthetic", "0", "--runs", "2", "--strategy", "hyperband", "--strategy", "bohb",
+                "--sim-seconds", "3000", "--out", tmp_path / "b", "-q")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert set(summary["strategies"]) == {"hyperband", "bohb"}
+    for res in summary["strategies"].values():
+        assert 0.5 < res["test_acc"]["mean"] <= summary["optimum"]["test_acc"] and res["trials"]["mean"] > 13
+    assert summary["strategies"]["bohb"]["paper"] is None  # the synthetic table has no paper row
+    assert (tmp_path / "b" / "regret.png").stat().st_size > 0
