@@ -65,6 +65,18 @@ def test_ray_runs_trials_on_two_workers_like_the_local_runner(local_ray, tmp_pat
     assert str(os.getpid()) not in {w.split(":")[-1] for w in workers}  # evaluated in Ray worker processes
 
 
+def test_ray_passes_each_trials_fidelity_to_its_worker(local_ray, tmp_path):
+    space = make_space("darts", nodes=2)
+    table = SyntheticTable(space)
+    with RayRunner(table, workers=2) as runner:
+        on_ray = run_trials(make_strategy("hyperband"), space, table, Budget(trials=17), runner=runner, seed=3)
+    local = run_trials(make_strategy("hyperband"), space, table, Budget(trials=17), seed=3,
+                       runner=LocalRunner(table, workers=2))
+    assert [(h["fidelity"], h["metrics"]) for h in on_ray.history] == \
+        [(h["fidelity"], h["metrics"]) for h in local.history]
+    assert [h["fidelity"] for h in on_ray.history] == [1] * 9 + [4] * 3 + [12] + [4] * 3 + [12]
+
+
 def test_a_killed_worker_is_retried_never_lost_or_counted_twice(local_ray, tmp_path):
     space = make_space("darts", nodes=2)
     table = SyntheticTable(space)
