@@ -18,6 +18,7 @@ from nasforge.spaces import make_space
 from nasforge.strategies import SampleStrategy, make_strategy
 from nasforge.strategies.hyperband import bracket_plan, brackets
 from nasforge.trials import Budget, incumbent, run_trials
+from trial_runs import kill_and_resume
 
 
 class Curve:
@@ -160,20 +161,9 @@ def test_a_killed_multi_fidelity_search_resumes_to_the_uninterrupted_result(tmp_
     pytest.importorskip("optuna")
     options = {"min_points": 4} if name == "bohb" else {}
 
-    def search(path, evaluator):
-        exp = Experiment.open(path) if path.exists() else Experiment.create(path, {})
-        try:
-            return run_trials(make_strategy(name, options), space, evaluator, Budget(trials=45), experiment=exp,
-                              runner=LocalRunner(evaluator, workers=workers), seed=5)
-        finally:
-            exp.close()
-
-    full_eval = Curve(space)
-    full = search(tmp_path / "full", full_eval)
-    cut_eval = Curve(space, interrupt_at=kill_at)
-    with pytest.raises(KeyboardInterrupt):
-        search(tmp_path / "cut", cut_eval)
-    resumed = search(tmp_path / "cut", cut_eval)
+    full_eval, cut_eval = Curve(space), Curve(space, interrupt_at=kill_at)
+    full, resumed, _, _ = kill_and_resume(tmp_path, lambda: make_strategy(name, options), space, Budget(trials=45), 5,
+                                          workers, full_eval, cut_eval)
     assert resumed.arch == full.arch and resumed.info["best_trial"] == full.info["best_trial"]
     assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")
     assert cut_eval.calls == full_eval.calls  # nothing evaluated twice, nothing skipped

@@ -19,10 +19,10 @@ from nasforge.evaluators.synthetic import SyntheticConfig, SyntheticTable
 from nasforge.evaluators.train import TrainEvalConfig, TrainEvaluator
 from nasforge.experiment import Experiment, Store
 from nasforge.pipeline import config_dict, resolve_config, run_experiment
-from nasforge.runners.local import LocalRunner
 from nasforge.spaces import OpChoice, SearchSpace, make_space
 from nasforge.strategies import SampleStrategy, make_strategy
 from nasforge.trials import Budget, run_trials
+from trial_runs import kill_and_resume
 
 
 class TinySpace(SearchSpace):
@@ -233,22 +233,9 @@ def test_a_killed_search_resumes_to_the_uninterrupted_result(tmp_path, workers, 
     table = SyntheticTable(space)
     budget = Budget(trials=30)
 
-    def search(path, evaluator):
-        exp = Experiment.open(path) if path.exists() else Experiment.create(path, {})
-        try:
-            return run_trials(make_strategy("evolution", {"population": 5, "sample_size": 2}), space, evaluator,
-                              budget, experiment=exp, runner=LocalRunner(evaluator, workers=workers), seed=4)
-        finally:
-            exp.close()
-
-    full_eval = Counting(table)
-    full = search(tmp_path / "full", full_eval)
-    cut_eval = Counting(table, interrupt_at=kill_at)
-    with pytest.raises(KeyboardInterrupt):
-        search(tmp_path / "cut", cut_eval)
-    unfinished = [r for r in Experiment.open(tmp_path / "cut").store.trials() if r["status"] in ("pending", "running")]
-    assert unfinished  # the kill left trials to rerun
-    resumed = search(tmp_path / "cut", cut_eval)
+    full_eval, cut_eval = Counting(table), Counting(table, interrupt_at=kill_at)
+    full, resumed, _, _ = kill_and_resume(tmp_path, lambda: make_strategy("evolution", {"population": 5, "sample_size": 2}),
+                                          space, budget, 4, workers, full_eval, cut_eval)
 
     assert resumed.arch == full.arch and resumed.info["best_objective"] == full.info["best_objective"]
     assert _sequence(Experiment.open(tmp_path / "cut").store.trials()) == \
