@@ -30,6 +30,7 @@ strategy keeps a queue of what it asked.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from nasforge.seeds import seed_for
 from nasforge.strategies.base import MultiFidelityStrategy, register_strategy
 
 import nasforge.trials  # noqa: F401,E402  (the trial loop)
+
+log = logging.getLogger(__name__)
 
 
 def brackets(fidelities: Fidelities, eta: float, low: int | None = None, high: int | None = None
@@ -96,6 +99,10 @@ class Hyperband(MultiFidelityStrategy):
         self.space, self.seed = space, int(seed)
         self.levels, _ = brackets(self.fidelities, self.config.eta, self.config.min_fidelity,
                                   self.config.max_fidelity)
+        if len(self.levels) == 1:
+            log.warning("strategy '%s' has one fidelity level (%s from %s, eta %g): every trial runs at full "
+                        "fidelity, so it is random search in brackets; widen the range (e.g. more evaluator.epochs)",
+                        self.name, self.levels[0], self.fidelities.describe(), self.config.eta)
         self.rng = np.random.default_rng(self.seed)
         self.iteration = 0      # bracket number
         self.stage = 0          # stage of the bracket
