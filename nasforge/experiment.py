@@ -117,6 +117,7 @@ class Store:
         self.readonly = readonly
         #: loggers told of every recorded epoch and finished trial (``nasforge.loggers``)
         self.listeners: list[Any] = []
+        self._trial_select: str | None = None
         try:
             if readonly:
                 if not self.path.is_file():
@@ -240,6 +241,13 @@ class Store:
             for listener in self.listeners:
                 listener.trial(record)
 
+    def _columns(self) -> str:
+        """The trial columns to select: a column an older store lacks (read-only, so not migrated) reads as NULL."""
+        if self._trial_select is None:
+            have = {row[1] for row in self.conn.execute("PRAGMA table_info(trials)")}
+            self._trial_select = ", ".join(c if c in have else f"NULL AS {c}" for c in self._TRIAL_COLUMNS)
+        return self._trial_select
+
     @staticmethod
     def _trial_row(row: tuple) -> dict[str, Any]:
         out = dict(zip(("index",) + Store._TRIAL_COLUMNS[1:], row))
@@ -249,7 +257,7 @@ class Store:
 
     def trials(self, status: str | None = None) -> list[dict[str, Any]]:
         """All trials in index order (only those with ``status`` when given), JSON fields decoded."""
-        cols = ", ".join(self._TRIAL_COLUMNS)
+        cols = self._columns()
         if status is None:
             rows = self.conn.execute(f"SELECT {cols} FROM trials ORDER BY id").fetchall()
         else:
@@ -258,13 +266,13 @@ class Store:
 
     def trial(self, index: int) -> dict[str, Any] | None:
         """Trial ``index`` or None."""
-        row = self.conn.execute(f"SELECT {', '.join(self._TRIAL_COLUMNS)} FROM trials WHERE id = ?",
+        row = self.conn.execute(f"SELECT {self._columns()} FROM trials WHERE id = ?",
                                 (index,)).fetchone()
         return self._trial_row(row) if row else None
 
     def find_trial(self, arch_hash: str, status: str = "done", before: int | None = None) -> dict[str, Any] | None:
         """The earliest trial of an architecture with ``status`` (below index ``before`` when given)."""
-        query = f"SELECT {', '.join(self._TRIAL_COLUMNS)} FROM trials WHERE arch_hash = ? AND status = ?"
+        query = f"SELECT {self._columns()} FROM trials WHERE arch_hash = ? AND status = ?"
         args: tuple = (arch_hash, status)
         if before is not None:
             query += " AND id < ?"

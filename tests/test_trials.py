@@ -107,6 +107,23 @@ def test_store_trials_round_trip_and_old_table_gets_the_new_column(tmp_path):
     assert [t["index"] for t in store.trials()] == [0]
 
 
+def test_an_old_store_reads_read_only_without_the_newer_columns(tmp_path):
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE trials (id INTEGER PRIMARY KEY, arch_hash TEXT NOT NULL, arch TEXT NOT NULL, "
+                 "status TEXT NOT NULL, metrics TEXT, error TEXT, seed INTEGER, worker TEXT, started REAL, finished REAL)")
+    conn.execute("INSERT INTO trials VALUES (0, 'h', '{}', 'done', '{\"objective\": 1}', NULL, 1, 'w', 0, 1)")
+    conn.commit()
+    conn.close()
+    store = Store(path, readonly=True)  # a report of a run written before duplicate_of and fidelity existed
+    try:
+        row = store.trials()[0]
+        assert (row["duplicate_of"], row["fidelity"], row["metrics"]) == (None, None, {"objective": 1})
+        assert store.trial(0)["fidelity"] is None and store.find_trial("h")["index"] == 0
+    finally:
+        store.close()
+
+
 # --- the loop --------------------------------------------------------------------
 def test_every_trial_is_a_row_and_the_best_is_returned(tmp_path):
     space = TinySpace()
