@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -145,6 +145,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through a temporary file and ``os.replace``."""
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices (ascending) of the ``(cost, value)`` points no other point dominates: lower cost and
+    higher value are better, and a point is dominated by one at least as good in both and better in
+    one (so equal points both stay). One sort and a sweep over the costs."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front: list[int] = []
+    best: tuple[float, float] | None = None  # the last front point: (cost, value)
+    for i in order:
+        cost, value = points[i]
+        if best is None or value > best[1] or (cost, value) == best:
+            front.append(i)
+            best = (cost, value)
+    return sorted(front)
 
 
 def environment_info(device: str = "cpu") -> dict[str, str]:

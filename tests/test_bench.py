@@ -131,3 +131,6 @@ def test_multi_objective_search_saves_and_plots_its_front(bench_run, tmp_path, m
     for r in front:
         assert table.lookup(Arch.from_dict(r["arch"]))["params"] == pytest.approx(r["params"])
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert _cli(monkeypatch, "report", str(out)) == 0  # the HTML report draws the front too
+    html = (out / "report.html").read_text()
+    assert "Pareto front of the search" in html and f"{len(front)} architectures" in html

@@ -14,7 +14,8 @@ from nasforge.evaluators.synthetic import SyntheticTable
 from nasforge.experiment import Experiment
 from nasforge.spaces import make_space
 from nasforge.strategies import get_strategy_class, make_strategy
-from nasforge.strategies.optuna import hypervolume, pareto_front, plot_front
+from nasforge.strategies.optuna import hypervolume, plot_front
+from nasforge.utils import pareto_front
 from nasforge.trials import Budget, run_trials
 
 pytest.importorskip("optuna")
@@ -100,7 +101,7 @@ def test_nsga2_front_dominates_random_searchs_at_equal_budget():
             strategy = make_strategy(name, {"population": 16} if name == "nsga2" else {})
             result = run_trials(strategy, SPACE, evaluate, Budget(trials=160), seed=seed)
             points = [(r["metrics"]["objective"], r["metrics"]["params"]) for r in result.history]
-            fronts[name] = [points[i] for i in pareto_front(points)]
+            fronts[name] = [points[i] for i in pareto_front([(c, o) for o, c in points])]
             if name == "nsga2":  # the strategy's own front is the front of its trials
                 info = result.info
                 assert info["cost"] == "params"
@@ -117,7 +118,7 @@ def test_nsga2_front_dominates_random_searchs_at_equal_budget():
 
 def test_pareto_front_and_hypervolume():
     points = [(0.9, 1.0), (0.5, 3.0), (0.95, 3.0), (0.8, 0.5), (0.8, 0.5), (0.7, 2.0)]
-    assert pareto_front(points) == [3, 0, 2]
+    assert pareto_front([(c, o) for o, c in points]) == [0, 2, 3, 4]  # (cost, objective); equal points both stay
     assert hypervolume([(0.9, 1.0), (0.5, 3.0)], (0.0, 5.0)) == pytest.approx(3.6)
     assert hypervolume([(0.5, 1.0), (0.9, 3.0)], (0.0, 5.0)) == pytest.approx(0.5 * 2 + 0.9 * 2)
 

@@ -21,7 +21,7 @@ from nasforge.errors import ExperimentError, NasforgeError
 from nasforge.report.figures import describe_arch, escape, figure, figure_html, png_bytes, shareable
 from nasforge.report.page import CSS
 from nasforge.report.run import Run, load_run
-from nasforge.utils import atomic_write_text
+from nasforge.utils import atomic_write_text, pareto_front
 
 __all__ = ["COMPARE_HTML", "RunRow", "collect_runs", "expand_paths", "pareto_front", "render_compare", "run_row",
            "write_compare"]
@@ -165,16 +165,6 @@ def _names(runs: Sequence[Run]) -> list[str]:
     full = [r.path.resolve() for r in runs]
     common = Path(os.path.commonpath(full)) if len(full) > 1 else full[0].parent
     return [os.fspath(p.relative_to(common)) if p != common else p.name for p in full]
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point dominates, where ``(cost, accuracy)``: lower cost and higher
-    accuracy are better (a point is dominated by one at least as good in both and better in one)."""
-    front = []
-    for i, (cost, acc) in enumerate(points):
-        if not any((c <= cost and a >= acc) and (c < cost or a > acc) for j, (c, a) in enumerate(points) if j != i):
-            front.append(i)
-    return front
 
 
 def _colors(n: int) -> list[Any]:

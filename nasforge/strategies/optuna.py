@@ -33,6 +33,7 @@ from nasforge.errors import ConfigError
 from nasforge.seeds import seed_for
 from nasforge.spaces.base import SearchSpace, choice_values, undecidable
 from nasforge.strategies.base import SampleStrategy, register_strategy
+from nasforge.utils import pareto_front
 
 import nasforge.trials  # noqa: F401,E402  (the trial loop)
 
@@ -263,7 +264,7 @@ class NSGA2(_OptunaStrategy):
         cost = self.cost or "cost"
         points = [(r["index"], r["metrics"]["objective"], r["metrics"].get(cost), r["arch"]) for r in history
                   if r["metrics"] is not None and not r.get("over_budget") and r["metrics"].get(cost) is not None]
-        front = pareto_front([(o, c) for _, o, c, _ in points])
+        front = pareto_front([(c, o) for _, o, c, _ in points])
         seen, rows = set(), []
         for k in front:
             index, objective, value, arch = points[k]
@@ -276,17 +277,6 @@ class NSGA2(_OptunaStrategy):
                 "hypervolume": hypervolume([(r["objective"], r[cost]) for r in rows],
                                            ref=(min((o for _, o, _, _ in points), default=0.0),
                                                 max((c for _, _, c, _ in points), default=0.0)))}
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points not dominated by another (first objective maximised, second minimised)."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][1], -points[i][0]))
-    front, best = [], float("-inf")
-    for i in order:
-        if points[i][0] > best:
-            front.append(i)
-            best = points[i][0]
-    return front
 
 
 def hypervolume(front: Sequence[tuple[float, float]], ref: tuple[float, float]) -> float:
@@ -323,4 +313,4 @@ def plot_front(info: dict[str, Any], path: str | Path, title: str = "") -> Path:
     return Path(path)
 
 
-__all__ = ["COSTS", "Encoding", "NSGA2", "TPE", "hypervolume", "pareto_front", "plot_front"]
+__all__ = ["COSTS", "Encoding", "NSGA2", "TPE", "hypervolume", "plot_front"]

@@ -73,6 +73,14 @@ def trials_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | Non
             save_figure(fig, out_dir / "trials_time.png")
             pictures.append(("trials_time.png", "Best objective against the training time spent on evaluated "
                                                 "trials (NAS-Bench-201's simulated search time)."))
+    info = (run.result or {}).get("search_info") or {}
+    if info.get("pareto_front") and info.get("cost"):  # a multi-objective search (nsga2): its front
+        from nasforge.strategies.optuna import plot_front
+
+        plot_front(info, out_dir / "pareto.png")
+        pictures.append(("pareto.png", f"Pareto front of the search: objective (higher is better) against "
+                                       f"{info['cost']} (lower is better); {len(info['pareto_front'])} architectures "
+                                       "no other trial beats on both."))
     if multi:  # the highest fidelity's trials rank first
         rank = {f: k for k, f in enumerate(sorted({t.get("fidelity") for t in done},
                                                   key=lambda f: -float("inf") if f is None else -f))}
