@@ -83,14 +83,19 @@ class Counting:
 
 
 # --- store ----------------------------------------------------------------------
-def test_store_trials_round_trip_and_old_table_gets_the_new_column(tmp_path):
-    path = tmp_path / "old.sqlite"
+def _old_store(path):
+    """A store written before the trials table had duplicate_of and fidelity, with one done trial."""
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE trials (id INTEGER PRIMARY KEY, arch_hash TEXT NOT NULL, arch TEXT NOT NULL, "
                  "status TEXT NOT NULL, metrics TEXT, error TEXT, seed INTEGER, worker TEXT, started REAL, finished REAL)")
     conn.execute("INSERT INTO trials VALUES (0, 'h', '{}', 'done', '{\"objective\": 1}', NULL, 1, 'w', 0, 1)")
     conn.commit()
     conn.close()
+    return path
+
+
+def test_store_trials_round_trip_and_old_table_gets_the_new_column(tmp_path):
+    path = _old_store(tmp_path / "old.sqlite")
     store = Store(path)
     assert store.trial(0)["duplicate_of"] is None and store.trial(0)["metrics"] == {"objective": 1}
     a = _arch("a", "b", "c", "a")
@@ -108,13 +113,7 @@ def test_store_trials_round_trip_and_old_table_gets_the_new_column(tmp_path):
 
 
 def test_an_old_store_reads_read_only_without_the_newer_columns(tmp_path):
-    path = tmp_path / "old.sqlite"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE trials (id INTEGER PRIMARY KEY, arch_hash TEXT NOT NULL, arch TEXT NOT NULL, "
-                 "status TEXT NOT NULL, metrics TEXT, error TEXT, seed INTEGER, worker TEXT, started REAL, finished REAL)")
-    conn.execute("INSERT INTO trials VALUES (0, 'h', '{}', 'done', '{\"objective\": 1}', NULL, 1, 'w', 0, 1)")
-    conn.commit()
-    conn.close()
+    path = _old_store(tmp_path / "old.sqlite")
     store = Store(path, readonly=True)  # a report of a run written before duplicate_of and fidelity existed
     try:
         row = store.trials()[0]
