@@ -25,6 +25,16 @@ SPACES = {
 }
 
 
+def _sample_and_mutate(space, rng):
+    """A sampled architecture, checked valid, whose mutation is valid and different from it."""
+    arch = space.sample(rng)
+    space.validate(arch)
+    child = space.mutate(arch, rng)
+    space.validate(child)
+    assert child != arch
+    return arch
+
+
 @pytest.mark.parametrize("name", list(SPACES))
 def test_every_sampled_and_mutated_arch_is_valid_and_builds(name):
     space = make_space("layers", **SPACES[name])
@@ -32,11 +42,7 @@ def test_every_sampled_and_mutated_arch_is_valid_and_builds(name):
     x = torch.randn(2, 3, space.image_size, space.image_size)
     depths, kinds, skipped = set(), set(), 0
     for k in range(150):
-        arch = space.sample(rng)
-        space.validate(arch)
-        child = space.mutate(arch, rng)
-        space.validate(child)
-        assert child != arch
+        arch = _sample_and_mutate(space, rng)
         layers = space.layers_of(arch)
         depths.add(len(layers))
         kinds |= {layer.type for layer in layers}
@@ -195,11 +201,7 @@ def test_metaqnn_grammar_holds_the_papers_values_and_rules():
         space.validate(space.arch_of(space.chain(layers[:2] + [Layer("fc", units=512)])))
     rng = np.random.default_rng(0)
     for _ in range(40):
-        arch = space.sample(rng)
-        space.validate(arch)
-        child = space.mutate(arch, rng)
-        space.validate(child)
-        assert child != arch
+        _sample_and_mutate(space, rng)
     with pytest.raises(ConfigError, match="grammar='x' is unknown"):
         make_space("layers", grammar="x")
     with pytest.raises(ConfigError, match="stride <= kernel"):
