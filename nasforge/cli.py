@@ -85,6 +85,11 @@ def _progress(quiet: bool):
     return RichProgress(console=console, disable=quiet)
 
 
+def _per_fidelity_row(info: dict[str, Any]) -> tuple[str, str]:
+    """The summary row of a multi-fidelity search: how many trials ran at each fidelity."""
+    return "trials per fidelity", ", ".join(f"{k}: {v}" for k, v in info["trials_per_fidelity"].items())
+
+
 def _benchmark_summary(result: dict[str, Any], exp_dir: Path) -> None:
     """The summary of a search scored from a benchmark table (no training here)."""
     table = Table(title=f"nasforge result: {exp_dir}", show_header=False)
@@ -97,7 +102,7 @@ def _benchmark_summary(result: dict[str, Any], exp_dir: Path) -> None:
                        f"{result['search_seconds']:.1f} s wall"),
             ("files", "config.yaml store.sqlite arch.json result.json (not trained: --set evaluator.retrain=true)")]
     if info.get("trials_per_fidelity"):
-        rows.insert(-1, ("trials per fidelity", ", ".join(f"{k}: {v}" for k, v in info["trials_per_fidelity"].items())))
+        rows.insert(-1, _per_fidelity_row(info))
     for key in ("stopped", "over_budget"):
         if info.get(key):
             rows.insert(-1, (key.replace("_", " "), info[key]))
@@ -131,9 +136,8 @@ def _summary(result: dict[str, Any], exp_dir: Path) -> None:
         ("final training", f"{result['train_epochs']} epochs, {result['train_seconds']:.1f} s"),
         ("files", "config.yaml store.sqlite arch.json model.pt result.json"),
     ]
-    per_fidelity = (result.get("search_info") or {}).get("trials_per_fidelity")
-    if per_fidelity:
-        rows.insert(-2, ("trials per fidelity", ", ".join(f"{k}: {v}" for k, v in per_fidelity.items())))
+    if (result.get("search_info") or {}).get("trials_per_fidelity"):
+        rows.insert(-2, _per_fidelity_row(result["search_info"]))
     stop = (result.get("search_info") or {}).get("early_stop")
     if stop:
         rows.insert(-2, ("early stop", f"{stop['criterion']} at epoch {stop['epoch']}: {stop['detail']}"))

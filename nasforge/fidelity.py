@@ -19,6 +19,7 @@ the trials at the highest fidelity evaluated.
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,16 @@ def fidelities_of(evaluator: Any) -> Fidelities | None:
     return found if isinstance(found, Fidelities) else None
 
 
+def fidelity_order(fidelity: int | None) -> float:
+    """Sort key of a trial's fidelity: ``None`` (the evaluator's full fidelity) above every level."""
+    return math.inf if fidelity is None else float(fidelity)
+
+
+def fidelity_label(fidelity: int | None) -> str:
+    """A trial's fidelity as shown and as a ``trials_per_fidelity`` key: the level, or ``full``."""
+    return "full" if fidelity is None else str(fidelity)
+
+
 @dataclass(frozen=True)
 class Request:
     """What a multi-fidelity strategy asks for: score ``arch`` at ``fidelity``."""
@@ -89,4 +100,4 @@ class Request:
     fidelity: int | None = None
 
 
-__all__ = ["Fidelities", "Request", "fidelities_of"]
+__all__ = ["Fidelities", "Request", "fidelities_of", "fidelity_label", "fidelity_order"]

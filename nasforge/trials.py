@@ -43,9 +43,8 @@ warning and ``search_info["stopped"]`` saying so.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -53,7 +52,7 @@ from nasforge.arch import Arch
 from nasforge.config import option
 from nasforge.errors import ConfigError, ExperimentError, TrainingError
 from nasforge.experiment import Experiment
-from nasforge.fidelity import Fidelities, Request, fidelities_of
+from nasforge.fidelity import Fidelities, Request, fidelities_of, fidelity_label, fidelity_order
 from nasforge.progress import Progress
 from nasforge.runners import Runner, RunnerConfig, make_runner
 from nasforge.seeds import seed_for
@@ -200,10 +199,6 @@ class _Slot:
         return self.arch.hash, self.fidelity
 
 
-def _rank(fidelity: int | None) -> float:
-    return math.inf if fidelity is None else float(fidelity)
-
-
 def incumbents(history: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
     """The search's answer after each told trial record (``incumbent`` of every prefix, in one pass)."""
     best, out = None, []
@@ -212,7 +207,7 @@ def incumbents(history: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]
             if best is None:
                 best = rec
             else:
-                mine, theirs = _rank(rec.get("fidelity")), _rank(best.get("fidelity"))
+                mine, theirs = fidelity_order(rec.get("fidelity")), fidelity_order(best.get("fidelity"))
                 if mine > theirs or (mine == theirs and rec["metrics"]["objective"] > best["metrics"]["objective"]):
                     best = rec
         out.append(best)
@@ -522,13 +517,9 @@ class _Loop:
             "budget": self.budget.describe(), "runner": self.runner.name, "workers": self.runner.workers,
         }
         if any(r.get("fidelity") is not None for r in self.history):
-            counts: dict[str, int] = {}
-            for r in self.history:
-                key = "full" if r.get("fidelity") is None else str(r["fidelity"])
-                counts[key] = counts.get(key, 0) + 1
+            counts = Counter(r.get("fidelity") for r in self.history)
             info["fidelity"] = best.get("fidelity")
-            info["trials_per_fidelity"] = dict(sorted(counts.items(), key=lambda kv: _rank(
-                None if kv[0] == "full" else int(kv[0]))))
+            info["trials_per_fidelity"] = {fidelity_label(f): counts[f] for f in sorted(counts, key=fidelity_order)}
         if self.stopped is not None:
             info["stopped"] = self.stopped
         summary = getattr(self.strategy, "search_info", None)

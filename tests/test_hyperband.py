@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from nasforge.arch import Arch
 from nasforge.errors import ConfigError
 from nasforge.evaluators.synthetic import SyntheticTable
 from nasforge.experiment import Experiment
@@ -57,12 +56,12 @@ def space():
 
 
 def test_the_schedule_is_hpbandsters():
-    levels, count = brackets(Fidelities(1, 12), 3)
-    assert levels == [1, 4, 12] and count == 3  # NATS-Bench's BOHB: budgets 1.33, 4, 12 -> epochs 1, 4, 12
+    levels = brackets(Fidelities(1, 12), 3)
+    assert levels == [1, 4, 12] and len(levels) == 3  # NATS-Bench's BOHB: budgets 1.33, 4, 12 -> epochs 1, 4, 12
     assert [bracket_plan(levels, 3, i) for i in range(4)] == [
         [(9, 1), (3, 4), (1, 12)], [(3, 4), (1, 12)], [(3, 12)], [(9, 1), (3, 4), (1, 12)]]
-    assert brackets(Fidelities(1, 200, levels=(12, 200)), 3)[0] == [12, 200]  # levels snapped to what exists
-    assert brackets(Fidelities(1, 200), 3)[0] == [2, 7, 22, 66, 200]
+    assert brackets(Fidelities(1, 200, levels=(12, 200)), 3) == [12, 200]  # levels snapped to what exists
+    assert brackets(Fidelities(1, 200), 3) == [2, 7, 22, 66, 200]
     with pytest.raises(ConfigError, match="not offered"):
         brackets(Fidelities(1, 12), 3, low=13)
 
@@ -192,7 +191,7 @@ def test_bohb_finds_better_cells_than_hyperband_on_average(space):
 
     def regret(name, seed):
         res = run_trials(make_strategy(name), space, Curve(space), Budget(sim_seconds=6000.0), seed=seed)
-        return best - table(Arch.from_dict(res.history[res.info["best_trial"]]["arch"]))["valid_acc"]
+        return best - table(res.arch)["valid_acc"]
 
     hb = np.mean([regret("hyperband", s) for s in range(8)])
     bohb = np.mean([regret("bohb", s) for s in range(8)])

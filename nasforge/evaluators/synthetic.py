@@ -198,8 +198,12 @@ class SyntheticTable:
         logit = math.log(base / (1.0 - base)) + raw / (base * (1.0 - base))
         return 1.0 / (1.0 + np.exp(-logit))
 
+    def _raw(self, idx: list[Any]) -> np.ndarray:
+        """The raw (unsquashed) valid accuracy: clean effects plus the architecture's fixed noise."""
+        return self._clean(idx) + self.config.noise * _normal_from_hash(self._hash(idx, 1))
+
     def _valid(self, idx: list[Any]) -> np.ndarray:
-        return self._squash(self._clean(idx) + self.config.noise * _normal_from_hash(self._hash(idx, 1)))
+        return self._squash(self._raw(idx))
 
     def _at(self, idx: list[Any], epoch: np.ndarray) -> np.ndarray:
         """``valid_acc`` after ``epoch`` epochs (an integer array broadcast against ``idx``): the
@@ -207,7 +211,7 @@ class SyntheticTable:
         cfg = self.config
         full = int(cfg.epochs)
         epoch = np.asarray(epoch, dtype=np.int64)
-        raw = self._clean(idx) + cfg.noise * _normal_from_hash(self._hash(idx, 1))
+        raw = self._raw(idx)
         if full == 1:
             return np.broadcast_to(self._squash(raw), np.broadcast_shapes(np.shape(raw), epoch.shape)).copy()
         e = epoch.astype(np.float64)
@@ -223,10 +227,11 @@ class SyntheticTable:
         an epoch ``1..epochs`` of the learning curve (``valid_acc``/``objective`` after it and
         ``train_seconds`` of that many epochs), None: the full fidelity."""
         idx = [np.asarray([k]) for k in self.indices(arch)]
-        valid = float(self._valid(idx)[0])
         test = float(self._squash(self._clean(idx) + self.config.noise * _normal_from_hash(self._hash(idx, 2)))[0])
         seconds = float(self._cost(idx)[0])
-        if fidelity is not None:
+        if fidelity is None:
+            valid = float(self._valid(idx)[0])
+        else:
             epoch = self.fidelities.check(fidelity, f"the synthetic table ({self.fidelities.describe()})")
             valid = float(self._at(idx, np.asarray([epoch]))[0])
             seconds = seconds * (epoch / self.config.epochs)

@@ -51,17 +51,15 @@ import nasforge.trials  # noqa: F401,E402  (the trial loop)
 log = logging.getLogger(__name__)
 
 
-def brackets(fidelities: Fidelities, eta: float, low: int | None = None, high: int | None = None
-             ) -> tuple[list[int], int]:
-    """The fidelity levels of Hyperband's schedule (lowest first) and how many there are."""
+def brackets(fidelities: Fidelities, eta: float, low: int | None = None, high: int | None = None) -> list[int]:
+    """The fidelity levels of Hyperband's schedule, lowest first."""
     low = fidelities.low if low is None else fidelities.check(low)
     high = fidelities.high if high is None else fidelities.check(high)
     if low > high:
         raise ConfigError(f"strategy.min_fidelity={low} is above strategy.max_fidelity={high}; lower it")
     count = int(math.floor(math.log(high / low) / math.log(eta) + 1e-9)) + 1
     budgets = high * np.power(float(eta), -np.linspace(count - 1, 0, count))
-    levels = sorted({max(fidelities.snap(float(b)), low) for b in budgets})
-    return levels, len(levels)
+    return sorted({max(fidelities.snap(float(b)), low) for b in budgets})
 
 
 def bracket_plan(levels: list[int], eta: float, iteration: int) -> list[tuple[int, int]]:
@@ -93,11 +91,8 @@ class Hyperband(MultiFidelityStrategy):
 
     # --- the schedule ------------------------------------------------------------------
     def setup(self, space: Any, seed: int) -> None:
-        if self.fidelities is None:
-            raise ConfigError(f"strategy '{self.name}' needs an evaluator that offers fidelities (train, synthetic, "
-                              "a benchmark file, or a table with valid_acc@E columns)")
-        self.space, self.seed = space, int(seed)
-        self.levels, _ = brackets(self.fidelities, self.config.eta, self.config.min_fidelity,
+        self.space, self.seed = space, int(seed)  # self.fidelities: set and checked by the trial loop
+        self.levels = brackets(self.fidelities, self.config.eta, self.config.min_fidelity,
                                   self.config.max_fidelity)
         if len(self.levels) == 1:
             log.warning("strategy '%s' has one fidelity level (%s from %s, eta %g): every trial runs at full "

@@ -8,10 +8,15 @@ import os
 from pathlib import Path
 
 from nasforge.report.figures import describe_arch, escape, figure, save_figure
+from nasforge.fidelity import fidelity_label, fidelity_order
 from nasforge.report.run import Run, Section, as_run
 from nasforge.trials import incumbents
 
 __all__ = ["trials_section"]
+
+
+def _fidelity_cell(trial: dict) -> str:
+    return f"<td>{escape(fidelity_label(trial.get('fidelity')))}</td>"
 
 
 def trials_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | None:
@@ -31,10 +36,10 @@ def trials_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | Non
         fresh = [(x, y) for t, x, y in zip(done, xs, ys) if t["duplicate_of"] is None]
         dups = [(x, y) for t, x, y in zip(done, xs, ys) if t["duplicate_of"] is not None]
         if multi:
-            for fid in sorted({t.get("fidelity") for t in done}, key=lambda f: float("inf") if f is None else f):
+            for fid in sorted({t.get("fidelity") for t in done}, key=fidelity_order):
                 pts = [(x, y) for t, x, y in zip(done, xs, ys) if t["duplicate_of"] is None and t.get("fidelity") == fid]
                 ax.scatter([x for x, _ in pts], [y for _, y in pts], s=12, alpha=0.7,
-                           label=f"fidelity {fid if fid is not None else 'full'}")
+                           label=f"fidelity {fidelity_label(fid)}")
         else:
             ax.scatter([x for x, _ in fresh], [y for _, y in fresh], s=12, alpha=0.6, label="trial objective")
         if dups:
@@ -81,16 +86,10 @@ def trials_section(run: Run | str | os.PathLike, out_dir: Path) -> Section | Non
         pictures.append(("pareto.png", f"Pareto front of the search: objective (higher is better) against "
                                        f"{info['cost']} (lower is better); {len(info['pareto_front'])} architectures "
                                        "no other trial beats on both."))
-    if multi:  # the highest fidelity's trials rank first
-        rank = {f: k for k, f in enumerate(sorted({t.get("fidelity") for t in done},
-                                                  key=lambda f: -float("inf") if f is None else -f))}
-        top = sorted(done, key=lambda t: (rank[t.get("fidelity")], -t["metrics"]["objective"], t["index"]))[:10]
-    else:
-        top = sorted(done, key=lambda t: (-t["metrics"]["objective"], t["index"]))[:10]
-    fid_cell = (lambda t: f"<td>{escape(t.get('fidelity') if t.get('fidelity') is not None else 'full')}</td>") \
-        if multi else (lambda t: "")
+    # the highest fidelity's trials rank first (a one-fidelity search: all at the full one)
+    top = sorted(done, key=lambda t: (-fidelity_order(t.get("fidelity")), -t["metrics"]["objective"], t["index"]))[:10]
     rows = "\n".join(
-        f"<tr><td>{t['index']}</td>{fid_cell(t)}<td>{t['metrics']['objective']:.4f}</td>"
+        f"<tr><td>{t['index']}</td>{_fidelity_cell(t) if multi else ''}<td>{t['metrics']['objective']:.4f}</td>"
         f"<td>{escape(t['metrics'].get('train_seconds', ''))}</td>"
         f"<td><code>{escape(describe_arch(t['arch']))}</code></td></tr>" for t in top)
     counts = {s: sum(1 for t in trials if t["status"] == s) for s in ("done", "failed", "pending", "running")}
